@@ -1,0 +1,258 @@
+"""Profiles: one frozen, hashable config object for every experiment.
+
+Three named profiles (see DESIGN.md, "Profiles"):
+
+* ``smoke``   - tiny synthetic set, I3D topology at reduced width/resolution;
+  every notebook runs in under a minute on 2 CPU cores (used by CI).
+* ``default`` - the embedded synthetic benchmark with a reduced I3D sized for a
+  CPU; the whole reproduction runs in about 20 minutes on 2 cores.
+* ``paper``   - MARS / DukeMTMC-VideoReID / PRID2011 at full scale on a GPU:
+  full-width I3D, 256x128 inputs, L=4, M=8, D=1024, hidden=1024 (Sec. 4.2).
+
+Notebooks differ only in the profile they resolve. ``resolve_profile`` lets the
+``REID_PROFILE`` environment variable override the notebook's ``PROFILE``
+parameter, so ``REID_PROFILE=smoke pytest --nbval-lax notebooks`` works.
+
+Every field is a plain, JSON-serialisable value, so ``config_key`` can hash a
+config (or a sub-config) into the cache key of the artifacts it produced.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+PROFILES = ("smoke", "default", "paper")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Size and difficulty knobs of the synthetic benchmark (``reid_utils.synth``).
+
+    Frequencies are per-frame probabilities unless stated otherwise.
+    """
+
+    seed: int = 0
+    num_train_ids: int = 60
+    num_test_ids: int = 60
+    num_cameras: int = 6
+    frame_height: int = 64
+    frame_width: int = 32
+    # Tracklet length ~ clipped log-normal (heavy tail, MARS-like; many short).
+    min_len: int = 4
+    median_len: int = 24
+    max_len: int = 120
+    tracklets_per_id_cam: float = 1.3
+    lookalike_fraction: float = 0.3
+    num_distractor_tracklets: int = 20
+    num_junk_tracklets: int = 20
+    p_occlusion: float = 0.08
+    p_empty: float = 0.03
+    p_id_switch: float = 0.03
+    p_bad_crop: float = 0.05
+    p_blur: float = 0.08
+    jpeg_quality: int = 90
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The I3D backbone (Sec. 4.2) at the profile's width and resolution."""
+
+    width_mult: float = 1.0     # multiplies every conv's output channels
+    input_height: int = 256
+    input_width: int = 128
+    feat_dim: int = 1024        # D: global-average-pooled Mixed_5c channels
+    pretrained: bool = True     # Kinetics-400 initialisation (reid_utils.pretrained)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """3D-CNN re-ID training (Sec. 3.2): P x K batches, triplet + softmax."""
+
+    clip_len: int = 4           # L_train
+    sampling: str = "random"    # frame sampling method for training clips
+    P: int = 8
+    K: int = 4
+    iterations: int = 2000
+    lr: float = 3e-4
+    weight_decay: float = 5e-4
+    margin: float = 0.3
+    lr_milestones: tuple = (0.5, 0.75)   # fractions of ``iterations``
+    lr_gamma: float = 0.1
+    eval_every: int = 500
+
+
+@dataclass(frozen=True)
+class AggConfig:
+    """The clip-similarity aggregation module (Sec. 3.1, 3.2, 4.2, 4.4)."""
+
+    num_clips: int = 8          # M
+    clip_len: int = 4           # L
+    sampling: str = "evenly"
+    hidden: int = 1024
+    dropout: float = 0.5
+    P: int = 16
+    K: int = 4
+    iterations: int = 2000
+    lr: float = 1e-4
+    margin: float = 0.3
+    max_corrupted: tuple = tuple(range(8))   # M_c^max values of Table 2
+    t_percents: tuple = tuple(range(10, 101, 10))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything an experiment depends on. Frozen and hashable."""
+
+    profile: str = "default"
+    seed: int = 0
+    dataset: str = "synthetic"          # synthetic | mars | dukemtmc-videoreid | prid2011
+    data_root: str | None = None        # real datasets: where they live on disk
+    device: str = "auto"                # auto | cpu | cuda
+    num_workers: int = 0
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    agg: AggConfig = field(default_factory=AggConfig)
+    artifacts_dir: str = str(REPO_ROOT / "artifacts")
+    figures_dir: str = str(REPO_ROOT / "figures")
+
+    # -- derived -----------------------------------------------------------
+    @property
+    def cache_root(self) -> Path:
+        """``artifacts/<profile>``: where this profile's cached artifacts live."""
+        return Path(self.artifacts_dir) / self.profile
+
+    @property
+    def figures_path(self) -> Path:
+        return Path(self.figures_dir)
+
+    def torch_device(self):
+        """The ``torch.device`` this config asks for (``auto``: CUDA if present)."""
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def key(self, *parts: str) -> str:
+        """Cache key of the sub-configs named in ``parts`` (all of it if none)."""
+        d = self.to_dict()
+        if parts:
+            d = {p: d[p] for p in parts}
+        return config_key(d)
+
+
+def config_key(obj: Any, length: int = 16) -> str:
+    """Stable short hash of a JSON-serialisable object (or a dataclass)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    blob = json.dumps(obj, sort_keys=True, default=_json_default).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def _json_default(o):
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"config_key: cannot hash object of type {type(o).__name__}")
+
+
+def _profile(name: str) -> Config:
+    if name == "smoke":
+        return Config(
+            profile="smoke",
+            synth=SynthConfig(num_train_ids=12, num_test_ids=12, median_len=12, max_len=40,
+                              tracklets_per_id_cam=0.7, num_distractor_tracklets=4,
+                              num_junk_tracklets=4),
+            model=ModelConfig(width_mult=0.125, input_height=64, input_width=32,
+                              feat_dim=128, pretrained=False),
+            train=TrainConfig(P=4, K=2, iterations=20, eval_every=10, lr=1e-3),
+            agg=AggConfig(num_clips=4, hidden=64, P=4, K=2, iterations=20, lr=1e-3,
+                          max_corrupted=(0, 3), t_percents=(20, 50, 100)),
+        )
+    if name == "default":
+        return Config(
+            profile="default",
+            synth=SynthConfig(),
+            model=ModelConfig(width_mult=0.25, input_height=64, input_width=32,
+                              feat_dim=256, pretrained=False),
+            train=TrainConfig(P=8, K=4, iterations=400, eval_every=100, lr=1e-3),
+            agg=AggConfig(num_clips=8, hidden=256, P=16, K=4, iterations=300, lr=1e-3),
+        )
+    if name == "paper":
+        return Config(
+            profile="paper",
+            dataset="mars",
+            model=ModelConfig(width_mult=1.0, input_height=256, input_width=128,
+                              feat_dim=1024, pretrained=True),
+            train=TrainConfig(P=8, K=4, iterations=60000, eval_every=5000, lr=3e-4),
+            agg=AggConfig(num_clips=8, hidden=1024, P=16, K=4, iterations=20000, lr=1e-4),
+        )
+    raise ValueError(f"unknown profile {name!r}: expected one of {', '.join(PROFILES)}")
+
+
+def get_config(profile: str = "default", **overrides: Any) -> Config:
+    """The named profile's config, with top-level fields replaced by ``overrides``.
+
+    Sub-configs can be overridden with dicts, e.g. ``synth={"seed": 3}``.
+    """
+    cfg = _profile(profile)
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    upd = {}
+    for k, v in overrides.items():
+        if k not in fields:
+            raise ValueError(f"get_config: unknown field {k!r}; expected one of {sorted(fields)}")
+        cur = getattr(cfg, k)
+        if isinstance(v, dict) and dataclasses.is_dataclass(cur):
+            try:
+                v = replace(cur, **v)
+            except TypeError as e:
+                raise ValueError(f"get_config: bad override for {k!r}: {e}") from None
+        upd[k] = v
+    return replace(cfg, **upd)
+
+
+def resolve_profile(profile: str | None = None, **overrides: Any) -> Config:
+    """Config for a notebook: ``$REID_PROFILE`` wins over the ``profile`` argument.
+
+    Also honours ``$REID_ARTIFACTS`` / ``$REID_FIGURES`` (used by the tests to
+    keep artifacts and figures in a temporary directory) and
+    ``$REID_DATA_ROOT`` / ``$REID_DATASET`` for the ``paper`` profile.
+    """
+    name = os.environ.get("REID_PROFILE") or profile or "default"
+    env = {
+        "artifacts_dir": os.environ.get("REID_ARTIFACTS"),
+        "figures_dir": os.environ.get("REID_FIGURES"),
+        "data_root": os.environ.get("REID_DATA_ROOT"),
+        "dataset": os.environ.get("REID_DATASET"),
+    }
+    for k, v in env.items():
+        if v and k not in overrides:
+            overrides[k] = v
+    return get_config(name, **overrides)
+
+
+def describe(cfg: Config) -> str:
+    """One-paragraph summary printed by every notebook's setup cell."""
+    import platform
+
+    import numpy as np
+    import torch
+
+    dev = cfg.torch_device()
+    lines = [
+        f"profile={cfg.profile}  dataset={cfg.dataset}  seed={cfg.seed}  device={dev}",
+        f"python {platform.python_version()}  torch {torch.__version__}  numpy {np.__version__}",
+        f"artifacts: {cfg.cache_root}   figures: {cfg.figures_path}",
+    ]
+    return "\n".join(lines)
