@@ -365,7 +365,9 @@ def load_mars(root, official: bool = False, gallery_includes_queries: bool | Non
             tracks incl. queries and junk); default: the torchreid split.
         gallery_includes_queries: alias of ``official``.
         check_frames: ``"first"`` (first and last frame of every tracklet
-            must exist; cheap), ``"all"`` or ``"none"``.
+            must exist and the first frame of each split must decode; cheap),
+            ``"all"`` (every frame must exist) or ``"none"`` (no disk access
+            beyond the info/ files).
         annotations: optional per-frame annotation CSV to attach.
         name: dataset name recorded on the result.
     """
@@ -408,7 +410,8 @@ def load_mars(root, official: bool = False, gallery_includes_queries: bool | Non
         protocol = "torchreid"
     if ann is not None:
         meta["annotation_fields"] = ann.fields
-    _probe_splits(train, query, gallery)
+    if check_frames != "none":
+        _probe_splits(train, query, gallery)
     return VideoDataset(name=name, root=str(root), train=train, query=query,
                         gallery=gallery, protocol=protocol, meta=meta)
 
