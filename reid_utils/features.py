@@ -1,0 +1,353 @@
+"""The clip-feature bank: I3D features of M clips of L frames per tracklet.
+
+Sec. 3.1 of the paper represents a sequence by the features of M clips of L
+frames (uniformly spread over it); Sec. 4.3 compares single clips drawn with
+the frame sampling methods of Table 1; Sec. 4.4 feeds corrupted clips through
+the frozen I3D. All of them go through :func:`extract_clip_features` (plain)
+or :func:`get_features` (cached on disk through ``reid_utils.cache``).
+
+Sampling ``method`` (per tracklet of T frames):
+
+* ``"clips"``: ``sampling.sample_clips(T, M, L)``: M clips of L consecutive
+  frames centred in M equal segments (Sec. 3.1; deterministic);
+* ``"consec"`` / ``"random"``: ``sampling.sample_clip`` (Table 1); with M > 1,
+  M independent draws, ordered by their first frame;
+* ``"evenly"``: ``sampling.sample_clip(T, L, "evenly")`` (M must be 1);
+* ``"all"``: every frame as one clip (M must be 1, L is ignored). Tracklets
+  are processed one at a time; a tracklet longer than ``max_frames`` is cut
+  into near-equal consecutive chunks whose features are averaged, weighted by
+  their length (a choice: one global pool over the whole tracklet would need
+  unbounded memory for MARS's longest tracklets; for chunks of >= 32 frames the
+  difference is only the temporal boundary of the convolutions).
+
+Random draws use ``numpy.random.default_rng([seed, i])`` for tracklet i, so
+the frames of a tracklet never depend on batching or on the other tracklets.
+
+Corruption hook (Sec. 4.4): ``frame_transform(frames, tracklet_idx,
+clip_idx) -> frames`` receives the decoded uint8 frames ``(T, H, W, 3)`` of
+each clip *after* resizing to the network input size (so "downscale by 5"
+means the same thing for every dataset) and before the [-1, 1] normalisation.
+
+Features are returned as stored by the network (not normalised); use
+:func:`l2_normalise` / :meth:`FeatureBank.normalised` and
+:func:`average_clips` (Fig. 4: averaging clip features with or without L2
+normalisation).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .cache import ArtifactCache
+from .config import config_key
+from .sampling import sample_clip, sample_clips
+from .transforms import FrameCache, frames_to_tensor, input_size, load_frames
+
+METHODS = ("clips", "consec", "random", "evenly", "all")
+RANDOM_METHODS = ("consec", "random")
+FEATURES_VERSION = 1   # bump when the extraction recipe changes (invalidates the cache)
+
+FrameTransform = Callable[[np.ndarray, int, int], np.ndarray]
+
+
+@dataclass
+class FeatureBank:
+    """Clip features of N tracklets.
+
+    Attributes:
+        feats: (N, M, D) float32 CPU tensor, not normalised.
+        pids: (N,) int64 person ids.
+        camids: (N,) int64 0-based camera ids.
+        indices: (N, M, L) int64 frame indices of every clip; for ``"all"`` a
+            list of N arrays (1, T_i).
+        meta: how the bank was made (method, M, L, seed, model key, ...).
+    """
+
+    feats: torch.Tensor
+    pids: np.ndarray
+    camids: np.ndarray
+    indices: Any
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.feats.shape[0])
+
+    def normalised(self) -> torch.Tensor:
+        """(N, M, D) features with every clip feature L2-normalised."""
+        return l2_normalise(self.feats)
+
+
+def l2_normalise(x: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
+    """Unit L2 norm along ``dim`` (zero vectors stay zero)."""
+    return torch.nn.functional.normalize(x, p=2.0, dim=dim, eps=eps)
+
+
+def average_clips(feats: torch.Tensor, num: int | None = None, normalise_clips: bool = False,
+                  normalise_output: bool = False) -> torch.Tensor:
+    """Sequence feature as the mean of clip features (Sec. 4.3, Fig. 4).
+
+    Args:
+        feats: (N, M, D) clip features.
+        num: use this many clips, evenly spaced among the M (``sample_clip``'s
+            ``evenly`` rule); None: all M.
+        normalise_clips: L2-normalise each clip feature before averaging.
+        normalise_output: L2-normalise the averaged feature.
+
+    Returns:
+        (N, D) sequence features.
+    """
+    if feats.dim() != 3:
+        raise ValueError(f"average_clips: feats must be (N, M, D), got {tuple(feats.shape)}")
+    M = feats.shape[1]
+    if num is not None:
+        if not 1 <= num <= M:
+            raise ValueError(f"average_clips: num={num} must be in [1, M={M}]")
+        feats = feats[:, torch.from_numpy(sample_clip(M, num, "evenly"))]
+    if normalise_clips:
+        feats = l2_normalise(feats)
+    out = feats.mean(dim=1)
+    return l2_normalise(out) if normalise_output else out
+
+
+def tracklets_key(tracklets: Sequence) -> str:
+    """Content identity of a tracklet list: hash of every frame path, pid and camid."""
+    h = hashlib.sha256()
+    for t in tracklets:
+        h.update(json.dumps([int(t.pid), int(t.camid), len(t.frames)]).encode())
+        h.update("\n".join(map(str, t.frames)).encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def clip_indices(num_frames: int, num_clips: int, clip_len: int, method: str,
+                 rng: np.random.Generator | None = None) -> np.ndarray:
+    """Frame indices (M, L) of the clips of one tracklet (``"all"``: (1, T)).
+
+    Args:
+        num_frames: T.
+        num_clips: M.
+        clip_len: L (ignored by ``"all"``).
+        method: one of :data:`METHODS`.
+        rng: numpy Generator, needed by ``consec`` and ``random``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS)}")
+    if method in ("evenly", "all") and num_clips != 1:
+        raise ValueError(f"method={method!r} gives a single clip per tracklet; got num_clips={num_clips}")
+    if method == "clips":
+        return sample_clips(num_frames, num_clips, clip_len)
+    if method == "all":
+        return sample_clip(num_frames, clip_len, "all")[None, :]
+    clips = np.stack([sample_clip(num_frames, clip_len, method, rng) for _ in range(num_clips)])
+    return clips[np.argsort(clips[:, 0], kind="stable")]
+
+
+def _bounded_map(fn, items, workers: int, ahead: int):
+    """``map(fn, items)`` in order, on ``workers`` threads, at most ``ahead`` results pending."""
+    if workers <= 0:
+        for it in items:
+            yield fn(it)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for it in items:
+            pending.append(pool.submit(fn, it))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last_3d)
+    return model
+
+
+def _run_batch(model, clips: list[torch.Tensor], device, amp: bool) -> torch.Tensor:
+    x = torch.stack(clips).to(device, non_blocking=True)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    ctx = (torch.autocast(device.type, dtype=torch.bfloat16) if amp
+           else torch.autocast(device.type, enabled=False))
+    with ctx:
+        return model.extract_features(x).float().cpu()
+
+
+def extract_clip_features(model: torch.nn.Module, tracklets: Sequence, num_clips: int = 1,
+                          clip_len: int = 4, method: str = "clips", *, size=(256, 128),
+                          seed: int = 0, frame_transform: FrameTransform | None = None,
+                          device=None, batch_size: int | None = None, num_workers: int = 0,
+                          max_frames: int = 256, amp: bool = False, progress: bool = True,
+                          frame_cache: FrameCache | None = None,
+                          desc: str = "clip features") -> FeatureBank:
+    """Features of ``num_clips`` clips of ``clip_len`` frames of every tracklet.
+
+    Args:
+        model: an ``InceptionI3d`` (anything with ``extract_features``).
+        tracklets: N objects with ``.frames``, ``.pid``, ``.camid``.
+        num_clips: M.
+        clip_len: L (ignored by ``"all"``).
+        method: see the module docstring.
+        size: network input ``(height, width)``.
+        seed: seed of the random sampling methods.
+        frame_transform: optional hook ``(frames uint8 (L,H,W,3), tracklet_idx,
+            clip_idx) -> frames`` applied before normalisation (corruption).
+        device: torch device (default: the model's).
+        batch_size: clips per forward pass (default 64 on CUDA, 32 on CPU).
+        num_workers: frame-decoding threads (0: decode in the main thread).
+        max_frames: ``"all"``: longest chunk fed to the network at once.
+        amp: bf16 autocast on CUDA.
+        progress: tqdm bar over tracklets.
+        frame_cache: optional decoded-frame cache.
+
+    Returns:
+        :class:`FeatureBank` with feats (N, M, D).
+    """
+    from tqdm.auto import tqdm
+
+    if len(tracklets) == 0:
+        raise ValueError("extract_clip_features: tracklets is empty")
+    if num_clips < 1 or (method != "all" and clip_len < 1):
+        raise ValueError(f"extract_clip_features: num_clips={num_clips}, clip_len={clip_len}: expected >= 1")
+    if max_frames < 1:
+        raise ValueError(f"extract_clip_features: max_frames={max_frames}: expected >= 1")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    batch_size = batch_size or (64 if device.type == "cuda" else 32)
+    size = tuple(int(v) for v in size)
+    amp = bool(amp and device.type == "cuda")
+
+    all_idx = []
+    for i, t in enumerate(tracklets):
+        if len(t.frames) == 0:
+            raise ValueError(f"extract_clip_features: tracklet {i} ({getattr(t, 'tid', '')}) has no frames")
+        rng = np.random.default_rng([int(seed), i]) if method in RANDOM_METHODS else None
+        all_idx.append(clip_indices(len(t.frames), num_clips, clip_len, method, rng))
+
+    def load(i: int) -> list[torch.Tensor]:
+        """Decode tracklet i once, cut its clips, apply the hook, normalise."""
+        t, idx = tracklets[i], all_idx[i]
+        uniq, inv = np.unique(idx, return_inverse=True)
+        frames = load_frames([t.frames[k] for k in uniq], size, frame_cache)
+        out = []
+        for m, row in enumerate(inv.reshape(idx.shape)):
+            clip = frames[row]
+            if frame_transform is not None:
+                clip = _checked(frame_transform(clip, i, m), clip.shape, i, m)
+            out.append(frames_to_tensor(clip))
+        return out
+
+    was_training = model.training
+    _prepare_model(model, device).eval()
+    feats: list[torch.Tensor] = []
+    try:
+        with torch.inference_mode():
+            loaded = _bounded_map(load, range(len(tracklets)), num_workers, 4 * max(1, num_workers))
+            bar = tqdm(loaded, total=len(tracklets), desc=desc, disable=not progress, leave=False)
+            if method == "all":
+                for (clip,) in bar:
+                    feats.append(_all_frames_feature(model, clip, device, amp, max_frames)[None])
+            else:
+                buf: list[torch.Tensor] = []
+                for clips in bar:
+                    buf.extend(clips)
+                    while len(buf) >= batch_size:
+                        feats.append(_run_batch(model, buf[:batch_size], device, amp))
+                        buf = buf[batch_size:]
+                if buf:
+                    feats.append(_run_batch(model, buf, device, amp))
+    finally:
+        model.train(was_training)
+    out = torch.cat(feats).reshape(len(tracklets), num_clips, -1).contiguous()
+    indices = all_idx if method == "all" else np.stack(all_idx).astype(np.int64)
+    return FeatureBank(
+        feats=out,
+        pids=np.array([int(t.pid) for t in tracklets], dtype=np.int64),
+        camids=np.array([int(t.camid) for t in tracklets], dtype=np.int64),
+        indices=indices,
+        meta={"method": method, "num_clips": num_clips, "clip_len": None if method == "all" else clip_len,
+              "seed": int(seed) if method in RANDOM_METHODS else None, "size": size,
+              "max_frames": max_frames if method == "all" else None},
+    )
+
+
+def _checked(frames, shape, i, m) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.shape != shape or frames.dtype != np.uint8:
+        raise ValueError(f"frame_transform(tracklet {i}, clip {m}) returned {frames.dtype} "
+                         f"{frames.shape}; expected uint8 {shape} like its input")
+    return frames
+
+
+def _all_frames_feature(model, clip: torch.Tensor, device, amp: bool, max_frames: int) -> torch.Tensor:
+    """(3, T, H, W) -> (D,): one pass, or the length-weighted mean over chunks."""
+    T = clip.shape[1]
+    n = -(-T // max_frames)
+    bounds = [(k * T) // n for k in range(n + 1)]
+    acc = None
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        f = _run_batch(model, [clip[:, a:b]], device, amp)[0] * ((b - a) / T)
+        acc = f if acc is None else acc + f
+    return acc
+
+
+def get_features(cfg, model: torch.nn.Module, tracklets: Sequence, num_clips: int = 1,
+                 clip_len: int = 4, method: str = "clips", *, seed: int | None = None,
+                 model_key: str | None = None, frame_transform: FrameTransform | None = None,
+                 transform_key: str | None = None, name: str = "features",
+                 progress: bool = True, **kwargs) -> FeatureBank:
+    """:func:`extract_clip_features`, cached on disk under ``cfg.cache_root``.
+
+    The cache key is built from the model's key (``model.reid_key``, set by
+    ``reid_utils.train``, or ``model_key``), the identity of the tracklet list
+    (:func:`tracklets_key`), M, L, the method, the seed (random methods only),
+    the input size and ``transform_key`` (a string describing
+    ``frame_transform``, e.g. the corruption spec; required with it).
+
+    Args:
+        cfg: ``Config`` (device, input size, seed, cache root, num_workers).
+        model: the trained ``InceptionI3d``.
+        tracklets: N tracklets.
+        num_clips, clip_len, method: see :func:`extract_clip_features`.
+        seed: default ``cfg.seed``.
+        model_key: identity of the weights when ``model`` has no ``reid_key``.
+        frame_transform, transform_key: optional corruption hook and its identity.
+        name: cache entry name prefix (e.g. ``"features-query"``).
+        **kwargs: passed to :func:`extract_clip_features` (batch_size, amp, ...).
+
+    Returns:
+        :class:`FeatureBank` (meta includes ``"key"``).
+    """
+    model_key = model_key or getattr(model, "reid_key", None)
+    if not model_key:
+        raise ValueError("get_features: the model has no reid_key (set by reid_utils.train); "
+                         "pass model_key= naming its weights so the features can be cached")
+    if frame_transform is not None and not transform_key:
+        raise ValueError("get_features: frame_transform given without transform_key; expected a "
+                         "string describing the transform (e.g. the corruption spec) for the cache key")
+    seed = cfg.seed if seed is None else seed
+    size = input_size(cfg)
+    spec = {"v": FEATURES_VERSION, "model": model_key, "tracklets": tracklets_key(tracklets),
+            "M": int(num_clips), "L": None if method == "all" else int(clip_len), "method": method,
+            "seed": int(seed) if method in RANDOM_METHODS else None, "size": list(size),
+            "transform": transform_key, "max_frames": kwargs.get("max_frames", 256)}
+    key = config_key(spec)
+    kwargs.setdefault("num_workers", cfg.num_workers)
+
+    def compute() -> FeatureBank:
+        bank = extract_clip_features(model, tracklets, num_clips, clip_len, method, size=size,
+                                     seed=seed, frame_transform=frame_transform,
+                                     device=cfg.torch_device(), progress=progress,
+                                     desc=f"{name} M={num_clips} L={clip_len} {method}", **kwargs)
+        bank.meta.update(key=key, model_key=model_key, transform_key=transform_key)
+        return bank
+
+    return ArtifactCache(cfg.cache_root).get_or_compute(name, key, compute, verbose=progress)

@@ -1,0 +1,106 @@
+"""Tests of reid_utils.train: a tiny run, the cache, and exact resumption after an interruption."""
+import numpy as np
+import pytest
+import torch
+
+from reid_utils import train as T
+from reid_utils.config import get_config
+from test_features import make_tiny_dataset
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is faster and immune to other processes on the 2 cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny"))
+
+
+def _cfg(root, **train):
+    t = dict(P=2, K=2, iterations=6, eval_every=3, lr=1e-3, clip_len=4, sampling="consec")
+    t.update(train)
+    return get_config("smoke", artifacts_dir=str(root), device="cpu",
+                      model={"input_height": 32, "input_width": 16}, train=t)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_train_history_cache_and_model(tiny, tmp_path):
+    cfg = _cfg(tmp_path)
+    model, hist = T.train_i3d(cfg, tiny, progress=False)
+    assert list(hist["iteration"]) == list(range(1, 7))
+    assert np.isfinite(hist["loss"]).all()
+    assert np.allclose(hist["loss"], hist["triplet"] + hist["softmax"], atol=1e-5)
+    evald = hist.dropna(subset=["mAP"])
+    assert list(evald["iteration"]) == [3, 6]
+    assert ((evald["mAP"] > 0) & (evald["mAP"] <= 1)).all()
+    # step schedule: lr x gamma from iteration floor(0.5 * 6) + 1 and floor(0.75 * 6) + 1
+    assert np.allclose(hist["lr"], [1e-3, 1e-3, 1e-3, 1e-4, 1e-5, 1e-5])
+    assert not model.training and model.reid_key == T.train_key(cfg, tiny)
+    assert model.feat_dim == cfg.model.feat_dim
+    # a second call loads the cached model: no training (the callback never fires)
+    calls = []
+    model2, hist2 = T.train_i3d(cfg, tiny, progress=False, callback=lambda n, r: calls.append(n))
+    assert calls == [] and hist2.equals(hist)
+    for (k, v), v2 in zip(model.state_dict().items(), model2.state_dict().values()):
+        assert torch.equal(v, v2), k
+    assert not list(cfg.cache_root.glob("i3d-checkpoint-*"))  # resume point removed when done
+    # another clip length is another model
+    assert T.train_key(cfg, tiny, 8) != T.train_key(cfg, tiny, 4)
+
+
+def test_training_reduces_loss(tiny, tmp_path):
+    cfg = _cfg(tmp_path, iterations=30, eval_every=0, lr=3e-3, lr_milestones=(0.9,))
+    _, hist = T.train_i3d(cfg, tiny, progress=False)
+    first, last = hist["loss"].iloc[:5].mean(), hist["loss"].iloc[-5:].mean()
+    assert last < first
+
+
+def test_resume_after_interruption_reproduces_uninterrupted_run(tiny, tmp_path):
+    ref_model, ref_hist = T.train_i3d(_cfg(tmp_path / "a"), tiny, progress=False,
+                                      checkpoint_every=2)
+
+    cfg = _cfg(tmp_path / "b")
+
+    def stop_at_5(n, row):
+        if n == 5:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        T.train_i3d(cfg, tiny, progress=False, checkpoint_every=2, callback=stop_at_5)
+    assert len(list(cfg.cache_root.glob("i3d-checkpoint-*.pt"))) == 1   # saved at iteration 4
+    seen = []
+    model, hist = T.train_i3d(cfg, tiny, progress=False, checkpoint_every=2,
+                              callback=lambda n, r: seen.append(n))
+    assert seen == [5, 6]                                               # resumed, not restarted
+    cols = ["iteration", "loss", "triplet", "softmax", "lr", "mAP", "rank1"]
+    assert hist[cols].equals(ref_hist[cols])
+    for (k, v), v2 in zip(ref_model.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(v, v2), k
+
+
+def test_corrupt_checkpoint_is_ignored(tiny, tmp_path):
+    cfg = _cfg(tmp_path, iterations=2, eval_every=0)
+    key = T.train_key(cfg, tiny)
+    from reid_utils.cache import ArtifactCache
+
+    p = ArtifactCache(cfg.cache_root).path("i3d-checkpoint", key)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(b"garbage")
+    _, hist = T.train_i3d(cfg, tiny, progress=False)
+    assert list(hist["iteration"]) == [1, 2]
+
+
+def test_bad_configs(tiny, tmp_path):
+    with pytest.raises(ValueError, match="width_mult"):
+        T.build_backbone(get_config("smoke", model={"pretrained": True}))
+    with pytest.raises(ValueError, match="feat_dim"):
+        T.build_backbone(get_config("smoke", model={"feat_dim": 999}))
