@@ -105,7 +105,10 @@ class UnsafePickleError(pickle.UnpicklingError):
 # Restricted unpickling
 # --------------------------------------------------------------------------
 def _allowed_globals() -> dict[tuple[str, str], Any]:
-    from numpy._core import multiarray
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
 
     reconstruct = multiarray._reconstruct
     return {
