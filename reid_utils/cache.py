@@ -47,11 +47,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -92,14 +99,18 @@ def torch_save_verified(obj: Any, path: str | Path) -> Path:
     return save_verified(path, buf.getvalue())
 
 
-def torch_load_verified(path: str | Path, map_location="cpu") -> Any:
-    """Load a file written by ``torch_save_verified``; raise if it is corrupt."""
+def torch_load_verified(path: str | Path, map_location="cpu", weights_only: bool = False) -> Any:
+    """Load a file written by ``torch_save_verified``; raise if it is corrupt.
+
+    ``weights_only=True`` restricts unpickling to tensors and plain containers
+    (use it for anything that did not come from this project's own runs).
+    """
     import torch
 
     path = Path(path)
     if not is_valid_file(path):
         raise CorruptEntry(f"{path}: missing or checksum mismatch")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    return torch.load(path, map_location=map_location, weights_only=weights_only)
 
 
 class CorruptEntry(RuntimeError):
