@@ -310,3 +310,32 @@ def test_bad_input_raises_clear_errors():
         mars_official_gallery(d, np.zeros((2, 2)), qp, gp, qc, gc)
     with pytest.raises(ValueError, match="results"):
         summarize_splits([])
+
+
+# ----------------------------------------------------------------------------
+# the ranked-results figure fed by evaluate_rank's details
+# ----------------------------------------------------------------------------
+def test_plot_ranked_results_borders_follow_matches():
+    import matplotlib.pyplot as plt
+
+    from reid_utils.viz import plot_ranked_results
+
+    dist = np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]])
+    res = evaluate_rank(dist, [1, 2], [1, 2, 3, 1], [0, 0], [1, 1, 1, 1], max_rank=3,
+                        return_details=True)
+    rng = np.random.default_rng(0)
+    frames = [[rng.integers(0, 255, (32, 16, 3), dtype=np.uint8) for _ in range(2)] for _ in range(4)]
+    gallery = [[frames[i] for i in row] for row in res.ranked_indices]
+    fig = plot_ranked_results([frames[0], frames[1]], gallery, res.ranked_matches, thumb_height=20)
+    assert len(fig.axes) == 2 * 4
+    green, red = np.array([0, 160, 60]), np.array([210, 30, 30])
+    for q in range(2):
+        for r in range(3):
+            img = fig.axes[q * 4 + 1 + r].images[0].get_array()
+            assert img.shape[0] == 20 + 2 * 4
+            expected = green if res.ranked_matches[q, r] else red
+            np.testing.assert_array_equal(img[0, 0], expected)
+    assert fig.axes[1].get_title() == "rank 1"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="matches"):
+        plot_ranked_results([frames[0]], [gallery[0]], np.ones((1, 2), bool))
