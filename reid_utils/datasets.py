@@ -770,3 +770,31 @@ def dataset_statistics(ds: VideoDataset, verbose: bool = True) -> dict:
         print("tracklets per camera:")
         print(per_cam.to_string())
     return out
+
+
+def nuisance_summary(ds: VideoDataset,
+                     nuisances=("occlusion", "empty", "id_switch", "bad_crop", "blur")):
+    """Per-split nuisance rates from the per-frame annotations (synthetic benchmark).
+
+    Returns:
+        pandas DataFrame indexed by (split, nuisance) with the fraction of
+        frames carrying it (``frames``) and the fraction of tracklets with at
+        least one such frame (``tracklets``); empty if there are no annotations.
+    """
+    import pandas as pd
+
+    rows = []
+    for split, tracks in (("train", ds.train), ("query", ds.query), ("gallery", ds.gallery)):
+        anns = [t.annotations for t in tracks if t.annotations is not None]
+        if not anns:
+            continue
+        for n in nuisances:
+            if n not in anns[0].dtype.names:
+                continue
+            per_frame = np.concatenate([np.asarray(a[n], dtype=np.float64) > 0 for a in anns])
+            per_track = np.array([bool((np.asarray(a[n], dtype=np.float64) > 0).any()) for a in anns])
+            rows.append({"split": split, "nuisance": n, "frames": per_frame.mean(),
+                         "tracklets": per_track.mean()})
+    if not rows:
+        return pd.DataFrame(columns=["frames", "tracklets"])
+    return pd.DataFrame(rows).set_index(["split", "nuisance"])

@@ -60,7 +60,9 @@ def run_notebook(nb: Path, profile: str, out_dir: Path, env: dict | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / nb.name
     old_env = {}
-    for k, v in {"REID_PROFILE": profile, **(env or {})}.items():
+    # The kernel imports this checkout's reid_utils even when it is not pip-installed.
+    pypath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    for k, v in {"REID_PROFILE": profile, "PYTHONPATH": pypath, **(env or {})}.items():
         old_env[k] = os.environ.get(k)
         os.environ[k] = v
     t0 = time.perf_counter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use(matplotlib.get_backend())  # keep inline backends in notebooks
 import matplotlib.pyplot as plt  # noqa: E402
@@ -148,3 +149,182 @@ def plot_ranked_results(query_thumbs, gallery_thumbs, matches, titles=None, thum
             ax.set_title(label, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# -- notebook 00: data and sampling ------------------------------------------
+NUISANCE_COLORS = {"occlusion": "#e69f00", "empty": "#999999", "id_switch": "#d55e00",
+                   "bad_crop": "#cc79a7", "blur": "#0072b2"}
+
+
+def plot_dataset_stats(stats: dict):
+    """Two panels: tracklet-length histograms (log x) and tracklets per camera.
+
+    Args:
+        stats: the dict of ``datasets.dataset_statistics`` (uses its
+            ``"lengths"`` and ``"per_camera"`` entries).
+    """
+    import numpy as np
+
+    lengths_by_split = {k: v for k, v in stats["lengths"].items() if k != "total" and len(v)}
+    per_cam = stats["per_camera"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    all_len = np.concatenate([np.asarray(v) for v in lengths_by_split.values() if len(v)])
+    bins = np.unique(np.geomspace(max(1, all_len.min()), all_len.max() + 1, 25).astype(int))
+    for split, lens in lengths_by_split.items():
+        axes[0].hist(lens, bins=bins, histtype="step", lw=2, label=f"{split} (median {int(np.median(lens))})")
+    axes[0].set(xscale="log", xlabel="tracklet length (frames, log scale)", ylabel="tracklets",
+                title="Heavy-tailed tracklet lengths")
+    axes[0].xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes[0].legend(frameon=False)
+    num_cameras = per_cam.shape[1]
+    width = 0.8 / max(1, len(per_cam.index))
+    for k, split in enumerate(per_cam.index):
+        axes[1].bar(np.arange(num_cameras) + k * width, per_cam.loc[split].to_numpy(), width=width, label=split)
+    axes[1].set(xticks=np.arange(num_cameras) + 0.4 - width / 2,
+                xticklabels=[f"C{c + 1}" for c in range(num_cameras)], ylabel="tracklets",
+                title="Tracklets per camera")
+    axes[1].legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def contact_sheet(rows, titles=None, flags=None, thumb_height=64):
+    """Frames of several tracklets, one row each, nuisance frames marked.
+
+    Args:
+        rows: list of lists of HxWx3 uint8 frames (one list per tracklet).
+        titles: optional row labels.
+        flags: optional list (per row) of lists (per frame) of nuisance names
+            (keys of ``NUISANCE_COLORS``) present on that frame.
+    """
+    import matplotlib.patches as mpatches
+
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    h, w = rows[0][0].shape[:2]
+    scale = thumb_height / h
+    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
+                             figsize=(n_cols * w * scale / 60 + 0.6, n_rows * (thumb_height / 60 + 0.25)))
+    for r, frames in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([]); ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if c >= len(frames):
+                continue
+            ax.imshow(frames[c])
+            marks = (flags[r][c] if flags else []) or []
+            for k, name in enumerate(marks):
+                ax.add_patch(mpatches.Rectangle((1 + 5 * k, 1), 4, 4, color=NUISANCE_COLORS[name],
+                                                transform=ax.transData))
+            if marks:
+                for s in ax.spines.values():
+                    s.set_visible(True); s.set_color(NUISANCE_COLORS[marks[0]]); s.set_linewidth(2.5)
+        if titles:
+            axes[r, 0].set_ylabel(titles[r], rotation=0, ha="right", va="center", fontsize=8)
+    handles = [mpatches.Patch(color=col, label=name.replace("_", " ")) for name, col in NUISANCE_COLORS.items()]
+    fig_h = fig.get_size_inches()[1]
+    fig.subplots_adjust(wspace=0.04, hspace=0.08, top=1 - 0.45 / fig_h)
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False,
+               bbox_to_anchor=(0.5, 1.0), fontsize=8)
+    return fig
+
+
+def plot_sampling_methods(num_frames: int, selections: dict, clips=None, thumbs=None):
+    """Table 1 drawn on one tracklet: which frames each sampling method picks.
+
+    Args:
+        num_frames: tracklet length.
+        selections: ``{method: frame indices}`` (e.g. from ``sampling.sample_clip``).
+        clips: optional (M, L) indices of the M clips of Sec. 3.1, drawn as a last row.
+        thumbs: optional list of all HxWx3 frames, shown as a film strip on top.
+    """
+    import numpy as np
+
+    rows = list(selections.items()) + ([("M clips (Sec. 3.1)", None)] if clips is not None else [])
+    n = len(rows)
+    fig, ax = plt.subplots(figsize=(11, 0.55 * n + 1.2))
+    for k, (name, idx) in enumerate(rows):
+        y = n - 1 - k
+        ax.plot([0, num_frames - 1], [y, y], color="0.85", lw=6, solid_capstyle="butt", zorder=0)
+        if idx is not None:
+            idx = np.asarray(idx)
+            ax.scatter(idx, np.full(len(idx), y), s=40, zorder=2, label=name)
+        else:
+            cmap = plt.get_cmap("tab10")
+            for m, clip in enumerate(np.asarray(clips)):
+                off = (m % 2) * 0.18 - 0.09
+                ax.plot(clip, np.full(len(clip), y + off), "-o", ms=3, color=cmap(m % 10), lw=2)
+    ax.set_yticks(range(n))
+    ax.set_yticklabels([r[0] for r in rows][::-1])
+    ax.set_xlabel("frame index")
+    ax.set_xlim(-1, num_frames)
+    ax.set_title(f"Frame sampling methods on one {num_frames}-frame tracklet (Table 1)")
+    if thumbs is not None:
+        step = max(1, len(thumbs) // 16)
+        strip = np.concatenate(list(thumbs[::step]), axis=1)
+        inset = ax.inset_axes([0, 1.12, 1, 0.5])
+        inset.imshow(strip)
+        inset.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_calibration(results: dict, cmcs: dict | None = None):
+    """Bar chart of mAP / rank-1 per method, plus CMC curves.
+
+    Args:
+        results: ``{method: {"mAP": float, "rank1": float}}`` in [0, 1].
+        cmcs: optional ``{method: cmc array}``.
+    """
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2 if cmcs else 1, figsize=(11 if cmcs else 5.5, 3.6), squeeze=False)
+    ax = axes[0, 0]
+    names = list(results)
+    x = np.arange(len(names))
+    for k, metric in enumerate(["mAP", "rank1"]):
+        vals = [100 * results[n][metric] for n in names]
+        bars = ax.bar(x + (k - 0.5) * 0.38, vals, width=0.38, label=metric)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set(xticks=x, xticklabels=names, ylabel="%", ylim=(0, 100), title="Difficulty calibration")
+    ax.legend(frameon=False)
+    if cmcs:
+        ax = axes[0, 1]
+        for n, cmc in cmcs.items():
+            ax.plot(np.arange(1, len(cmc) + 1), 100 * np.asarray(cmc), label=n)
+        ax.set(xlabel="rank", ylabel="CMC (%)", ylim=(0, 100), xscale="log", title="CMC")
+        ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+NUISANCES = tuple(NUISANCE_COLORS)
+
+
+def frame_nuisances(annotations, i: int) -> list[str]:
+    """Names of the nuisances annotated on frame ``i`` (synthetic benchmark)."""
+    if annotations is None:
+        return []
+    return [n for n in NUISANCES if n in annotations.dtype.names and float(annotations[n][i]) > 0]
+
+
+def nuisance_contact_sheet(tracklets, frames_per_row: int = 10, size=None):
+    """Contact sheet of tracklets with their annotated nuisance frames marked.
+
+    Args:
+        tracklets: ``datasets.Tracklet`` objects (with ``.annotations`` on the
+            synthetic benchmark; without, nothing is marked).
+        frames_per_row: frames shown per tracklet, evenly spaced.
+        size: optional ``(height, width)`` to resize thumbnails.
+    """
+    from .transforms import thumbnails
+
+    rows, flags, titles = [], [], []
+    for t in tracklets:
+        idx, frames = thumbnails(t, num=frames_per_row, size=size)
+        rows.append(frames)
+        flags.append([frame_nuisances(t.annotations, int(i)) for i in idx])
+        titles.append(f"pid {t.pid} C{t.camid + 1}\n{len(t)} frames")
+    return contact_sheet(rows, titles=titles, flags=flags)

@@ -1,0 +1,37 @@
+"""The first code cell of every notebook: resolve the profile, seed, style.
+
+Kept in one place so that no notebook copies set-up code from another.
+"""
+from __future__ import annotations
+
+import random
+
+from .config import Config, describe, resolve_profile
+
+
+def setup(profile: str | None = None, seed: int | None = None, **overrides) -> Config:
+    """Resolve the config (``$REID_PROFILE`` wins), seed every RNG, set the plot style.
+
+    Args:
+        profile: the notebook's ``PROFILE`` parameter.
+        seed: overrides the profile's seed when given.
+        **overrides: further ``config.get_config`` overrides.
+
+    Returns:
+        The resolved :class:`~reid_utils.config.Config`; its summary (versions,
+        device, profile, seed, where artifacts and figures go) is printed.
+    """
+    import numpy as np
+    import torch
+
+    from .viz import setup_style
+
+    if seed is not None:
+        overrides["seed"] = seed
+    cfg = resolve_profile(profile, **overrides)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    setup_style()
+    print(describe(cfg))
+    return cfg
