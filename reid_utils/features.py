@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,6 +56,35 @@ RANDOM_METHODS = ("consec", "random")
 FEATURES_VERSION = 1   # bump when the extraction recipe changes (invalidates the cache)
 
 FrameTransform = Callable[[np.ndarray, int, int], np.ndarray]
+_SHARED_FRAME_CACHE: FrameCache | None = None
+
+
+class LockedFrameCache(FrameCache):
+    """A :class:`transforms.FrameCache` safe to share between decoding threads."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            return super().get(key)
+
+    def put(self, key, arr) -> None:
+        with self._lock:
+            super().put(key, arr)
+
+
+def shared_frame_cache() -> FrameCache:
+    """The process-wide decoded-frame cache :func:`get_features` uses by default.
+
+    Notebooks extract features of the same test tracklets many times (methods x
+    clip lengths x models); decoding each frame once saves most of the I/O.
+    """
+    global _SHARED_FRAME_CACHE
+    if _SHARED_FRAME_CACHE is None:
+        _SHARED_FRAME_CACHE = LockedFrameCache()
+    return _SHARED_FRAME_CACHE
 
 
 @dataclass
@@ -321,7 +351,8 @@ def get_features(cfg, model: torch.nn.Module, tracklets: Sequence, num_clips: in
         model_key: identity of the weights when ``model`` has no ``reid_key``.
         frame_transform, transform_key: optional corruption hook and its identity.
         name: cache entry name prefix (e.g. ``"features-query"``).
-        **kwargs: passed to :func:`extract_clip_features` (batch_size, amp, ...).
+        **kwargs: passed to :func:`extract_clip_features` (batch_size, amp,
+            frame_cache (default :func:`shared_frame_cache`), ...).
 
     Returns:
         :class:`FeatureBank` (meta includes ``"key"``).
@@ -341,6 +372,7 @@ def get_features(cfg, model: torch.nn.Module, tracklets: Sequence, num_clips: in
             "transform": transform_key, "max_frames": kwargs.get("max_frames", 256)}
     key = config_key(spec)
     kwargs.setdefault("num_workers", cfg.num_workers)
+    kwargs.setdefault("frame_cache", shared_frame_cache())
 
     def compute() -> FeatureBank:
         bank = extract_clip_features(model, tracklets, num_clips, clip_len, method, size=size,

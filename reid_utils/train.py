@@ -56,7 +56,7 @@ import torch.nn as nn
 
 from .cache import ArtifactCache, torch_load_verified, torch_save_verified
 from .config import config_key
-from .features import _bounded_map, extract_clip_features, tracklets_key
+from .features import LockedFrameCache, _bounded_map, extract_clip_features, tracklets_key
 from .i3d import InceptionI3d
 from .losses import batch_hard_triplet, pairwise_euclidean, softmax_ce
 from .sampling import pk_batch, sample_clip
@@ -268,7 +268,7 @@ def _train(cfg, dataset, clip_len: int, key: str, cache: ArtifactCache, progress
         except Exception as e:  # corrupt / incompatible: start over
             print(f"[train] ignoring unusable checkpoint {ckpt} ({e}); starting from scratch")
             ckpt.unlink(missing_ok=True)
-    frame_cache = FrameCache()
+    frame_cache = LockedFrameCache()
 
     def load_batch(it: int):
         idx, clips, flips = _batch_plan(cfg, pids, lengths, clip_len, it)
