@@ -57,6 +57,7 @@ class SynthConfig:
     p_bad_crop: float = 0.05
     p_blur: float = 0.08
     jpeg_quality: int = 90
+    camera_variation: float = 0.5   # strength of per-camera colour cast/exposure (0 = none, 1 = strong)
 
 
 @dataclass(frozen=True)
