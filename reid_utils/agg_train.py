@@ -1,0 +1,252 @@
+"""Training the clip-similarity aggregators on frozen clip features (Sec. 3.2).
+
+"Clip similarity aggregation module" (Sec. 3.2): with the 3D CNN frozen,
+batches of P identities x K sequences with M clips each; the similarities of
+all B x B sequence pairs of the batch (B = P*K, every ordered pair, including
+a sequence with itself); the batch-hard triplet loss of Eq. 7 with the
+distances replaced by negative similarities. The same loop trains the top-t%
+baselines of Sec. 4.4 (their projection layer) in both variants.
+
+Works on a precomputed feature bank ``feats`` (N, M, D) so that the I3D never
+runs here. For the corruption experiments (Sec. 4.4), ``batch_transform`` can
+draw a fresh corruption plan for every batch from clean and corrupted banks
+(:func:`corrupting_transform`).
+
+Reproducibility and resuming: the batch of iteration ``it`` is drawn with
+``numpy.random.default_rng([seed, it])`` and torch's RNG (dropout) is seeded
+from ``(seed, it)`` inside ``torch.random.fork_rng`` (the caller's RNG state is
+untouched), so a run resumed from a checkpoint (model, optimiser, history;
+saved atomically and verified through :mod:`reid_utils.cache`) reproduces the
+uninterrupted run exactly.
+
+Optimiser: Adam with a constant learning rate (the paper leaves the
+aggregator's schedule to its supplement, which we do not have).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from .aggregation import LearnedClipAggregator, MeanFeatureAggregator, TopTAggregator
+from .cache import torch_load_verified, torch_save_verified
+from .corruption import assemble_corrupted, corruption_plan
+from .losses import batch_hard_triplet_similarity
+from .sampling import pk_batch
+
+__all__ = ["train_aggregator", "corrupting_transform", "build_aggregator", "AGGREGATOR_KINDS"]
+
+AGGREGATOR_KINDS = ("learned", "topt-eval", "topt-train-eval", "mean")
+_CKPT_FORMAT = 1
+
+
+def build_aggregator(kind: str, dim: int, hidden: int = 1024, dropout: float = 0.5,
+                     t_percent: float = 100.0, seed: int = 0) -> nn.Module:
+    """Construct an aggregator with seeded initial weights (caller's RNG untouched).
+
+    Args:
+        kind: ``"learned"`` (:class:`LearnedClipAggregator`), ``"topt-eval"``,
+            ``"topt-train-eval"`` (:class:`TopTAggregator`) or ``"mean"``
+            (:class:`MeanFeatureAggregator`, no parameters, not trainable).
+        dim: D. hidden, dropout: learned only. t_percent: top-t only.
+        seed: seed of the initial weights.
+    """
+    if kind not in AGGREGATOR_KINDS:
+        raise ValueError(f"kind: expected one of {AGGREGATOR_KINDS}, got {kind!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if kind == "learned":
+            return LearnedClipAggregator(dim, hidden, dropout)
+        if kind == "mean":
+            return MeanFeatureAggregator(dim)
+        return TopTAggregator(dim, t_percent, mode=kind[len("topt-"):])
+
+
+def corrupting_transform(corrupted: torch.Tensor, max_corrupted: int) -> Callable:
+    """A ``batch_transform`` that corrupts random clips of every batch (Sec. 4.4).
+
+    For each batch a fresh :func:`corruption_plan` (M_c ~ U{0..max_corrupted}
+    per sequence) picks which clips take their features from ``corrupted``.
+
+    Args:
+        corrupted: (N, M, D) features of the corrupted clips, aligned with the
+            clean bank passed to :func:`train_aggregator`.
+        max_corrupted: M_c^max.
+
+    Returns:
+        ``transform(idx, feats_batch, rng) -> feats_batch``.
+    """
+    corrupted = torch.as_tensor(corrupted)
+    if corrupted.dim() != 3:
+        raise ValueError(f"corrupted: expected (N, M, D) features, got {tuple(corrupted.shape)}")
+    M = corrupted.shape[1]
+    if not 0 <= int(max_corrupted) <= M:
+        raise ValueError(f"max_corrupted: expected 0..{M}, got {max_corrupted}")
+
+    def transform(idx: np.ndarray, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        plan = corruption_plan(len(idx), M, int(max_corrupted), rng)
+        bad = corrupted[torch.as_tensor(idx)].to(device=x.device, dtype=x.dtype)
+        return assemble_corrupted(x, bad, plan)
+
+    return transform
+
+
+def _iter_seed(seed: int, it: int) -> int:
+    return int(np.random.default_rng([int(seed), int(it), 7]).integers(0, 2**62))
+
+
+def _batch_stats(S: torch.Tensor, labels: torch.Tensor, margin: float) -> dict:
+    with torch.no_grad():
+        per = batch_hard_triplet_similarity(S, labels, margin, reduction="none")
+        same = labels[:, None] == labels[None, :]
+        pos = S.masked_fill(~same, float("inf")).amin(1)
+        neg = S.masked_fill(same, float("-inf")).amax(1)
+    return {"active": float((per > 0).float().mean()), "hard_pos_sim": float(pos.mean()),
+            "hard_neg_sim": float(neg.mean())}
+
+
+def _fingerprint(model, feats, P, K, lr, margin, seed, weight_decay) -> dict:
+    return {"model": repr(model), "feats_shape": list(feats.shape), "P": int(P), "K": int(K),
+            "lr": float(lr), "margin": float(margin), "seed": int(seed),
+            "weight_decay": float(weight_decay)}
+
+
+def _load_checkpoint(path: Path, fingerprint: dict):
+    if not path.exists():
+        return None
+    try:
+        ck = torch_load_verified(path)
+    except Exception as e:  # corrupt or half-written: start again
+        warnings.warn(f"train_aggregator: checkpoint {path} is unreadable ({e}); starting from scratch")
+        return None
+    if ck.get("format") != _CKPT_FORMAT:
+        warnings.warn(f"train_aggregator: checkpoint {path} has an old format; starting from scratch")
+        return None
+    diff = {k: (ck["fingerprint"].get(k), v) for k, v in fingerprint.items()
+            if ck["fingerprint"].get(k) != v}
+    if diff:
+        raise ValueError(f"train_aggregator: checkpoint {path} belongs to another run "
+                         f"(differs in {sorted(diff)}: saved vs now {diff}); "
+                         "use another ckpt_path or delete it")
+    return ck
+
+
+def train_aggregator(model: nn.Module, feats: torch.Tensor, pids, iterations: int, P: int, K: int,
+                     lr: float, margin: float, seed: int, ckpt_path: str | Path | None = None,
+                     ckpt_every: int = 50, eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
+                     eval_every: int | None = None,
+                     batch_transform: Callable[[np.ndarray, torch.Tensor, np.random.Generator],
+                                               torch.Tensor] | None = None,
+                     weight_decay: float = 0.0, progress: bool = True) -> pd.DataFrame:
+    """Train an aggregator with batch-hard triplet loss on negative similarities (Sec. 3.2).
+
+    Args:
+        model: a :class:`LearnedClipAggregator` or :class:`TopTAggregator` (either
+            mode); trained in place, on its own device.
+        feats: (N, M, D) clip features of the training sequences (frozen I3D).
+        pids: (N,) identity of each sequence.
+        iterations: total number of iterations (a resumed run continues to it).
+        P, K: identities per batch and sequences per identity (B = P*K).
+        lr: Adam learning rate. margin: triplet margin (similarity units).
+        seed: seed of the batches and of dropout.
+        ckpt_path: file for resumable checkpoints (atomic, verified); an
+            existing checkpoint of the same run is resumed, a finished one is
+            loaded and returned without training.
+        ckpt_every: iterations between checkpoints (also saved at the end).
+        eval_fn: ``eval_fn(model) -> {name: value}`` called (eval mode, no
+            grad) every ``eval_every`` iterations and after the last one.
+        eval_every: see ``eval_fn`` (default: only at the end).
+        batch_transform: ``f(idx, feats_batch, rng) -> feats_batch`` applied to
+            each batch (e.g. :func:`corrupting_transform`).
+        weight_decay: Adam weight decay.
+        progress: tqdm bar.
+
+    Returns:
+        History, one row per iteration: ``iteration``, ``loss``, ``active``
+        (fraction of anchors with a positive hinge), ``hard_pos_sim``,
+        ``hard_neg_sim`` (batch means of the mined similarities), and one column
+        per ``eval_fn`` metric (NaN where not evaluated).
+    """
+    feats = torch.as_tensor(feats)
+    if feats.dim() != 3:
+        raise ValueError(f"feats: expected (N, M, D) clip features, got {tuple(feats.shape)}")
+    pids = np.asarray(pids.cpu() if torch.is_tensor(pids) else pids)
+    if pids.shape != (feats.shape[0],):
+        raise ValueError(f"pids: expected shape ({feats.shape[0]},), got {pids.shape}")
+    if int(iterations) < 0:
+        raise ValueError(f"iterations: expected >= 0, got {iterations}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"model: {type(model).__name__} has no trainable parameters")
+    if int(ckpt_every) < 1:
+        raise ValueError(f"ckpt_every: expected >= 1, got {ckpt_every}")
+    iterations = int(iterations)
+    device, dtype = params[0].device, params[0].dtype
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    fp = _fingerprint(model, feats, P, K, lr, margin, seed, weight_decay)
+    ckpt_path = Path(ckpt_path) if ckpt_path is not None else None
+
+    rows: list[dict] = []
+    start = 0
+    ck = _load_checkpoint(ckpt_path, fp) if ckpt_path is not None else None
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optim"])
+        rows = list(ck["history"])
+        start = int(ck["iteration"])
+        if start > iterations:
+            raise ValueError(f"train_aggregator: checkpoint {ckpt_path} is at iteration {start}, "
+                             f"beyond iterations={iterations}")
+
+    def save(it: int) -> None:
+        if ckpt_path is not None:
+            torch_save_verified({"format": _CKPT_FORMAT, "fingerprint": fp, "iteration": it,
+                                 "model": model.state_dict(), "optim": opt.state_dict(),
+                                 "history": rows}, ckpt_path)
+
+    def evaluate() -> dict:
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return {k: float(v) for k, v in dict(eval_fn(model)).items()}
+        finally:
+            model.train(was)
+
+    devices = [device] if device.type == "cuda" else []
+    bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
+               desc=f"train {type(model).__name__}")
+    with torch.random.fork_rng(devices=devices):
+        model.train()
+        for it in bar:
+            rng = np.random.default_rng([int(seed), it])
+            torch.manual_seed(_iter_seed(seed, it))
+            idx = pk_batch(pids, P, K, rng)
+            x = feats[torch.as_tensor(idx)].to(device=device, dtype=dtype)
+            if batch_transform is not None:
+                x = batch_transform(idx, x, rng)
+            labels = torch.as_tensor(pids[idx], device=device)
+            S = model.batch_similarity(x, x)
+            loss = batch_hard_triplet_similarity(S, labels, margin)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"train_aggregator: non-finite loss at iteration {it + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            row = {"iteration": it + 1, "loss": float(loss.detach()), **_batch_stats(S.detach(), labels, margin)}
+            done = it + 1 == iterations
+            if eval_fn is not None and (done or (eval_every and (it + 1) % int(eval_every) == 0)):
+                row.update(evaluate())
+            rows.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if (it + 1) % int(ckpt_every) == 0 or done:
+                save(it + 1)
+    model.eval()
+    return pd.DataFrame(rows)
