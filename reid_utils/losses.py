@@ -6,7 +6,10 @@
   matrix, with "the euclidean distances replaced by negative clip
   similarities" (Sec. 3.2, training of the clip-similarity aggregation module).
 * :func:`softmax_ce` - the softmax cross-entropy of Eq. 8.
-* :func:`pairwise_euclidean` - d(x1, x2) = ||x1 - x2||_2 of Eq. 7 for a batch.
+* :func:`pairwise_euclidean` - d(x1, x2) = ||x1 - x2||_2 of Eq. 7 for a batch,
+  differentiable with a finite gradient on the zero diagonal (training).
+  Evaluation-time distances (detached, chunked, numpy or torch) are
+  :func:`reid_utils.distances.euclidean_distance`.
 
 Choices where the paper is silent or ambiguous (documented here once):
 
