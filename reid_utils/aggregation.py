@@ -217,6 +217,15 @@ class LearnedClipAggregator(_PairAggregator):
 
     Attributes:
         importance_net: g, maps (N, dim) to (N, 1) positive scores.
+        bn_momentum: running-statistics momentum of g's BatchNorm *per
+            training forward*. In training, BatchNorm normalises the batch of
+            pairs at each of the T = Mq*Mg steps with that step's statistics;
+            g is called T times per forward, so each call updates the running
+            statistics with momentum ``bn_momentum / T``. The running
+            statistics used at test time then weigh every step t alike (with
+            PyTorch's per-call 0.1 they would reflect only the last ~10 steps
+            of the last batch, whose inputs r_{t-1} - c_t are distributed
+            differently from the early steps').
     """
 
     def __init__(self, dim: int, hidden: int, dropout: float = 0.5):
@@ -227,6 +236,10 @@ class LearnedClipAggregator(_PairAggregator):
             raise ValueError(f"LearnedClipAggregator: dropout must be in [0, 1), got {dropout}")
         self.dim, self.hidden, self.dropout = int(dim), int(hidden), float(dropout)
         self.importance_net = make_importance_net(self.dim, self.hidden, self.dropout)
+        self.bn_momentum = 0.1
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, hidden={self.hidden}, dropout={self.dropout:g}"
 
     # -- reference recurrence (training, tests) -------------------------------
     def forward(self, fq: torch.Tensor, fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,6 +259,10 @@ class LearnedClipAggregator(_PairAggregator):
         B, Mq, D = fq.shape
         Mg = fg.shape[1]
         c = (fq[:, :, None, :] * fg[:, None, :, :]).reshape(B, Mq * Mg, D)
+        if self.training:   # running BN statistics: average over all T steps (class doc)
+            for m in self.importance_net.modules():
+                if isinstance(m, nn.BatchNorm1d):
+                    m.momentum = self.bn_momentum / (Mq * Mg)
         r = fq.new_zeros(B, D)                      # r_0 = 0 (alpha_1 = g(-c_1))
         A = fq.new_zeros(B)                         # A_0 = 0
         tiny = torch.finfo(fq.dtype).tiny
@@ -367,6 +384,9 @@ class TopTAggregator(_PairAggregator):
         with torch.no_grad():
             self.proj.weight.copy_(torch.eye(self.dim))
             self.proj.bias.zero_()
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, t_percent={self.t_percent:g}, mode={self.mode!r}"
 
     def _use_top_t(self) -> bool:
         return (not self.training) or self.mode == "train-eval"

@@ -97,6 +97,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert hist2.equals(hist)
     with pytest.raises(ValueError, match="another run"):
         _run("learned", 6, ckpt_path=ck, lr=5e-3)
+    with pytest.raises(ValueError, match="another run"):   # a different model kind
+        _run("topt-eval", 6, ckpt_path=ck)
 
 
 def test_eval_fn_history_columns():

@@ -226,3 +226,20 @@ def test_bad_inputs_raise():
         TopTAggregator(D, 0)
     with pytest.raises(ValueError, match="mode"):
         TopTAggregator(D, 10, mode="train")
+
+
+def test_running_bn_statistics_weigh_all_steps_alike():
+    torch.manual_seed(0)
+    model = LearnedClipAggregator(D, H).to(f64).train()
+    bn = model.importance_net[1]
+    means = []
+    bn.register_forward_hook(lambda mod, inp, out: means.append(inp[0].mean(0).detach()))
+    fq, fg = _pairs(8, 8, 3)
+    model(fq, fg)
+    T = 9
+    assert len(means) == T
+    m = model.bn_momentum / T
+    expected = torch.zeros(H, dtype=f64)
+    for mu in means:
+        expected = (1 - m) * expected + m * mu
+    assert torch.allclose(bn.running_mean, expected, atol=1e-12)
