@@ -479,7 +479,8 @@ def render_atlas(p: Person, view: str, frame_height: int) -> np.ndarray:
             draw_leg(leg)
         torso()
         bag_front_layer()
-        long_hair() if back else None
+        if back:
+            long_hair()
         for arm in arms:
             draw_arm(arm)
         if p.bag == "handbag":
@@ -754,17 +755,15 @@ def make_background(cam: Camera, rng: np.random.Generator, ppu: int) -> np.ndarr
         elif gs == "grass":
             ground = np.asarray([0.3, 0.38, 0.24]) * (1 + 0.3 * n1[..., None] + 0.15 * n2[..., None])
         elif gs == "paving":
-            rh = 0.04 + 0.05 * d
             row = np.floor(np.log1p(d * 10) / 0.25)
             cx = (X + (row % 2) * 0.05) / 0.1
             line = (cx % 1.0 < 0.08) | ((np.log1p(d * 10) / 0.25) % 1.0 < 0.1)
             ground = np.where(line[..., None], gcol * 0.6, gcol * (0.9 + 0.05 * ((np.floor(cx) + row) % 3))[..., None])
-            del rh
         elif gs == "concrete":
             slab = ((X % 0.55) < 0.012) | ((np.log1p(d * 6) / 0.5) % 1.0 < 0.04)
             ground = np.where(slab[..., None], 0.45, np.asarray([0.66, 0.65, 0.62]) * (1 + 0.08 * n1[..., None]))
         else:  # wood
-            plank = (Y * 0 + (X + 0.3 * np.floor(np.log1p(d * 8) / 0.3)) / 0.09) % 1.0
+            plank = ((X + 0.3 * np.floor(np.log1p(d * 8) / 0.3)) / 0.09) % 1.0
             ground = np.asarray([0.5, 0.34, 0.2]) * (0.85 + 0.15 * np.sin(X * 60 + 4 * n1))[..., None]
             ground = np.where((plank < 0.07)[..., None], ground * 0.6, ground)
 
