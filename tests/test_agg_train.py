@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from reid_utils.agg_train import build_aggregator, corrupting_transform, train_aggregator
+from reid_utils.agg_train import (build_aggregator, corrupting_transform, hardest_pairs,
+                                  mined_triplet_loss, resolve_mining, train_aggregator)
+from reid_utils.losses import batch_hard_triplet_similarity
 
 D, M = 16, 4
 
@@ -36,10 +38,11 @@ def _run(kind, iterations, seed=0, **kw):
     return model, train_aggregator(model, feats, pids, **args)
 
 
-@pytest.mark.parametrize("kind", ["learned", "topt-eval", "topt-train-eval"])
-def test_training_reduces_loss(kind):
+@pytest.mark.parametrize("kind,mining", [("learned", "hard"), ("learned", "full"),
+                                         ("topt-eval", "auto"), ("topt-train-eval", "auto")])
+def test_training_reduces_loss(kind, mining):
     torch.set_num_threads(1)
-    _, hist = _run(kind, 40)
+    _, hist = _run(kind, 40, mining=mining)
     assert list(hist["iteration"]) == list(range(1, 41))
     first, last = hist["loss"][:8].mean(), hist["loss"][-8:].mean()
     assert first > 0 and last < 0.5 * first, (first, last)
@@ -85,7 +88,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     with pytest.raises(Crash):
         _run("learned", 6, ckpt_path=ck, ckpt_every=2, batch_transform=crash_at_5)
     model, hist = _run("learned", 6, ckpt_path=ck, ckpt_every=2)   # resumes at iteration 4
-    pd_equal = hist.reset_index(drop=True).equals(ref.reset_index(drop=True))
+    cols = [c for c in ref.columns if c != "seconds"]          # wall times differ, of course
+    pd_equal = hist[cols].reset_index(drop=True).equals(ref[cols].reset_index(drop=True))
     assert pd_equal, (hist, ref)
     for a, b in zip(model.state_dict().values(), ref_model.state_dict().values()):
         assert torch.equal(a, b)
@@ -95,6 +99,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
 
     again, hist2 = _run("learned", 6, ckpt_path=ck, batch_transform=never)
     assert hist2.equals(hist)
+    with pytest.raises(ValueError, match="another run"):   # other mining, other run
+        _run("learned", 6, ckpt_path=ck, mining="full")
     with pytest.raises(ValueError, match="another run"):
         _run("learned", 6, ckpt_path=ck, lr=5e-3)
     with pytest.raises(ValueError, match="another run"):   # a different model kind
@@ -134,3 +140,68 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="pids"):
         train_aggregator(build_aggregator("topt-eval", D), feats, pids[:-1], 2, 3, 2, 1e-3, 0.3, 0,
                          progress=False)
+
+
+def _heldout_loss(model, feats, pids, margin=0.3):
+    """Batch-hard loss of the whole bank as one batch, eval mode (no dropout)."""
+    model.eval()
+    with torch.no_grad():
+        S = model.similarity_matrix(feats, feats, progress=False)
+    return float(batch_hard_triplet_similarity(S, torch.as_tensor(pids), margin))
+
+
+def test_hard_mining_selects_the_batch_hard_pairs():
+    """Deterministic setting (no dropout, eval-mode BatchNorm, float64): the pairs
+    mined by the fast eval path are those of the full B x B computation through
+    forward, and the loss on them is the full batch-hard loss."""
+    torch.set_num_threads(1)
+    feats, pids = _bank(num_ids=5, per_id=3, seed=2)
+    feats = feats.double()
+    model = build_aggregator("learned", D, hidden=16, dropout=0.0, seed=3).double()
+    with torch.no_grad():   # non-trivial running statistics, so eval BN is not the identity
+        for bn in (model.importance_net[1], model.importance_net[5]):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    labels = torch.as_tensor(pids)
+    S_full = model.batch_similarity(feats, feats)          # reference recurrence, all B^2 pairs
+    pos_full, neg_full = hardest_pairs(S_full.detach(), labels)
+    loss, info = mined_triplet_loss(model, feats, labels, margin=0.3)
+    assert torch.equal(info["pos"], pos_full) and torch.equal(info["neg"], neg_full)
+    assert not model.training                               # mode restored after mining
+    full_loss = batch_hard_triplet_similarity(S_full, labels, 0.3)
+    assert torch.allclose(loss, full_loss, atol=1e-10), (loss, full_loss)
+    # same gradients as the full computation
+    g_mined = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    g_full = torch.autograd.grad(full_loss, list(model.parameters()), allow_unused=True)
+    for a, b in zip(g_mined, g_full):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-9)
+    # the selected pairs really are each anchor's hardest positive / negative
+    same = labels[:, None] == labels[None, :]
+    assert bool(same[torch.arange(len(labels)), info["pos"]].all())
+    assert not bool(same[torch.arange(len(labels)), info["neg"]].any())
+
+
+def test_hard_mined_training_beats_untrained_on_heldout():
+    torch.set_num_threads(1)
+    held, held_pids = _bank(seed=1)
+    untrained = build_aggregator("learned", D, hidden=16, dropout=0.1, seed=0)
+    before = _heldout_loss(untrained, held, held_pids)
+    model, hist = _run("learned", 40, mining="hard")
+    after = _heldout_loss(model, held, held_pids)
+    assert after < before, (before, after)
+
+
+def test_hardest_pairs_and_mining_modes():
+    S = torch.tensor([[1.0, 0.2, 0.9, 0.1],
+                      [0.2, 1.0, 0.3, 0.8],
+                      [0.9, 0.3, 1.0, 0.4],
+                      [0.1, 0.8, 0.4, 1.0]])
+    pos, neg = hardest_pairs(S, torch.tensor([0, 1, 1, 0]))
+    assert pos.tolist() == [3, 2, 1, 0] and neg.tolist() == [2, 3, 0, 1]
+    with pytest.raises(ValueError, match="negative"):
+        hardest_pairs(S, torch.zeros(4))
+    assert resolve_mining(build_aggregator("learned", D, hidden=8), "auto") == "hard"
+    assert resolve_mining(build_aggregator("topt-eval", D), "auto") == "full"
+    with pytest.raises(ValueError, match="mining"):
+        resolve_mining(build_aggregator("learned", D, hidden=8), "some")
