@@ -1,0 +1,212 @@
+"""Tests for reid_utils.experiments_agg (notebooks 04-05: Table 2 sweep, Sec. 4.4)."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from reid_utils import agg_train
+from reid_utils import experiments_agg as E
+from reid_utils.config import get_config
+from reid_utils.features import FeatureBank
+
+M, D = 4, 12
+
+
+def _cfg(tmp_path, **agg):
+    base = dict(num_clips=M, hidden=8, P=3, K=2, iterations=3, lr=1e-3, max_corrupted=(0, 2),
+                t_percents=(20, 50, 100))
+    base.update(agg)
+    return get_config("smoke", artifacts_dir=str(tmp_path / "art"), agg=base)
+
+
+def _bank(num_ids, per_id, seed, tag, cams=2, corrupted=False):
+    """Identity prototypes + noise; a 'corrupted' bank is a shared junk direction."""
+    gen = torch.Generator().manual_seed(seed)
+    protos = torch.randn(num_ids, D, generator=torch.Generator().manual_seed(99))
+    feats, pids, camids = [], [], []
+    for p in range(num_ids):
+        for k in range(per_id):
+            x = protos[p] + 0.5 * torch.randn(M, D, generator=gen)
+            if corrupted:
+                x = torch.ones(M, D) + 0.3 * torch.randn(M, D, generator=gen)
+            feats.append(x)
+            pids.append(p + 1)
+            camids.append(k % cams)
+    return FeatureBank(torch.stack(feats).abs(), np.array(pids), np.array(camids),
+                       np.zeros((len(pids), M, 4), np.int64), meta={"key": f"{tag}-{seed}"})
+
+
+def _banks():
+    clean = {"train": _bank(5, 3, 0, "tr"), "query": _bank(4, 1, 1, "q", cams=1),
+             "gallery": _bank(4, 3, 2, "g")}
+    # queries on camera 0, gallery on cameras 1 (and 0): every query has a cross-camera match
+    clean["gallery"].camids[:] = 1
+    bad = {s: _bank(len(np.unique(b.pids)), len(b) // len(np.unique(b.pids)), 10 + k, s + "-bad",
+                    corrupted=True)
+           for k, (s, b) in enumerate(clean.items())}
+    return clean, bad
+
+
+def test_test_plans_are_deterministic_and_bounded(tmp_path):
+    cfg = _cfg(tmp_path)
+    for mc in range(M + 1):
+        for split in ("query", "gallery"):
+            a = E.test_plan(cfg, split, 50, mc)
+            b = E.test_plan(cfg, split, 50, mc)
+            assert a.dtype == bool and a.shape == (50, M)
+            assert np.array_equal(a, b)
+            counts = a.sum(1)
+            assert counts.min() >= 0 and counts.max() <= mc
+        if mc > 0:   # the two test splits are corrupted independently
+            assert not np.array_equal(E.test_plan(cfg, "query", 50, mc), E.test_plan(cfg, "gallery", 50, mc))
+    with pytest.raises(ValueError, match="split"):
+        E.test_plan(cfg, "val", 5, 1)
+
+
+def test_level_features_follow_the_plan(tmp_path):
+    cfg = _cfg(tmp_path)
+    clean, bad = _banks()
+    assert torch.equal(E.level_features(cfg, clean, None, "query", 0), clean["query"].feats)
+    x = E.level_features(cfg, clean, bad, "gallery", 3)
+    plan = E.test_plan(cfg, "gallery", len(clean["gallery"]), 3)
+    assert torch.equal(x[plan], bad["gallery"].feats[plan])
+    assert torch.equal(x[~plan], clean["gallery"].feats[~plan])
+    with pytest.raises(ValueError, match="corrupted"):
+        E.level_features(cfg, clean, None, "query", 2)
+
+
+def test_methods_for_config(tmp_path):
+    cfg = _cfg(tmp_path, t_percents=(10, 20, 30, 50, 70, 100))
+    ms = E.methods_for(cfg)
+    assert [m.kind for m in ms][:2] == ["learned", "topt-eval"]
+    assert [m.t for m in ms if m.kind == "topt-train-eval"] == [20.0, 50.0, 70.0, 100.0]
+    assert [m.t for m in E.methods_for(_cfg(tmp_path, t_percents=(30, 50)))
+            if m.kind == "topt-train-eval"] == [50.0]
+
+
+def test_sweep_assembles_table2_and_caches(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    cfg = _cfg(tmp_path)
+    clean, bad = _banks()
+    res = E.run_sweep(cfg, clean, bad, progress=False)
+    n_t, n_te = len(cfg.agg.t_percents), len(E.train_eval_percents(cfg))
+    assert len(res) == len(cfg.agg.max_corrupted) * (1 + n_t + n_te + 1)
+    for mc in cfg.agg.max_corrupted:
+        lv = res[res["Mc_max"] == mc]
+        assert sorted(lv.loc[lv["method"] == "topt-e", "t"]) == list(cfg.agg.t_percents)
+        assert sorted(lv.loc[lv["method"] == "topt-te", "t"]) == list(E.train_eval_percents(cfg))
+        assert (lv["method"] == "learned").sum() == 1 and (lv["method"] == "mean").sum() == 1
+    assert res[["mAP", "rank1"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert (res.loc[res["method"] != "mean", "train_seconds"] > 0).all()
+
+    wide = E.table2_wide(res)
+    assert list(wide.columns) == [(m, mc) for m in ("mAP", "rank1") for mc in cfg.agg.max_corrupted]
+    assert list(wide.index.get_level_values("method"))[0] == "mean"
+    assert list(wide.index.get_level_values("method"))[-1] == "learned"
+    row = res[(res["method"] == "learned") & (res["Mc_max"] == 2)]
+    assert wide.loc[("learned", np.nan), ("mAP", 2)] == pytest.approx(100 * float(row["mAP"].iloc[0]))
+
+    side = E.table2_side_by_side(res, "rank1")
+    assert list(side.columns) == list(cfg.agg.max_corrupted)
+    sources = set(side.index.get_level_values("source"))
+    assert sources == {"ours (synthetic)", "paper (MARS)"}
+    assert "mean" not in side.xs("paper (MARS)", level="source").index.get_level_values("method")
+
+    # a second run trains nothing and evaluates nothing: models and result rows come from the cache
+    def boom(*a, **k):
+        raise AssertionError("should have been loaded from the cache")
+
+    monkeypatch.setattr(E, "train_aggregator", boom)
+    monkeypatch.setattr(E, "evaluate_similarity", boom)
+    again = E.run_sweep(cfg, clean, bad, progress=False)
+    pd.testing.assert_frame_equal(again, res)
+    # a different training setting is another model
+    with pytest.raises(AssertionError, match="cache"):
+        E.run_level(_cfg(tmp_path, iterations=4), 0, clean, bad, progress=False)
+
+
+def test_get_aggregator_resumes_interrupted_training(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    cfg = _cfg(tmp_path, iterations=8)
+    clean, bad = _banks()
+    ref, _ = E.get_aggregator(_cfg(tmp_path / "ref", iterations=8), E.Method("learned"), 2, clean, bad,
+                              progress=False)
+    real = agg_train.train_aggregator
+    calls = {"n": 0}
+
+    def crash_after_checkpoint(*a, **k):
+        k = dict(k, batch_transform=_crashing(k["batch_transform"], at=5))
+        return real(*a, **k)
+
+    def _crashing(tf, at):
+        def f(idx, x, rng):
+            calls["n"] += 1
+            if calls["n"] == at:
+                raise KeyboardInterrupt
+            return tf(idx, x, rng)
+        return f
+
+    monkeypatch.setattr(E, "train_aggregator", crash_after_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        E.get_aggregator(cfg, E.Method("learned"), 2, clean, bad, progress=False)
+    assert list((tmp_path / "art" / "smoke").glob("agg-checkpoint-*.pt"))   # the resume point
+    monkeypatch.setattr(E, "train_aggregator", real)
+    model, info = E.get_aggregator(cfg, E.Method("learned"), 2, clean, bad, progress=False)
+    assert list(info["history"]["iteration"]) == list(range(1, 9))
+    for a, b in zip(model.state_dict().values(), ref.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not list((tmp_path / "art" / "smoke").glob("agg-checkpoint-*.pt"))
+
+
+def _fake_results(learned, best_e, best_te):
+    rows = []
+    for mc, (l, e, te) in enumerate(zip(learned, best_e, best_te)):
+        rows += [{"method": "learned", "t": np.nan, "Mc_max": mc, "mAP": l, "rank1": l},
+                 {"method": "topt-e", "t": 20.0, "Mc_max": mc, "mAP": e, "rank1": e},
+                 {"method": "topt-e", "t": 50.0, "Mc_max": mc, "mAP": e - 0.05, "rank1": e},
+                 {"method": "topt-te", "t": 20.0, "Mc_max": mc, "mAP": te, "rank1": te},
+                 {"method": "mean", "t": np.nan, "Mc_max": mc, "mAP": 0.1, "rank1": 0.1}]
+    return pd.DataFrame(rows)
+
+
+def test_claim_check_reads_the_numbers():
+    graceful = _fake_results([0.50, 0.49, 0.47], [0.51, 0.45, 0.30], [0.50, 0.46, 0.35])
+    c = E.claim_check(graceful)
+    assert c["holds"] and (c["lo"], c["hi"]) == (0, 2)
+    assert c["best_label"][2] == "topt-te t=20%" and c["best_label"][0] == "topt-e t=20%"
+    assert c["learned"][2] == pytest.approx(47.0) and c["drop_topt"] == pytest.approx(51.0 - 35.0)
+    assert "**holds**" in c["text"]
+    worse = _fake_results([0.50, 0.40, 0.20], [0.51, 0.45, 0.30], [0.50, 0.46, 0.35])
+    c2 = E.claim_check(worse)
+    assert not c2["holds"] and "does not hold" in c2["text"]
+    paper = E.claim_check(E.paper_results(), scale=1.0, source="MARS (paper)")
+    assert paper["holds"]          # the paper's own numbers support its claim
+
+
+def test_paper_table2_package_data():
+    p = E.paper_table2()
+    assert set(p["method"]) == {"topt-e", "topt-te", "learned"}
+    assert set(p["metric"]) == {"mAP", "rank1"} and sorted(p["Mc_max"].unique()) == list(range(8))
+    assert p[p["method"] == "learned"]["t"].isna().all()
+    assert sorted(p.loc[p["method"] == "topt-te", "t"].unique()) == list(E.TRAIN_EVAL_PERCENTS)
+    assert len(p) == p.groupby(["method", "t", "metric", "Mc_max"], dropna=False).ngroups
+    r = E.paper_results()
+    assert {"mAP", "rank1"} <= set(r.columns) and len(r) == len(p) // 2
+
+
+def test_training_cost_and_importance(tmp_path):
+    torch.set_num_threads(1)
+    cfg = _cfg(tmp_path)
+    clean, bad = _banks()
+    res = E.run_level(cfg, 0, clean, bad, progress=False)
+    cost = E.training_cost(res)
+    assert set(cost.columns) == {"learned", "topt-e"} | {f"topt-te t={t:g}" for t in E.train_eval_percents(cfg)}
+    model, _ = E.get_aggregator(cfg, E.Method("learned"), 0, clean, bad, progress=False)
+    tab = E.importance_table(model, clean["query"], clean["gallery"], num_queries=2)
+    assert len(tab) == 2 * len(clean["gallery"]) * M * M
+    per_pair = tab.groupby(["q", "g"])["alpha_rel"].mean()
+    assert np.allclose(per_pair, 1.0, atol=1e-5)
+    qp = E.test_plan(cfg, "query", len(clean["query"]), 2)
+    gp = E.test_plan(cfg, "gallery", len(clean["gallery"]), 2)
+    by = E.importance_by_corruption(tab, qp, gp)
+    assert by["pairs"].sum() == len(tab)
