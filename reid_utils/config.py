@@ -76,7 +76,7 @@ class TrainConfig:
     """3D-CNN re-ID training (Sec. 3.2): P x K batches, triplet + softmax."""
 
     clip_len: int = 4           # L_train
-    sampling: str = "random"    # frame sampling method for training clips
+    sampling: str = "consec"    # frame sampling for training clips (Sec. 4.3: consecutive)
     P: int = 8
     K: int = 4
     iterations: int = 2000
@@ -107,6 +107,15 @@ class AggConfig:
 
 
 @dataclass(frozen=True)
+class AblationConfig:
+    """The grids of the Sec. 4.3 experiments (Fig. 3, Fig. 4); smaller in ``smoke``."""
+
+    train_lens: tuple = (4, 8, 16)        # L_train of the three I3D models
+    test_lens: tuple = (4, 8, 16, 32)     # L_test of Fig. 3
+    num_clips: tuple = (1, 2, 4, 8, 16)   # clips averaged in Fig. 4
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything an experiment depends on. Frozen and hashable."""
 
@@ -120,6 +129,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     agg: AggConfig = field(default_factory=AggConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
     artifacts_dir: str = str(REPO_ROOT / "artifacts")
     figures_dir: str = str(REPO_ROOT / "figures")
 
@@ -177,7 +187,8 @@ def _profile(name: str) -> Config:
                               num_junk_tracklets=4),
             model=ModelConfig(width_mult=0.125, input_height=64, input_width=32,
                               feat_dim=128, pretrained=False),
-            train=TrainConfig(P=4, K=2, iterations=20, eval_every=10, lr=1e-3),
+            train=TrainConfig(P=4, K=2, iterations=12, eval_every=12, lr=1e-3),
+            ablation=AblationConfig(train_lens=(4, 8), test_lens=(4, 8), num_clips=(1, 2, 4)),
             agg=AggConfig(num_clips=4, hidden=64, P=4, K=2, iterations=20, lr=1e-3,
                           max_corrupted=(0, 3), t_percents=(20, 50, 100)),
         )

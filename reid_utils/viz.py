@@ -328,3 +328,306 @@ def nuisance_contact_sheet(tracklets, frames_per_row: int = 10, size=None):
         flags.append([frame_nuisances(t.annotations, int(i)) for i in idx])
         titles.append(f"pid {t.pid} C{t.camid + 1}\n{len(t)} frames")
     return contact_sheet(rows, titles=titles, flags=flags)
+
+
+# -- notebooks 01-03: I3D training and the Sec. 4.3 ablations ---------------------
+def plot_training_curves(histories: dict, smooth: int = 10):
+    """Loss terms and periodic test mAP of I3D training runs.
+
+    Args:
+        histories: ``{label: DataFrame}`` with ``iteration, loss, triplet, softmax``
+            and ``mAP`` (NaN where not evaluated), as returned by ``train.train_i3d``.
+        smooth: moving-average window for the losses.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for label, h in histories.items():
+        for ax, col in zip(axes[:2], ("triplet", "softmax")):
+            ax.plot(h["iteration"], h[col].rolling(smooth, min_periods=1).mean(), label=label)
+        ev = h.dropna(subset=["mAP"])
+        axes[2].plot(ev["iteration"], 100 * ev["mAP"], "o-", label=label)
+    axes[0].set(title="Batch-hard triplet loss (Eq. 7)", xlabel="iteration")
+    axes[1].set(title="Softmax cross-entropy (Eq. 8)", xlabel="iteration")
+    axes[2].set(title="Test mAP, one evenly-sampled clip", xlabel="iteration", ylabel="mAP (%)")
+    for ax in axes:
+        ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sampling_ablation(df, metric: str = "mAP", paper_label: str | None = None):
+    """Fig. 3: one panel per L_train; metric vs L_test, one line per sampling method.
+
+    Args:
+        df: ``experiments_i3d.sampling_ablation`` output (metrics in %).
+        metric: ``"mAP"`` or ``"rank1"``.
+    """
+    Ls = sorted(df.L_train.unique())
+    fig, axes = plt.subplots(1, len(Ls), figsize=(4.2 * len(Ls), 3.5), sharey=True, squeeze=False)
+    styles = {"consec": "o-", "random": "s-", "evenly": "^-", "all": "k--"}
+    for ax, L in zip(axes[0], Ls):
+        sub = df[df.L_train == L]
+        for method, g in sub.groupby("method", sort=False):
+            g = g.sort_values("L_test")
+            ax.plot(g.L_test, g[metric], styles.get(method, "-"), label=method)
+        ax.set(xscale="log", xlabel="$L_{test}$ (frames)", title=f"$L_{{train}}$ = {L}")
+        ax.set_xticks(sorted(df.L_test.unique()))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes[0, 0].set_ylabel(f"{metric} (%)")
+    axes[0, -1].legend(frameon=False)
+    if paper_label:
+        fig.suptitle(paper_label, y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def plot_clip_averaging(df, paper_label: str | None = None):
+    """Fig. 4: mAP and rank-1 vs number of averaged clips, with/without L2."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, metric in zip(axes, ("mAP", "rank1")):
+        for l2, g in df.groupby("l2_normalised"):
+            g = g.sort_values("num_clips")
+            ax.plot(g.num_clips, g[metric], "o-", label="with L2 norm." if l2 else "without L2 norm.")
+        ax.set(xscale="log", xlabel="number of averaged clips", ylabel=f"{metric} (%)", title=metric)
+        ax.set_xticks(sorted(df.num_clips.unique()))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.legend(frameon=False)
+    if paper_label:
+        fig.suptitle(paper_label, y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def ranked_results_figure(dataset, distmat, query_indices, k: int = 5, frames: int = 3):
+    """The ranked-results figure for chosen queries of ``dataset``.
+
+    Args:
+        dataset: ``VideoDataset`` whose ``.query``/``.gallery`` index ``distmat``.
+        distmat: (Q, G) distances (smaller = more similar).
+        query_indices: which queries to show (rows).
+        k: gallery tracklets shown per query (junk-free, same-camera matches
+            removed as in the evaluation protocol).
+        frames: thumbnails per tracklet.
+    """
+    import numpy as np
+
+    from .evaluation import evaluate_rank
+    from .transforms import thumbnails
+
+    q, g = dataset.query, dataset.gallery
+    res = evaluate_rank(np.asarray(distmat), np.array([t.pid for t in q]), np.array([t.pid for t in g]),
+                        np.array([t.camid for t in q]), np.array([t.camid for t in g]),
+                        max_rank=min(k, len(g)), return_details=True)
+    q_th, g_th, matches, titles = [], [], [], []
+    for qi in query_indices:
+        q_th.append(thumbnails(q[qi], num=frames)[1])
+        ranked = [int(i) for i in res.ranked_indices[qi, :k] if i >= 0]
+        g_th.append([thumbnails(g[i], num=frames)[1] for i in ranked])
+        matches.append(list(res.ranked_matches[qi, :len(ranked)]))
+        titles.append([f"query pid {q[qi].pid}"] + [f"#{r + 1} pid {g[i].pid}" for r, i in enumerate(ranked)])
+    width = max(len(m) for m in matches)
+    matches = [m + [False] * (width - len(m)) for m in matches]
+    return plot_ranked_results(q_th, g_th, matches, titles=titles)
+
+
+# -- notebooks 04-05: clip similarity aggregation, corruption (Sec. 3.1, 4.4) --
+AGG_METHOD_COLORS = {"mean": "#7f7f7f", "topt-e": "#0072b2", "topt-te": "#e69f00", "learned": "#d55e00"}
+
+
+def plot_agg_training(histories: dict, smooth: int = 20):
+    """Training curves of aggregators: batch-hard loss, mined similarities, active anchors.
+
+    Args:
+        histories: ``{label: DataFrame}`` of ``agg_train.train_aggregator``
+            histories (``iteration``, ``loss``, ``hard_pos_sim``,
+            ``hard_neg_sim``, ``active``).
+        smooth: window of the centred rolling mean drawn over the raw curve.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    cmap = plt.get_cmap("tab10")
+    for k, (label, h) in enumerate(histories.items()):
+        c = cmap(k % 10)
+        it = h["iteration"]
+        roll = lambda s: s.rolling(smooth, center=True, min_periods=1).mean()  # noqa: E731
+        axes[0].plot(it, h["loss"], color=c, alpha=0.2, lw=0.8)
+        axes[0].plot(it, roll(h["loss"]), color=c, lw=2, label=label)
+        axes[1].plot(it, roll(h["hard_pos_sim"]), color=c, lw=2, label=f"{label}: hardest positive")
+        axes[1].plot(it, roll(h["hard_neg_sim"]), color=c, lw=2, ls="--")
+        axes[2].plot(it, roll(h["active"]), color=c, lw=2, label=label)
+    axes[0].set(xlabel="iteration", ylabel="batch-hard triplet loss", title=f"Loss (line: rolling mean of {smooth})")
+    axes[1].set(xlabel="iteration", ylabel="similarity",
+                title="Mined pairs: hardest positive (solid), negative (dashed)")
+    axes[2].set(xlabel="iteration", ylabel="fraction", ylim=(-0.02, 1.02), title="Anchors with a positive hinge")
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_method_bars(results, title: str = "Sequence similarity from M clips"):
+    """mAP and rank-1 bars per method.
+
+    Args:
+        results: DataFrame indexed by method label with ``mAP`` and ``rank1``
+            columns, in percent.
+    """
+    import numpy as np
+
+    names = list(results.index)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 3.8))
+    for k, metric in enumerate(["mAP", "rank1"]):
+        bars = ax.bar(x + (k - 0.5) * 0.38, results[metric].to_numpy(), width=0.38, label=metric)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set(xticks=x, ylabel="%", title=title)
+    ax.set_xticklabels(names, rotation=20, ha="right")
+    ax.set_ylim(0, min(100, 1.2 * float(results[["mAP", "rank1"]].to_numpy().max()) + 5))
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_importance_heatmaps(panels):
+    """Importance scores and clip-pair cosines of sequence pairs as M x M maps.
+
+    Args:
+        panels: list of ``(title, alpha (Mq, Mg), cos (Mq, Mg))``: one row per
+            sequence pair; alpha is shown normalised to mean 1 (alpha / mean).
+    """
+    import numpy as np
+
+    n = len(panels)
+    fig, axes = plt.subplots(n, 2, figsize=(8.4, 3.4 * n), squeeze=False)
+    for r, (title, alpha, cos) in enumerate(panels):
+        alpha = np.asarray(alpha, dtype=float)
+        a = alpha / alpha.mean()
+        for c, (mat, name, cm) in enumerate([(a, "importance alpha / mean", "magma"),
+                                             (np.asarray(cos, float), "clip-pair cosine", "viridis")]):
+            ax = axes[r, c]
+            im = ax.imshow(mat, cmap=cm)
+            ax.set(xlabel="gallery clip j", ylabel="query clip i", title=f"{title}\n{name}")
+            ax.set_xticks(range(mat.shape[1]))
+            ax.set_yticks(range(mat.shape[0]))
+            ax.grid(False)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig
+
+
+def plot_alpha_vs_cosine(df, max_points: int = 4000, seed: int = 0):
+    """Distribution of importance scores and their relation to the clip-pair cosine.
+
+    Args:
+        df: one row per clip pair with ``alpha_rel`` (alpha / mean alpha of its
+            sequence pair), ``cos`` and ``same`` (bool: same identity).
+    """
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    bins = np.linspace(0, float(np.quantile(df["alpha_rel"], 0.995)) + 1e-9, 40)
+    for same, name, col in [(True, "same identity", "#009e73"), (False, "different identities", "#cc79a7")]:
+        sub = df[df["same"] == same]
+        if len(sub):
+            axes[0].hist(sub["alpha_rel"], bins=bins, density=True, histtype="step", lw=2, color=col, label=name)
+            pts = sub.sample(min(len(sub), max_points // 2), random_state=seed)
+            axes[1].scatter(pts["cos"], pts["alpha_rel"], s=4, alpha=0.3, color=col, label=name)
+    axes[0].axvline(1.0, color="0.4", ls=":", lw=1)
+    axes[0].set(xlabel="alpha / mean alpha of the sequence pair", ylabel="density",
+                title="Importance scores (1 = uniform weighting)")
+    axes[0].legend(frameon=False)
+    axes[1].set(xlabel="clip-pair cosine", ylabel="alpha / mean alpha", title="Importance vs clip-pair cosine")
+    axes[1].legend(frameon=False, markerscale=3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_corruption_examples(examples, titles=None, height: int = 96):
+    """Clean vs corrupted clips (the paper's Fig. 5).
+
+    Args:
+        examples: list of ``(clean, corrupted)``, each a (L, H, W, 3) uint8 clip.
+        titles: optional label per example.
+        height: frame height in pixels inside the figure (nearest neighbour,
+            so the blocks of the corruption stay visible).
+    """
+    import numpy as np
+
+    n = len(examples)
+    if n == 0:
+        raise ValueError("examples: expected at least one (clean, corrupted) pair")
+    fig, axes = plt.subplots(n, 2, figsize=(9, 1.0 + 0.024 * height * n), squeeze=False)
+    for r, (clean, bad) in enumerate(examples):
+        for c, (clip, name) in enumerate([(clean, "clean clip"), (bad, "corrupted clip")]):
+            ax = axes[r, c]
+            ax.imshow(_tracklet_strip(list(np.asarray(clip)), height, 0, None))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            label = name if titles is None else f"{titles[r]}: {name}"
+            ax.set_title(label, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _level_colors(levels):
+    cmap = plt.get_cmap("viridis")
+    levels = sorted(levels)
+    return {lv: cmap(k / max(1, len(levels) - 1)) for k, lv in enumerate(levels)}
+
+
+def plot_fig6(results, metric: str = "mAP", title: str = ""):
+    """The paper's Fig. 6: metric vs t per M_c^max, top-t%-eval and top-t%-train-eval.
+
+    Each panel draws one curve per corruption level; the learned method is a
+    horizontal dashed line of the same colour per level.
+
+    Args:
+        results: long DataFrame (``method``, ``t``, ``Mc_max`` and ``metric``
+            in percent); ours or the paper's, same format.
+        metric: ``"mAP"`` or ``"rank1"``.
+        title: prefix of the panel titles (e.g. which data).
+    """
+    levels = sorted(results["Mc_max"].unique())
+    colors = _level_colors(levels)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    for ax, method, name in [(axes[0], "topt-e", "top-t%-eval"), (axes[1], "topt-te", "top-t%-train-eval")]:
+        for lv in levels:
+            sub = results[(results["method"] == method) & (results["Mc_max"] == lv)].sort_values("t")
+            if len(sub):
+                ax.plot(sub["t"], sub[metric], "-o", ms=4, color=colors[lv], label=f"$M_c^{{max}}$={lv}")
+            lr = results[(results["method"] == "learned") & (results["Mc_max"] == lv)]
+            if len(lr):
+                ax.axhline(float(lr[metric].iloc[0]), color=colors[lv], ls="--", lw=1.2)
+        ax.set(xlabel="t (% of clip pairs kept)", title=f"{title}{name}  (dashed: learned)")
+        ax.set_xticks(sorted(results.loc[results["method"] == "topt-e", "t"].dropna().unique()))
+    axes[0].set_ylabel(f"{metric} (%)")
+    axes[1].legend(frameon=False, fontsize=8, ncol=2, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_degradation(panels: dict, metric: str = "mAP"):
+    """Metric vs M_c^max: learned, the best top-t% of each variant (oracle t), mean.
+
+    Args:
+        panels: ``{title: long DataFrame}`` (``method``, ``t``, ``Mc_max``,
+            ``metric`` in percent), e.g. ours and the paper's side by side.
+        metric: ``"mAP"`` or ``"rank1"``.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 3.9), squeeze=False)
+    for ax, (title, df) in zip(axes[0], panels.items()):
+        for method, name in [("learned", "learned"), ("topt-e", "best top-t%-eval"),
+                             ("topt-te", "best top-t%-train-eval"), ("mean", "mean feature")]:
+            sub = df[df["method"] == method]
+            if not len(sub):
+                continue
+            best = sub.groupby("Mc_max")[metric].max()
+            ax.plot(best.index, best.to_numpy(), "-o", ms=4, color=AGG_METHOD_COLORS[method], label=name,
+                    lw=2.5 if method == "learned" else 1.5)
+        ax.set(xlabel="$M_c^{max}$ (max. corrupted clips per sequence)",
+               ylabel=f"{metric} (%)", title=title)
+        ax.set_xticks(sorted(df["Mc_max"].unique()))
+        ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
