@@ -186,7 +186,13 @@ class ArtifactCache:
             files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
             manifest = {"num_files": len(files), "meta": meta or {}}
             atomic_write_text(tmp / COMPLETE_MARKER, json.dumps(manifest, indent=1))
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                # Another process finished the same entry first: keep theirs if complete.
+                if not is_complete_dir(final):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -79,3 +79,19 @@ def test_failed_dir_build_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         c.get_or_build_dir("ds", "k", build, verbose=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_concurrent_builder_that_loses_the_race_keeps_the_winner(tmp_path):
+    c = ArtifactCache(tmp_path)
+
+    def build(d):
+        (d / "a.txt").write_text("mine")
+        # meanwhile another process completes the same entry
+        other = c.dir_path("ds", "k")
+        other.mkdir()
+        (other / "a.txt").write_text("theirs")
+        (other / cache.COMPLETE_MARKER).write_text('{"num_files": 1, "meta": {}}')
+
+    p = c.get_or_build_dir("ds", "k", build, verbose=False)
+    assert (p / "a.txt").read_text() == "theirs" and cache.is_complete_dir(p)
+    assert [x.name for x in tmp_path.iterdir()] == ["ds-k"]
