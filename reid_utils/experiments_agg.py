@@ -31,9 +31,17 @@ One place for the logic both notebooks run, so that neither copies it:
 
 Metric units: ``mAP`` and ``rank1`` are in [0, 1] in the long results and
 in percent in the Table 2 renderings (as in the paper).
+
+Threads: features are extracted and aggregators trained and evaluated with
+``torch`` limited to ``num_threads`` CPU threads (default 1; ``None`` leaves
+torch's setting). On our shared 2-core machine, torch's default of 2 threads
+made the learned aggregator's training step 13-16x and the I3D's feature
+extraction up to 80x *slower* than 1 thread whenever other processes competed
+for the cores (OpenMP threads waiting for a descheduled sibling).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -53,11 +61,11 @@ from .features import FeatureBank, get_features
 
 __all__ = [
     "EXPERIMENT_VERSION", "SPLITS", "CORRUPTION_KEY", "TRAIN_EVAL_PERCENTS", "PAPER_METHODS",
-    "Method", "get_backbone", "clip_banks", "test_plan", "level_features", "methods_for",
+    "Method", "torch_threads", "dataset_protocol", "get_backbone", "clip_banks", "test_plan", "level_features", "methods_for",
     "train_eval_percents", "get_aggregator", "evaluate_similarity", "run_level", "run_sweep",
     "paper_table2", "paper_results", "as_percent", "table2_wide", "table2_side_by_side",
-    "claim_check", "training_cost", "corruption_examples", "pair_importance", "importance_table",
-    "importance_by_corruption",
+    "claim_check", "training_cost", "methods_table", "corruption_examples", "pair_importance", "importance_table",
+    "importance_by_corruption", "importance_summary", "importance_panels", "corruption_shift",
 ]
 
 EXPERIMENT_VERSION = 1   # bump when the recipe below changes (invalidates cached models/results)
@@ -88,6 +96,20 @@ class Method:
         return PAPER_METHODS[self.kind] + ("" if self.t is None else f" t={self.t:g}")
 
 
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None):
+    """Temporarily set ``torch.set_num_threads`` (``None``: leave it as is)."""
+    old = torch.get_num_threads()
+    if num_threads is not None:
+        if int(num_threads) < 1:
+            raise ValueError(f"num_threads: expected >= 1 or None, got {num_threads}")
+        torch.set_num_threads(int(num_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 # --------------------------------------------------------------------------- #
 # features
 # --------------------------------------------------------------------------- #
@@ -102,8 +124,8 @@ def _corrupt_all(frames: np.ndarray, tracklet_idx: int, clip_idx: int) -> np.nda
     return corrupt_clip(frames)
 
 
-def clip_banks(cfg, model, dataset, corrupted: bool = False,
-               progress: bool = True) -> dict[str, FeatureBank]:
+def clip_banks(cfg, model, dataset, corrupted: bool = False, progress: bool = True,
+               num_threads: int | None = 1) -> dict[str, FeatureBank]:
     """Clip features of train / query / gallery, clean or with every clip corrupted.
 
     Args:
@@ -113,6 +135,8 @@ def clip_banks(cfg, model, dataset, corrupted: bool = False,
         corrupted: corrupt *every* clip (``corruption.corrupt_clip``); an
             M_c^max experiment then picks clean or corrupted per clip.
         progress: tqdm bars and cache messages.
+        num_threads: torch CPU threads while extracting (module doc; on CPU
+            only - on CUDA the setting does not matter).
 
     Returns:
         ``{split: FeatureBank}`` with feats (N, M, D); the clean and corrupted
@@ -121,12 +145,13 @@ def clip_banks(cfg, model, dataset, corrupted: bool = False,
     """
     out = {}
     for split in SPLITS:
-        out[split] = get_features(
-            cfg, model, getattr(dataset, split), num_clips=cfg.agg.num_clips,
-            clip_len=cfg.agg.clip_len, method="clips",
-            frame_transform=_corrupt_all if corrupted else None,
-            transform_key=CORRUPTION_KEY if corrupted else None,
-            name=f"aggfeat-{split}{'-corrupted' if corrupted else ''}", progress=progress)
+        with torch_threads(num_threads):
+            out[split] = get_features(
+                cfg, model, getattr(dataset, split), num_clips=cfg.agg.num_clips,
+                clip_len=cfg.agg.clip_len, method="clips",
+                frame_transform=_corrupt_all if corrupted else None,
+                transform_key=CORRUPTION_KEY if corrupted else None,
+                name=f"aggfeat-{split}{'-corrupted' if corrupted else ''}", progress=progress)
     return out
 
 
@@ -190,7 +215,7 @@ def _model_key(cfg, method: Method, max_corrupted: int, clean: dict, corrupted: 
 
 
 def get_aggregator(cfg, method: Method, max_corrupted: int, clean: dict, corrupted: dict | None = None,
-                   mining: str = "auto", progress: bool = True):
+                   mining: str = "auto", progress: bool = True, num_threads: int | None = 1):
     """A trained aggregator of one method and level: from the cache, else trained now.
 
     Training (``agg_train.train_aggregator``): frozen features of the training
@@ -206,6 +231,7 @@ def get_aggregator(cfg, method: Method, max_corrupted: int, clean: dict, corrupt
         clean, corrupted: the banks of :func:`clip_banks`.
         mining: ``agg_train`` mining mode (``"auto"``: hard for the learned model).
         progress: tqdm bar and cache messages.
+        num_threads: torch CPU threads while training (module doc).
 
     Returns:
         ``(model, info)``: the model in eval mode and a dict with ``history``
@@ -234,10 +260,11 @@ def get_aggregator(cfg, method: Method, max_corrupted: int, clean: dict, corrupt
                 raise ValueError(f"corrupted: needed to train at max_corrupted={max_corrupted}")
             transform = corrupting_transform(corrupted["train"].feats, int(max_corrupted))
         t0 = time.perf_counter()
-        hist = train_aggregator(model, clean["train"].feats, clean["train"].pids, a.iterations,
-                                a.P, a.K, a.lr, a.margin, seed=cfg.seed, ckpt_path=ckpt,
-                                ckpt_every=max(1, a.iterations // 4), batch_transform=transform,
-                                mining=mining, progress=progress)
+        with torch_threads(num_threads):
+            hist = train_aggregator(model, clean["train"].feats, clean["train"].pids, a.iterations,
+                                    a.P, a.K, a.lr, a.margin, seed=cfg.seed, ckpt_path=ckpt,
+                                    ckpt_every=max(1, a.iterations // 4), batch_transform=transform,
+                                    mining=mining, progress=progress)
         return {"state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "history": hist.to_dict("records"), "seconds": time.perf_counter() - t0,
                 "steps_seconds": float(hist["seconds"].sum()) if len(hist) else 0.0,
@@ -252,8 +279,9 @@ def get_aggregator(cfg, method: Method, max_corrupted: int, clean: dict, corrupt
                           "key": key}
 
 
-def _protocol(dataset_protocol: str) -> str:
-    return "mars_official" if dataset_protocol == "official-mars" else "torchreid"
+def dataset_protocol(dataset) -> str:
+    """The ``evaluate_rank`` protocol of a dataset's query/gallery split (as ``train.evaluate_model``)."""
+    return "mars_official" if getattr(dataset, "protocol", "") == "official-mars" else "torchreid"
 
 
 def evaluate_similarity(S: torch.Tensor, query: FeatureBank, gallery: FeatureBank,
@@ -280,8 +308,11 @@ def _score(model, q: torch.Tensor, g: torch.Tensor, progress: bool) -> torch.Ten
 
 
 def run_level(cfg, max_corrupted: int, clean: dict, corrupted: dict | None = None,
-              protocol: str = "torchreid", mining: str = "auto", progress: bool = True) -> pd.DataFrame:
+              protocol: str = "torchreid", mining: str = "auto", progress: bool = True,
+              num_threads: int | None = 1) -> pd.DataFrame:
     """Train (or load) every method of one corruption level and evaluate it.
+
+    ``num_threads``: torch CPU threads for training and scoring (module doc).
 
     Returns:
         Long DataFrame, one row per evaluated (method, t): ``method`` (paper
@@ -293,8 +324,8 @@ def run_level(cfg, max_corrupted: int, clean: dict, corrupted: dict | None = Non
     """
     mc = int(max_corrupted)
     ms = methods_for(cfg)
-    models = {m: get_aggregator(cfg, m, mc, clean, corrupted, mining=mining, progress=progress)
-              for m in ms}
+    models = {m: get_aggregator(cfg, m, mc, clean, corrupted, mining=mining, progress=progress,
+                                num_threads=num_threads) for m in ms}
     spec = {"v": EXPERIMENT_VERSION, "models": sorted(info["key"] for _, info in models.values()),
             "t_percents": list(cfg.agg.t_percents), "seed": int(cfg.seed), "Mc_max": mc,
             "query": clean["query"].meta.get("key"), "gallery": clean["gallery"].meta.get("key"),
@@ -325,13 +356,15 @@ def run_level(cfg, max_corrupted: int, clean: dict, corrupted: dict | None = Non
                 add(PAPER_METHODS[m.kind], m.t, model, info["seconds"])
         return rows
 
-    rows = ArtifactCache(cfg.cache_root).get_or_compute("agg-results", config_key(spec), compute,
-                                                         verbose=progress)
+    with torch_threads(num_threads):
+        rows = ArtifactCache(cfg.cache_root).get_or_compute("agg-results", config_key(spec), compute,
+                                                             verbose=progress)
     return pd.DataFrame(rows)
 
 
 def run_sweep(cfg, clean: dict, corrupted: dict | None, levels: Iterable[int] | None = None,
-              protocol: str = "torchreid", mining: str = "auto", progress: bool = True) -> pd.DataFrame:
+              protocol: str = "torchreid", mining: str = "auto", progress: bool = True,
+              num_threads: int | None = 1) -> pd.DataFrame:
     """:func:`run_level` for every M_c^max (default ``cfg.agg.max_corrupted``), concatenated."""
     from tqdm.auto import tqdm
 
@@ -339,8 +372,23 @@ def run_sweep(cfg, clean: dict, corrupted: dict | None, levels: Iterable[int] | 
     out = []
     for mc in tqdm(levels, desc="corruption levels", disable=not progress):
         out.append(run_level(cfg, mc, clean, corrupted, protocol=protocol, mining=mining,
-                             progress=progress))
+                             progress=progress, num_threads=num_threads))
     return pd.concat(out, ignore_index=True)
+
+
+def methods_table(results: pd.DataFrame, t_show: Iterable[float] | None = None) -> pd.DataFrame:
+    """mAP / rank-1 (percent) of one level's methods, indexed by a readable label.
+
+    Args:
+        results: :func:`run_level` rows (one level).
+        t_show: top-t%-eval rows to keep (default: all).
+    """
+    r = results
+    if t_show is not None:
+        r = r[(r["method"] != "topt-e") | r["t"].isin([float(t) for t in t_show])]
+    labels = [m + ("" if np.isnan(t) else f" t={t:g}%") for m, t in zip(r["method"], r["t"])]
+    out = as_percent(r).assign(method=labels).set_index("method")[["mAP", "rank1"]]
+    return out
 
 
 def training_cost(results: pd.DataFrame) -> pd.DataFrame:
@@ -551,7 +599,7 @@ def pair_importance(model, fq: torch.Tensor, fg: torch.Tensor) -> tuple[np.ndarr
 
 def importance_table(model, query: FeatureBank, gallery: FeatureBank, num_queries: int = 20,
                      seed: int = 0, q_feats: torch.Tensor | None = None,
-                     g_feats: torch.Tensor | None = None) -> pd.DataFrame:
+                     g_feats: torch.Tensor | None = None, num_threads: int | None = 1) -> pd.DataFrame:
     """Every clip pair of ``num_queries`` random queries x all gallery sequences.
 
     Args:
@@ -559,6 +607,7 @@ def importance_table(model, query: FeatureBank, gallery: FeatureBank, num_querie
         query, gallery: banks (pids); ``q_feats``/``g_feats`` override their
             features (e.g. a corrupted test set).
         num_queries: queries drawn at random (``seed``).
+        num_threads: torch CPU threads (module doc).
 
     Returns:
         DataFrame, one row per clip pair: ``q``, ``g`` (sequence indices),
@@ -573,7 +622,8 @@ def importance_table(model, query: FeatureBank, gallery: FeatureBank, num_querie
     G, M = gf.shape[0], gf.shape[1]
     frames = []
     for qi in qs:
-        alpha, cos = pair_importance(model, qf[qi:qi + 1].expand(G, -1, -1), gf)
+        with torch_threads(num_threads):
+            alpha, cos = pair_importance(model, qf[qi:qi + 1].expand(G, -1, -1), gf)
         rel = alpha / alpha.mean(axis=(1, 2), keepdims=True)
         ii, jj = np.meshgrid(np.arange(qf.shape[1]), np.arange(M), indexing="ij")
         frames.append(pd.DataFrame({
@@ -601,3 +651,97 @@ def importance_by_corruption(table: pd.DataFrame, q_plan: np.ndarray, g_plan: np
     out = table.assign(pair=kind).groupby("pair").agg(alpha_rel=("alpha_rel", "mean"),
                                                       cos=("cos", "mean"), pairs=("cos", "size"))
     return out.reindex([k for k in ("both clean", "one corrupted", "both corrupted") if k in out.index])
+
+
+def importance_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """How far the learned weights are from uniform, and how they relate to the cosine.
+
+    Args:
+        table: :func:`importance_table` rows.
+
+    Returns:
+        One-column DataFrame: spread of ``alpha_rel`` (std, 5th/95th
+        percentiles, max/min ratio per sequence pair), mean ``alpha_rel`` of
+        same- and different-identity pairs, and Spearman rank correlations of
+        alpha with the clip-pair cosine (pooled over all clip pairs, and the
+        mean over sequence pairs of the within-pair correlation).
+    """
+    per = table.groupby(["q", "g"])
+    within = per[["alpha", "cos"]].corr(method="spearman").xs("alpha", level=2)["cos"]
+    ratio = per["alpha"].max() / per["alpha"].min()
+    vals = {
+        "clip pairs": len(table),
+        "std of alpha / mean": float(table["alpha_rel"].std()),
+        "5th percentile of alpha / mean": float(table["alpha_rel"].quantile(0.05)),
+        "95th percentile of alpha / mean": float(table["alpha_rel"].quantile(0.95)),
+        "median max/min alpha within a sequence pair": float(ratio.median()),
+        "mean alpha / mean, same identity": float(table.loc[table["same"], "alpha_rel"].mean()),
+        "mean alpha / mean, different identities": float(table.loc[~table["same"], "alpha_rel"].mean()),
+        "Spearman(alpha, cos), all clip pairs": float(table["alpha"].corr(table["cos"], method="spearman")),
+        "Spearman(alpha, cos) within a sequence pair, mean": float(within.mean()),
+    }
+    return pd.DataFrame({"value": vals})
+
+
+@torch.no_grad()
+def importance_panels(model, query: FeatureBank, gallery: FeatureBank, query_index: int = 0,
+                      q_feats: torch.Tensor | None = None, g_feats: torch.Tensor | None = None,
+                      protocol_same_camera: bool = True) -> list:
+    """M x M importance and cosine maps of one query with two gallery sequences.
+
+    The gallery sequences are the query's best-scored true match and its
+    best-scored impostor (the pair the batch-hard loss cares about); with
+    ``protocol_same_camera`` the query's same-identity same-camera gallery
+    items are skipped, as in the evaluation protocol.
+
+    Returns:
+        ``[(title, alpha (M, M), cos (M, M)), ...]`` for ``viz.plot_importance_heatmaps``.
+    """
+    qf = query.feats if q_feats is None else q_feats
+    gf = gallery.feats if g_feats is None else g_feats
+    qi = int(query_index)
+    s = model.similarity_matrix(qf[qi:qi + 1], gf, progress=False)[0].numpy()
+    same = gallery.pids == query.pids[qi]
+    ok = ~(same & (gallery.camids == query.camids[qi])) if protocol_same_camera else np.ones_like(same)
+    out = []
+    for name, mask in (("true match", same & ok), ("impostor", ~same & ok)):
+        if not mask.any():
+            continue
+        gi = int(np.flatnonzero(mask)[np.argmax(s[mask])])
+        alpha, cos = pair_importance(model, qf[qi:qi + 1], gf[gi:gi + 1])
+        title = (f"query {qi} (pid {query.pids[qi]}) vs {name} {gi} (pid {gallery.pids[gi]}), "
+                 f"s = {s[gi]:.3f}")
+        out.append((title, alpha[0], cos[0]))
+    return out
+
+
+def corruption_shift(clean: FeatureBank, corrupted: FeatureBank, seed: int = 0,
+                     num_pairs: int = 20000) -> pd.DataFrame:
+    """How far corruption moves a clip feature, against the spread of clean features.
+
+    Returns:
+        DataFrame (rows: comparisons, columns: mean, std of the cosine):
+        a clip vs its own corrupted version; two clean clips of the same
+        sequence; two clean clips of different sequences; two corrupted clips
+        of different sequences (if corruption collapses features towards a
+        common "blurry" direction, this is high - the trap for averaging).
+    """
+    import torch.nn.functional as F
+
+    c = F.normalize(clean.feats, dim=-1)
+    x = F.normalize(corrupted.feats, dim=-1)
+    N, M, _ = c.shape
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, N, num_pairs), rng.integers(0, N, num_pairs)
+    keep = a != b
+    a, b = a[keep], b[keep]
+    i, j = rng.integers(0, M, len(a)), rng.integers(0, M, len(a))
+    j2 = (i + 1 + rng.integers(0, max(1, M - 1), len(a))) % M   # another clip of the same sequence
+    rows = {
+        "clip vs its corrupted version": (c * x).sum(-1).flatten(),
+        "clean clips, same sequence": (c[a, i] * c[a, j2]).sum(-1),
+        "clean clips, different sequences": (c[a, i] * c[b, j]).sum(-1),
+        "corrupted clips, different sequences": (x[a, i] * x[b, j]).sum(-1),
+    }
+    return pd.DataFrame({k: {"mean cosine": float(v.mean()), "std": float(v.std())}
+                         for k, v in rows.items()}).T
