@@ -199,7 +199,7 @@ def _profile(name: str) -> Config:
             model=ModelConfig(width_mult=0.25, input_height=64, input_width=32,
                               feat_dim=256, pretrained=False),
             train=TrainConfig(P=8, K=4, iterations=400, eval_every=100, lr=1e-3),
-            agg=AggConfig(num_clips=8, hidden=128, P=8, K=4, iterations=200, lr=1e-3),
+            agg=AggConfig(num_clips=8, hidden=128, P=8, K=4, iterations=150, lr=1e-3),
         )
     if name == "paper":
         return Config(

@@ -17,7 +17,9 @@ One place for the logic both notebooks run, so that neither copies it:
   level on the mean of all clip pairs and evaluated at every
   ``cfg.agg.t_percents``; top-t%-train-eval, one model per t in
   {20, 50, 70, 100} (those of them in ``cfg.agg.t_percents``, the paper's
-  Table 2 rows); and the parameter-free mean-feature reference.
+  Table 2 rows; at t = 100 % the selection keeps every pair, so its training
+  *is* top-t%-eval's and that model is reused instead of trained twice); and
+  the parameter-free mean-feature reference.
 * **Caching** (``reid_utils.cache``): every trained aggregator (with its
   training history and wall time) under a key of everything it depends on
   (aggregator config, method, t, level, seed, training banks, mining mode,
@@ -64,7 +66,7 @@ __all__ = [
     "Method", "torch_threads", "dataset_protocol", "get_backbone", "clip_banks", "test_plan", "level_features", "methods_for",
     "train_eval_percents", "get_aggregator", "evaluate_similarity", "run_level", "run_sweep",
     "paper_table2", "paper_results", "as_percent", "table2_wide", "table2_side_by_side",
-    "claim_check", "training_cost", "methods_table", "corruption_examples", "pair_importance", "importance_table",
+    "claim_check", "training_cost", "methods_table", "convergence_table", "corruption_examples", "pair_importance", "importance_table",
     "importance_by_corruption", "importance_summary", "importance_panels", "corruption_shift",
 ]
 
@@ -236,7 +238,8 @@ def get_aggregator(cfg, method: Method, max_corrupted: int, clean: dict, corrupt
     Returns:
         ``(model, info)``: the model in eval mode and a dict with ``history``
         (DataFrame, one row per iteration), ``seconds`` (training wall time of
-        the run that produced it) and ``key``.
+        the run that produced it; 0 for a reused model) and ``key``
+        (top-t%-train-eval at t = 100 also has ``reused_from``).
     """
     D = int(clean["train"].feats.shape[-1])
     a = cfg.agg
@@ -248,6 +251,13 @@ def get_aggregator(cfg, method: Method, max_corrupted: int, clean: dict, corrupt
     model = build()
     if method.kind == "mean":
         return model.eval(), {"history": pd.DataFrame(), "seconds": 0.0, "key": None}
+    if method.kind == "topt-train-eval" and float(method.t) >= 100.0:
+        # t = 100 %: the top-t selection keeps every pair, so training is that of top-t%-eval
+        # (the mean of all pairs, the same batches and seed): reuse that model, do not train twice.
+        base, info = get_aggregator(cfg, Method("topt-eval"), max_corrupted, clean, corrupted, mining,
+                                    progress, num_threads)
+        model.load_state_dict(base.state_dict())
+        return model.eval(), dict(info, seconds=0.0, reused_from="topt-eval")
     mining = resolve_mining(model, mining)
     key = _model_key(cfg, method, max_corrupted, clean, corrupted, mining)
     cache = ArtifactCache(cfg.cache_root)
@@ -391,8 +401,37 @@ def methods_table(results: pd.DataFrame, t_show: Iterable[float] | None = None) 
     return out
 
 
+def convergence_table(histories: dict, parts: int = 5) -> pd.DataFrame:
+    """Mean training loss per ``parts``-th of each run: has the loss flattened?
+
+    Args:
+        histories: ``{label: history DataFrame}`` (``iteration``, ``loss``).
+        parts: number of equal consecutive blocks of iterations.
+
+    Returns:
+        DataFrame, one row per block (index: last iteration of the block), one
+        column per label, plus a last row ``"change, last block (%)"``: the
+        relative change of the mean loss from the second-to-last to the last
+        block (a flattened curve has a change of a few percent, within the
+        batch-to-batch noise).
+    """
+    cols = {}
+    for label, h in histories.items():
+        n = len(h)
+        if n < parts:
+            raise ValueError(f"histories[{label!r}]: {n} iterations, fewer than parts={parts}")
+        block = np.minimum(np.arange(n) * parts // n, parts - 1)
+        means = h.groupby(block)["loss"].mean()
+        means.index = h.groupby(block)["iteration"].max().to_numpy()
+        change = 100 * (means.iloc[-1] - means.iloc[-2]) / abs(means.iloc[-2])
+        cols[label] = pd.concat([means, pd.Series({"change, last block (%)": change})])
+    out = pd.DataFrame(cols)
+    out.index.name = "mean loss up to iteration"
+    return out
+
+
 def training_cost(results: pd.DataFrame) -> pd.DataFrame:
-    """Training wall time (s) per level and method (one value per trained model)."""
+    """Training wall time (s) per level and method (one value per trained model; 0: reused)."""
     r = results[results["method"] != "mean"].copy()
     r["model"] = np.where(r["method"] == "topt-te", r["method"] + " t=" + r["t"].map("{:g}".format),
                           r["method"])
@@ -661,22 +700,27 @@ def importance_summary(table: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         One-column DataFrame: spread of ``alpha_rel`` (std, 5th/95th
-        percentiles, max/min ratio per sequence pair), mean ``alpha_rel`` of
-        same- and different-identity pairs, and Spearman rank correlations of
-        alpha with the clip-pair cosine (pooled over all clip pairs, and the
-        mean over sequence pairs of the within-pair correlation).
+        percentiles), the median over sequence pairs of the *effective
+        fraction of clip pairs used*, (sum alpha)^2 / (T sum alpha^2) with T =
+        M^2 (1: uniform weights, 1/T: all weight on one pair), the mean
+        ``alpha_rel`` of the first and of the last M visiting steps (the
+        recurrence visits the pairs in a fixed order), and Spearman
+        rank correlations of alpha with the clip-pair cosine (pooled over all
+        clip pairs, and the mean over sequence pairs of the within-pair
+        correlation).
     """
     per = table.groupby(["q", "g"])
     within = per[["alpha", "cos"]].corr(method="spearman").xs("alpha", level=2)["cos"]
-    ratio = per["alpha"].max() / per["alpha"].min()
+    eff = per["alpha"].apply(lambda a: float(a.sum() ** 2 / (len(a) * (a ** 2).sum())))
     vals = {
         "clip pairs": len(table),
         "std of alpha / mean": float(table["alpha_rel"].std()),
         "5th percentile of alpha / mean": float(table["alpha_rel"].quantile(0.05)),
         "95th percentile of alpha / mean": float(table["alpha_rel"].quantile(0.95)),
-        "median max/min alpha within a sequence pair": float(ratio.median()),
-        "mean alpha / mean, same identity": float(table.loc[table["same"], "alpha_rel"].mean()),
-        "mean alpha / mean, different identities": float(table.loc[~table["same"], "alpha_rel"].mean()),
+        "effective fraction of clip pairs used, median": float(eff.median()),
+        "mean alpha / mean, first query clip (steps t < M)": float(table.loc[table["i"] == 0, "alpha_rel"].mean()),
+        "mean alpha / mean, last query clip (last M steps)":
+            float(table.loc[table["i"] == table["i"].max(), "alpha_rel"].mean()),
         "Spearman(alpha, cos), all clip pairs": float(table["alpha"].corr(table["cos"], method="spearman")),
         "Spearman(alpha, cos) within a sequence pair, mean": float(within.mean()),
     }
@@ -709,8 +753,8 @@ def importance_panels(model, query: FeatureBank, gallery: FeatureBank, query_ind
             continue
         gi = int(np.flatnonzero(mask)[np.argmax(s[mask])])
         alpha, cos = pair_importance(model, qf[qi:qi + 1], gf[gi:gi + 1])
-        title = (f"query {qi} (pid {query.pids[qi]}) vs {name} {gi} (pid {gallery.pids[gi]}), "
-                 f"s = {s[gi]:.3f}")
+        title = (f"query {qi} (pid {query.pids[qi]}) vs {name} {gi} (pid {gallery.pids[gi]})\n"
+                 f"similarity s = {s[gi]:.3f}")
         out.append((title, alpha[0], cos[0]))
     return out
 

@@ -497,7 +497,7 @@ def plot_importance_heatmaps(panels):
     import numpy as np
 
     n = len(panels)
-    fig, axes = plt.subplots(n, 2, figsize=(8.4, 3.4 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 2, figsize=(10, 3.9 * n), squeeze=False)
     for r, (title, alpha, cos) in enumerate(panels):
         alpha = np.asarray(alpha, dtype=float)
         a = alpha / alpha.mean()
@@ -505,7 +505,8 @@ def plot_importance_heatmaps(panels):
                                              (np.asarray(cos, float), "clip-pair cosine", "viridis")]):
             ax = axes[r, c]
             im = ax.imshow(mat, cmap=cm)
-            ax.set(xlabel="gallery clip j", ylabel="query clip i", title=f"{title}\n{name}")
+            ax.set(xlabel="gallery clip j", ylabel="query clip i")
+            ax.set_title(f"{title}\n{name}", fontsize=10)
             ax.set_xticks(range(mat.shape[1]))
             ax.set_yticks(range(mat.shape[0]))
             ax.grid(False)
@@ -515,28 +516,41 @@ def plot_importance_heatmaps(panels):
 
 
 def plot_alpha_vs_cosine(df, max_points: int = 4000, seed: int = 0):
-    """Distribution of importance scores and their relation to the clip-pair cosine.
+    """Importance scores: distribution, relation to the clip-pair cosine, and to the step t.
 
     Args:
         df: one row per clip pair with ``alpha_rel`` (alpha / mean alpha of its
-            sequence pair), ``cos`` and ``same`` (bool: same identity).
+            sequence pair), ``cos``, ``same`` (bool: same identity) and the
+            clip indices ``i``, ``j`` (visiting step t = i * M + j).
     """
     import numpy as np
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     bins = np.linspace(0, float(np.quantile(df["alpha_rel"], 0.995)) + 1e-9, 40)
+    M = int(df["j"].max()) + 1
+    step = df["i"] * M + df["j"]
     for same, name, col in [(True, "same identity", "#009e73"), (False, "different identities", "#cc79a7")]:
         sub = df[df["same"] == same]
-        if len(sub):
-            axes[0].hist(sub["alpha_rel"], bins=bins, density=True, histtype="step", lw=2, color=col, label=name)
-            pts = sub.sample(min(len(sub), max_points // 2), random_state=seed)
-            axes[1].scatter(pts["cos"], pts["alpha_rel"], s=4, alpha=0.3, color=col, label=name)
+        if not len(sub):
+            continue
+        axes[0].hist(sub["alpha_rel"], bins=bins, density=True, histtype="step", lw=2, color=col, label=name)
+        pts = sub.sample(min(len(sub), max_points // 2), random_state=seed)
+        axes[1].scatter(pts["cos"], pts["alpha_rel"].clip(lower=1e-4), s=4, alpha=0.3, color=col, label=name)
+        per_t = sub.groupby(step[sub.index])["alpha_rel"].mean()
+        axes[2].plot(per_t.index, per_t.to_numpy(), "-", color=col, lw=1.5, label=name)
     axes[0].axvline(1.0, color="0.4", ls=":", lw=1)
     axes[0].set(xlabel="alpha / mean alpha of the sequence pair", ylabel="density",
                 title="Importance scores (1 = uniform weighting)")
     axes[0].legend(frameon=False)
-    axes[1].set(xlabel="clip-pair cosine", ylabel="alpha / mean alpha", title="Importance vs clip-pair cosine")
+    axes[1].set(xlabel="clip-pair cosine", ylabel="alpha / mean alpha (log)", yscale="log",
+                title="Importance vs clip-pair cosine")
     axes[1].legend(frameon=False, markerscale=3)
+    axes[2].axhline(1.0, color="0.4", ls=":", lw=1)
+    axes[2].set(xlabel="visiting step t = i M + j", ylabel="mean alpha / mean alpha (log)", yscale="log",
+                title="Importance vs position in the recurrence")
+    for k in range(M, M * M, M):
+        axes[2].axvline(k - 0.5, color="0.85", lw=0.8, zorder=0)
+    axes[2].legend(frameon=False)
     fig.tight_layout()
     return fig
 

@@ -97,7 +97,13 @@ def test_sweep_assembles_table2_and_caches(tmp_path, monkeypatch):
         assert sorted(lv.loc[lv["method"] == "topt-te", "t"]) == list(E.train_eval_percents(cfg))
         assert (lv["method"] == "learned").sum() == 1 and (lv["method"] == "mean").sum() == 1
     assert res[["mAP", "rank1"]].apply(lambda c: c.between(0, 1)).all().all()
-    assert (res.loc[res["method"] != "mean", "train_seconds"] > 0).all()
+    trained = (res["method"] != "mean") & ~((res["method"] == "topt-te") & (res["t"] == 100))
+    assert (res.loc[trained, "train_seconds"] > 0).all()
+    # top-t%-train-eval at t = 100 % trains like top-t%-eval: the same model, reused, same scores
+    te100 = res[(res["method"] == "topt-te") & (res["t"] == 100)].set_index("Mc_max")
+    e100 = res[(res["method"] == "topt-e") & (res["t"] == 100)].set_index("Mc_max")
+    assert (te100["train_seconds"] == 0).all()
+    pd.testing.assert_series_equal(te100["mAP"], e100["mAP"])
 
     wide = E.table2_wide(res)
     assert list(wide.columns) == [(m, mc) for m in ("mAP", "rank1") for mc in cfg.agg.max_corrupted]
@@ -201,7 +207,9 @@ def test_training_cost_and_importance(tmp_path):
     res = E.run_level(cfg, 0, clean, bad, progress=False)
     cost = E.training_cost(res)
     assert set(cost.columns) == {"learned", "topt-e"} | {f"topt-te t={t:g}" for t in E.train_eval_percents(cfg)}
-    model, _ = E.get_aggregator(cfg, E.Method("learned"), 0, clean, bad, progress=False)
+    model, info = E.get_aggregator(cfg, E.Method("learned"), 0, clean, bad, progress=False)
+    conv = E.convergence_table({"learned": info["history"]}, parts=3)
+    assert list(conv.index[:3]) == [1, 2, 3] and conv.index[-1] == "change, last block (%)"
     tab = E.importance_table(model, clean["query"], clean["gallery"], num_queries=2)
     assert len(tab) == 2 * len(clean["gallery"]) * M * M
     per_pair = tab.groupby(["q", "g"])["alpha_rel"].mean()
@@ -210,3 +218,6 @@ def test_training_cost_and_importance(tmp_path):
     gp = E.test_plan(cfg, "gallery", len(clean["gallery"]), 2)
     by = E.importance_by_corruption(tab, qp, gp)
     assert by["pairs"].sum() == len(tab)
+    summ = E.importance_summary(tab)["value"]
+    assert 0 < summ["effective fraction of clip pairs used, median"] <= 1
+    assert -1 <= summ["Spearman(alpha, cos), all clip pairs"] <= 1
