@@ -221,3 +221,19 @@ def test_training_cost_and_importance(tmp_path):
     summ = E.importance_summary(tab)["value"]
     assert 0 < summ["effective fraction of clip pairs used, median"] <= 1
     assert -1 <= summ["Spearman(alpha, cos), all clip pairs"] <= 1
+
+
+def test_topt_scores_all_t_equal_per_t_models():
+    torch.set_num_threads(1)
+    clean, _ = _banks()
+    q, g = clean["query"].feats, clean["gallery"].feats
+    model = agg_train.build_aggregator("topt-eval", D, t_percent=50, seed=1)
+    with torch.no_grad():
+        model.proj.weight.add_(0.1 * torch.randn(D, D, generator=torch.Generator().manual_seed(0)))
+    ts = (5, 10, 30, 50, 100)
+    all_t = E.topt_scores_all_t(model, q, g, ts, max_elems=3 * len(g) * M * M)   # 3 query rows per chunk
+    for t in ts:
+        for kind in ("topt-eval", "topt-train-eval"):
+            ref = agg_train.build_aggregator(kind, D, t_percent=t)
+            ref.load_state_dict(model.state_dict())
+            assert torch.allclose(all_t[t], ref.similarity_matrix(q, g, progress=False), atol=1e-6), t
