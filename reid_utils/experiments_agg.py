@@ -67,7 +67,8 @@ __all__ = [
     "train_eval_percents", "get_aggregator", "evaluate_similarity", "topt_scores_all_t", "run_level",
     "run_sweep",
     "paper_table2", "paper_results", "as_percent", "table2_wide", "table2_side_by_side",
-    "claim_check", "training_cost", "methods_table", "convergence_table", "corruption_examples", "pair_importance", "importance_table",
+    "claim_check", "training_cost", "methods_table", "convergence_table", "collapse_check",
+    "sweep_collapse", "corruption_examples", "pair_importance", "importance_table",
     "importance_by_corruption", "importance_summary", "importance_panels", "corruption_shift",
 ]
 
@@ -474,6 +475,54 @@ def convergence_table(histories: dict, parts: int = 5) -> pd.DataFrame:
     out = pd.DataFrame(cols)
     out.index.name = "mean loss up to iteration"
     return out
+
+
+def collapse_check(histories: dict, margin: float, last: float = 0.2, tol: float = 0.01) -> pd.DataFrame:
+    """Has a training run collapsed (every sequence equally similar) instead of converged?
+
+    A flat loss can mean either. The batch-hard triplet loss has a trivial
+    stationary point where all similarities are equal: the loss then sits at
+    exactly the margin. This happens when the hardest negative starts out
+    more similar than the hardest positive for nearly every anchor (weak
+    features). Flagged when, over the last ``last`` fraction of the run, the
+    mean loss is within ``tol * margin`` of the margin and the mined
+    positive and negative similarities are within ``tol`` of each other.
+
+    Args:
+        histories: ``{label: history DataFrame}``.
+        margin: the triplet margin of the runs.
+
+    Returns:
+        DataFrame, one row per label: ``loss``, ``hard_pos_sim``,
+        ``hard_neg_sim`` (means over the end of the run) and ``collapsed``.
+    """
+    rows = {}
+    for label, h in histories.items():
+        end = h.iloc[-max(1, int(round(last * len(h)))):]
+        loss, pos, neg = (float(end[c].mean()) for c in ("loss", "hard_pos_sim", "hard_neg_sim"))
+        rows[label] = {"loss": loss, "hard_pos_sim": pos, "hard_neg_sim": neg,
+                       "collapsed": bool(abs(loss - margin) <= tol * margin and abs(pos - neg) <= tol)}
+    return pd.DataFrame(rows).T
+
+
+def sweep_collapse(cfg, clean: dict, corrupted: dict | None, levels: Iterable[int]) -> pd.DataFrame:
+    """:func:`collapse_check` of every trained model of the sweep (loaded from the cache).
+
+    Returns:
+        DataFrame indexed by (Mc_max, model label) with the columns of
+        :func:`collapse_check`.
+    """
+    out = []
+    for mc in levels:
+        hist = {}
+        for m in methods_for(cfg):
+            _, info = get_aggregator(cfg, m, int(mc), clean, corrupted, progress=False)
+            if "reused_from" not in info:
+                hist[m.label] = info["history"]
+        out.append(collapse_check(hist, cfg.agg.margin).assign(Mc_max=int(mc)))
+    df = pd.concat(out)
+    df.index.name = "model"
+    return df.reset_index().set_index(["Mc_max", "model"])
 
 
 def training_cost(results: pd.DataFrame) -> pd.DataFrame:

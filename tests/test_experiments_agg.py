@@ -237,3 +237,13 @@ def test_topt_scores_all_t_equal_per_t_models():
             ref = agg_train.build_aggregator(kind, D, t_percent=t)
             ref.load_state_dict(model.state_dict())
             assert torch.allclose(all_t[t], ref.similarity_matrix(q, g, progress=False), atol=1e-6), t
+
+
+def test_collapse_check_flags_a_flat_loss_at_the_margin():
+    it = np.arange(1, 101)
+    converged = pd.DataFrame({"iteration": it, "loss": 0.05 + 0.001 * np.sin(it),
+                              "hard_pos_sim": 0.8, "hard_neg_sim": 0.4})
+    collapsed = pd.DataFrame({"iteration": it, "loss": 0.3 + 1e-4 * np.sin(it),
+                              "hard_pos_sim": 0.9991, "hard_neg_sim": 0.9993})
+    c = E.collapse_check({"ok": converged, "bad": collapsed}, margin=0.3)
+    assert c.loc["bad", "collapsed"] and not c.loc["ok", "collapsed"]
