@@ -17,3 +17,15 @@ def _isolate_outputs(tmp_path, monkeypatch):
     """No test writes into the repo's artifacts/ or figures/."""
     monkeypatch.setenv("REID_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.setenv("REID_FIGURES", str(tmp_path / "figures"))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Unit tests use tiny tensors: one torch thread is faster and immune to other
+    processes competing for the 2 cores (notebook kernels are separate processes)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -13,15 +13,6 @@ from reid_utils.i3d import InceptionI3d
 SIZE = (32, 16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster and immune to other processes on the 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_tiny_dataset(root: Path, num_ids: int = 6, num_train_ids: int = 4, seed: int = 0) -> VideoDataset:
     """A tiny video re-ID set on disk: one colour per identity, two cameras, PNG frames.
 

@@ -17,15 +17,6 @@ REF = Path(os.environ.get(
     Path(__file__).resolve().parent / "fixtures" / "pytorch_i3d_rgb_state_dict.json"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster and immune to other processes on the 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def reference_keys():
     if not REF.is_file():

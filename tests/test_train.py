@@ -8,15 +8,6 @@ from reid_utils.config import get_config
 from test_features import make_tiny_dataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster and immune to other processes on the 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return make_tiny_dataset(tmp_path_factory.mktemp("tiny"))
