@@ -63,7 +63,8 @@ def train_models(cfg, dataset, clip_lens: Sequence[int], progress: bool = True) 
     return {int(L): train_i3d(cfg, dataset, int(L), progress=progress) for L in clip_lens}
 
 
-def _bank(cfg, model, tracklets, split, M, L, method, progress):
+def feature_bank(cfg, model, tracklets, split: str, M: int, L: int, method: str, progress: bool = True):
+    """Cached (N, M, D) clip features of one split (``features.get_features``, named by split)."""
     return get_features(cfg, model, tracklets, num_clips=M, clip_len=L, method=method,
                         name=f"features-{split}", progress=progress)
 
@@ -92,8 +93,8 @@ def sampling_ablation(cfg, dataset, models: dict, test_lens: Sequence[int] = (4,
                 lens = [None] if method == "all" else list(test_lens)
                 for L in lens:
                     L_eff = max(test_lens) if L is None else L
-                    qf = _bank(cfg, model, dataset.query, "query", 1, L_eff, method, progress)
-                    gf = _bank(cfg, model, dataset.gallery, "gallery", 1, L_eff, method, progress)
+                    qf = feature_bank(cfg, model, dataset.query, "query", 1, L_eff, method, progress)
+                    gf = feature_bank(cfg, model, dataset.gallery, "gallery", 1, L_eff, method, progress)
                     r = evaluate_features(qf.feats[:, 0], gf.feats[:, 0], dataset)
                     for L_test in (test_lens if L is None else [L]):
                         rows.append({"L_train": int(L_train), "method": method, "L_test": int(L_test),
@@ -120,8 +121,8 @@ def clip_averaging_ablation(cfg, dataset, model, nums: Sequence[int] = (1, 2, 4,
     cache = ArtifactCache(cfg.cache_root)
 
     def compute():
-        qb = _bank(cfg, model, dataset.query, "query", M, clip_len, "clips", progress)
-        gb = _bank(cfg, model, dataset.gallery, "gallery", M, clip_len, "clips", progress)
+        qb = feature_bank(cfg, model, dataset.query, "query", M, clip_len, "clips", progress)
+        gb = feature_bank(cfg, model, dataset.gallery, "gallery", M, clip_len, "clips", progress)
         rows = []
         for l2 in (False, True):
             for n in nums:
