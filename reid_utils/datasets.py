@@ -798,3 +798,17 @@ def nuisance_summary(ds: VideoDataset,
     if not rows:
         return pd.DataFrame(columns=["frames", "tracklets"])
     return pd.DataFrame(rows).set_index(["split", "nuisance"])
+
+
+def most_affected(tracklets, num: int,
+                  nuisances=("occlusion", "empty", "id_switch", "bad_crop", "blur")) -> list:
+    """The ``num`` annotated tracklets with the most nuisance frames (for contact sheets).
+
+    Tracklets without annotations (real datasets) are skipped, so the result may be empty.
+    """
+    def load(t):
+        a = t.annotations
+        return sum(int((np.asarray(a[n], dtype=np.float64) > 0).sum()) for n in nuisances if n in a.dtype.names)
+
+    annotated = [t for t in tracklets if t.annotations is not None]
+    return sorted(annotated, key=load, reverse=True)[:num]

@@ -166,3 +166,19 @@ def describe_sampling_findings(df: pd.DataFrame) -> list[str]:
         out.append(f"At L_test={hi} the models are within {spread_hi.max() - spread_hi.min():.1f} mAP points "
                    f"of each other (paper: similar), vs {sub.max() - sub.min():.1f} at L_test={lo}.")
     return out
+
+
+def single_clip_table(cfg, dataset, models: dict, progress: bool = False) -> pd.DataFrame:
+    """Notebook 01's summary: each model with one ``evenly`` clip of L_train frames.
+
+    Returns:
+        DataFrame indexed by model label with ``mAP`` and ``rank1`` (in %).
+    """
+    rows = {}
+    for L, model in models.items():
+        qf = feature_bank(cfg, model, dataset.query, "query", 1, L, "evenly", progress).feats[:, 0]
+        gf = feature_bank(cfg, model, dataset.gallery, "gallery", 1, L, "evenly", progress).feats[:, 0]
+        r = evaluate_features(qf, gf, dataset)
+        rows[f"I3D, L_train={L} (one evenly-sampled clip of {L})"] = {"mAP": 100 * r["mAP"],
+                                                                     "rank1": 100 * r["rank1"]}
+    return pd.DataFrame(rows).T

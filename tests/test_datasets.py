@@ -417,3 +417,18 @@ def test_real_synthetic_set_reads_back_consistently(tmp_path):
     plain = load_dataset("synthetic", root)
     assert len(plain.gallery) == int(sum(1 for i, r in enumerate(rows["test"])
                                          if i not in set(qidx.tolist()) and r[2] != -1))
+
+
+def test_most_affected_orders_by_nuisance_frames_and_skips_unannotated():
+    import numpy as np
+    from types import SimpleNamespace
+
+    from reid_utils.datasets import most_affected
+
+    dt = np.dtype([("occlusion", "f4"), ("blur", "i1")])
+    ann = lambda occ, blur: np.array(list(zip(occ, blur)), dtype=dt)  # noqa: E731
+    a = SimpleNamespace(annotations=ann([1, 0, 0], [0, 0, 0]))
+    b = SimpleNamespace(annotations=ann([1, 1, 0], [0, 1, 1]))
+    c = SimpleNamespace(annotations=None)
+    assert most_affected([a, b, c], 5) == [b, a]
+    assert most_affected([a, b, c], 1) == [b]
