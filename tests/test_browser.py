@@ -1,0 +1,275 @@
+"""Notebook 06's explorer in a real browser (issue 6, item 4).
+
+JupyterLab is served on loopback (no token, throw-away settings/workspaces/runtime
+dirs, a temporary copy of the notebook), Debian's chromium is driven by
+Playwright, the notebook is run with Run > Run All Cells under the ``smoke``
+profile, the query is changed in the explorer, and the test checks that the
+ranking and heatmap follow, that the page shows no error, and saves a screenshot
+(``tests/_artifacts/browser_explorer.png``, or ``$REID_BROWSER_ARTIFACTS``).
+
+Two fast self-tests prove the harness on its own, independent of notebook 06: a
+tiny notebook with a stand-in explorer that follows the same DOM contract, and
+a notebook that fails on purpose (the error checks must see it).
+
+Skipped only when ``/usr/bin/chromium`` or the ``playwright`` package is missing
+(fails instead when ``$CI`` or ``$REID_REQUIRE_BROWSER`` is set: CI must have
+them; ``.ci/run`` installs chromium). Deselect with ``-m "not browser"``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import browser_harness as bh
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+NB06 = ROOT / "notebooks" / "06_qualitative_importance.ipynb"
+
+STANDIN_EXPLORER = r'''
+import io, zlib
+import numpy as np
+import ipywidgets as W
+from PIL import Image
+from IPython.display import display
+
+QUERIES = ["q3", "q7", "q11"]
+
+def ranked(q):
+    rng = np.random.default_rng(zlib.crc32(q.encode()))
+    return [f"g{i}" for i in rng.permutation(20)[:5]]
+
+def heat(q, g):
+    rng = np.random.default_rng(zlib.crc32(f"{q}|{g}".encode()))
+    a = (rng.random((8, 8)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).resize((96, 96), Image.NEAREST).save(buf, "PNG")
+    return buf.getvalue(), float(a.mean() / 255)
+
+query = W.Dropdown(options=QUERIES, description="query").add_class("reid-query")
+gallery = W.Select(options=ranked(QUERIES[0]), rows=5, description="gallery").add_class("reid-gallery")
+ranking = W.HTML().add_class("reid-ranking")
+title = W.HTML().add_class("reid-heatmap-title")
+heatmap = W.Image(format="png", width=192).add_class("reid-heatmap")
+status = W.Label().add_class("reid-status")
+switching = False
+
+def render(*_):
+    if switching:
+        return
+    status.value = "updating"
+    q, g = query.value, gallery.value
+    ranking.value = f"<b>query {q}</b>: " + ", ".join(gallery.options)
+    heatmap.value, s = heat(q, g)
+    title.value = f"query {q} vs gallery {g}: similarity {s:.3f}"
+    status.value = "ready"
+
+def on_query(_):
+    global switching
+    switching = True
+    gallery.options = ranked(query.value)
+    switching = False
+    render()
+
+query.observe(on_query, "value")
+gallery.observe(render, "value")
+render()
+display(W.VBox([query, status, ranking, gallery, title, heatmap]).add_class("reid-explorer"))
+'''
+
+
+# --- fixtures ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    missing = bh.browser_missing()
+    if missing:
+        msg = "browser test needs " + " and ".join(missing)
+        if os.environ.get("CI") or os.environ.get("REID_REQUIRE_BROWSER"):
+            pytest.fail(msg + " (required here: $CI or $REID_REQUIRE_BROWSER is set)")
+        pytest.skip(msg)
+    with bh.chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def lab_dirs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("browser")
+    dirs = {k: base / k for k in ("root", "state", "artifacts", "figures")}
+    for d in dirs.values():
+        d.mkdir()
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def lab(browser, lab_dirs):
+    """One JupyterLab for the module; kernels inherit the smoke profile and temp dirs."""
+    env = {"REID_PROFILE": "smoke", "REID_ARTIFACTS": str(lab_dirs["artifacts"]),
+           "REID_FIGURES": str(lab_dirs["figures"]),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    server = bh.LabServer(lab_dirs["root"], lab_dirs["state"], env)
+    t0 = time.monotonic()
+    try:
+        server.start()
+        print(f"JupyterLab ready on port {server.port} in {time.monotonic() - t0:.1f} s")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def page(browser, lab, request):
+    """A fresh browser context; on teardown its kernels are shut down."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    pg.log = bh.PageLog().attach(pg)
+    try:
+        yield pg
+    finally:
+        with contextlib.suppress(Exception):
+            context.close()
+        with contextlib.suppress(Exception):
+            lab.shutdown_kernels()
+
+
+@contextlib.contextmanager
+def failure_screenshot(page, name: str):
+    """On any failure, keep a screenshot of the page and add the page's console log."""
+    try:
+        yield
+    except BaseException as e:
+        with contextlib.suppress(Exception):
+            path = bh.screenshot(page, f"browser_failure_{name}.png")
+            print(f"failure screenshot: {path}")
+        print(page.log)
+        raise e
+
+
+def write_notebook(path: Path, code_cells: list[str]) -> int:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# harness self-test")]
+    nb.cells += [nbformat.v4.new_code_cell(src) for src in code_cells]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return n_code_cells(path)
+
+
+def n_code_cells(path: Path) -> int:
+    nb = nbformat.read(path, as_version=4)
+    return sum(1 for c in nb.cells if c.cell_type == "code" and c.source.strip())
+
+
+# --- checks shared by the self-test and notebook 06 ----------------------------
+def assert_no_errors(page, where: str) -> None:
+    errs = bh.cell_errors(page)
+    assert not errs, f"{where}: error outputs " + "; ".join(
+        f"cell {e['cell']}: {e['ename']}: {e['evalue']}" for e in errs)
+    texts = bh.page_error_texts(page)
+    assert not texts, f"{where}: error text on the page:\n" + "\n---\n".join(texts)
+
+
+def check_title(state: dict) -> tuple[str, str]:
+    m = bh.TITLE_RE.search(state["title"] or "")
+    assert m, f"heatmap title {state['title']!r} is not 'query <q> vs gallery <g>: similarity <s>'"
+    return m["q"], m["g"]
+
+
+def exercise_explorer(page, timeout: float) -> list[str]:
+    """Change the query (and then the gallery item, when the gallery is a <select>);
+    check that ranking, heatmap title and image follow. Returns what was done."""
+    done = []
+    s0 = bh.wait_for_explorer(page, timeout)
+    q0, _ = check_title(s0)
+    assert len(s0["queryOptions"]) >= 2, f"need two queries to switch between, got {s0['queryOptions']}"
+    assert s0["heatmap"], "no .reid-heatmap in the explorer"
+
+    new = (s0["queryIndex"] + 1) % len(s0["queryOptions"])
+    keys = ("ranking", "title") + (("heatmapSrc",) if s0["heatmapSrc"] else ())
+    t0 = time.monotonic()
+    bh.select_option(page, ".reid-query", new)
+    s1 = bh.wait_for_update(page, s0, keys, timeout)
+    done.append(f"query {s0['queryOptions'][s0['queryIndex']]!r} -> {s0['queryOptions'][new]!r}: "
+                f"updated in {time.monotonic() - t0:.2f} s")
+    q1, g1 = check_title(s1)
+    assert s1["queryIndex"] == new
+    assert q1 != q0, f"heatmap title still names query {q0}: {s1['title']!r}"
+    assert q1 in s1["queryOptions"][new], \
+        f"title names query {q1!r}, the dropdown shows {s1['queryOptions'][new]!r}"
+    assert q1 in s1["ranking"] and g1 in s1["ranking"], \
+        f"ranking {s1['ranking']!r} should name query {q1!r} and gallery {g1!r}"
+
+    opts = s1["galleryOptions"]
+    if s1["galleryIndex"] is not None and len(opts) >= 2:
+        gnew = (max(s1["galleryIndex"], 0) + 1) % len(opts)
+        keys = ("title",) + (("heatmapSrc",) if s1["heatmapSrc"] else ())
+        bh.select_option(page, ".reid-gallery", gnew)
+        s2 = bh.wait_for_update(page, s1, keys, timeout)
+        q2, g2 = check_title(s2)
+        assert q2 == q1 and g2 != g1 and g2 in opts[gnew], \
+            f"after choosing gallery {opts[gnew]!r} the title reads {s2['title']!r}"
+        done.append(f"gallery -> {opts[gnew]!r}: heatmap '{s2['title']}'")
+    return done
+
+
+def run_in_lab(page, lab, rel: str, timeout: float) -> float:
+    bh.open_notebook(page, lab, rel)
+    bh.run_all_cells(page)
+    return bh.wait_for_run_all(page, lab, n_code_cells(lab.root_dir / rel), timeout)
+
+
+# --- tests ------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_harness_drives_a_standin_explorer(page, lab):
+    """The harness, independent of notebook 06: a stand-in explorer with the DOM contract."""
+    write_notebook(lab.root_dir / "selftest" / "explorer.ipynb",
+                   ["import sys; print('python', sys.version.split()[0])", STANDIN_EXPLORER])
+    with failure_screenshot(page, "selftest"):
+        run_in_lab(page, lab, "selftest/explorer.ipynb", timeout=60)
+        assert_no_errors(page, "stand-in explorer")
+        done = exercise_explorer(page, timeout=20)
+        assert len(done) == 2, done  # the stand-in has a <select> gallery
+        assert_no_errors(page, "stand-in explorer after interaction")
+        print("\n".join(done))
+        print("screenshot:", bh.screenshot(page, "browser_selftest.png", ".reid-explorer"))
+
+
+@pytest.mark.timeout(120)
+def test_harness_sees_a_failing_cell(page, lab):
+    """Negative control: the error checks catch a cell that raises."""
+    write_notebook(lab.root_dir / "selftest" / "fails.ipynb",
+                   ["print('before')", "raise ValueError('deliberate failure')", "print('never')"])
+    with failure_screenshot(page, "fails"):
+        run_in_lab(page, lab, "selftest/fails.ipynb", timeout=60)
+        errs = bh.cell_errors(page)
+        assert [(e["ename"], e["evalue"]) for e in errs] == [("ValueError", "deliberate failure")]
+        assert any("ValueError" in t for t in bh.page_error_texts(page))
+        with pytest.raises(AssertionError, match="ValueError"):
+            assert_no_errors(page, "fails.ipynb")
+
+
+@pytest.mark.timeout(180)
+def test_notebook06_explorer_in_jupyterlab(page, lab):
+    """Notebook 06 under smoke in JupyterLab: run all, switch query, no errors, screenshot."""
+    assert NB06.exists(), f"{NB06.relative_to(ROOT)} is missing"
+    original = NB06.read_bytes()
+    copy = lab.root_dir / "notebooks" / NB06.name
+    copy.parent.mkdir(exist_ok=True)
+    shutil.copy2(NB06, copy)
+    rel = f"notebooks/{NB06.name}"
+    with failure_screenshot(page, "notebook06"):
+        secs = run_in_lab(page, lab, rel, timeout=150)
+        print(f"{NB06.name}: Run All Cells finished in {secs:.1f} s (smoke)")
+        assert_no_errors(page, NB06.name)
+        done = exercise_explorer(page, timeout=30)
+        assert_no_errors(page, f"{NB06.name} after interaction")
+        print("\n".join(done))
+        print("screenshot:", bh.screenshot(page, "browser_explorer.png", ".reid-explorer"))
+    assert NB06.read_bytes() == original, f"{NB06.name} in the repo was modified"
