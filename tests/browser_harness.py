@@ -227,7 +227,12 @@ class LabServer:
         return json.loads(raw) if raw else None
 
     def kernel_states(self) -> list[str]:
-        return [k.get("execution_state", "?") for k in self.api("GET", "api/kernels")]
+        """``execution_state`` of every kernel; ``["unknown"]`` while the server cannot
+        list them (jupyter_server answers 500 while a kernel is still starting)."""
+        try:
+            return [k.get("execution_state", "?") for k in self.api("GET", "api/kernels")]
+        except urllib.error.HTTPError:
+            return ["unknown"]
 
     def shutdown_kernels(self, timeout: float = 10) -> None:
         """Close every session and kernel of this server (frees the CPU between tests)."""

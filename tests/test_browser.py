@@ -174,6 +174,8 @@ def assert_no_errors(page, where: str) -> None:
         f"cell {e['cell']}: {e['ename']}: {e['evalue']}" for e in errs)
     texts = bh.page_error_texts(page)
     assert not texts, f"{where}: error text on the page:\n" + "\n---\n".join(texts)
+    assert not page.log.page_errors and not page.log.console_errors, \
+        f"{where}: JavaScript errors in the page (widget front end?):\n{page.log}"
 
 
 def check_title(state: dict) -> tuple[str, str]:
