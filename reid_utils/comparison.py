@@ -92,7 +92,7 @@ __all__ = [
     "OUR_MODELS", "PRID_NUM_SPLITS", "canonical_dataset", "paper_table", "paper_metrics",
     "DataAvailability", "data_availability", "ours_source", "default_protocols",
     "SimilaritySet", "assemble_similarity_set", "similarity_set", "similarity_to_distance",
-    "evaluate_set", "result_rows", "junk_bank", "our_results", "split_results",
+    "protocol_inputs", "evaluate_set", "result_rows", "junk_bank", "our_results", "split_results",
     "summarize_split_results", "measure", "comparison_table", "comparison_tables",
     "reranking_gains", "ours_table",
 ]
@@ -407,21 +407,22 @@ def _check_protocol(protocol: str) -> None:
         raise ValueError(f"protocol: expected one of {PROTOCOLS}, got {protocol!r}")
 
 
-def evaluate_set(sset: SimilaritySet, protocol: str = "torchreid", rerank: bool = False,
-                 rerank_params: dict | None = None, max_rank: int = 50):
-    """CMC and mAP of one method under one convention, with or without re-ranking.
+def protocol_inputs(sset: SimilaritySet, protocol: str = "torchreid", rerank: bool = False,
+                    rerank_params: dict | None = None) -> tuple:
+    """Distances and labels of one convention, re-ranked or not, for ``evaluate_rank``.
 
     Args:
         sset: :class:`SimilaritySet`.
         protocol: ``"torchreid"`` (gallery = the first G items) or
-            ``"mars_official"`` (gallery = all items: gallery, queries, junk).
-        rerank: k-reciprocal re-ranking of the distances over that gallery
+            ``"mars_official"`` (gallery = all items: gallery, queries, junk;
+            ``evaluation.mars_official_gallery`` plus the junk columns).
+        rerank: k-reciprocal re-ranking over that gallery
             (``re_ranking(q_g, q_q, g_g, **rerank_params)``).
         rerank_params: ``k1``, ``k2``, ``lambda_value`` (default :data:`RERANK`).
-        max_rank: CMC length (cut to the gallery size).
 
     Returns:
-        ``(cmc, mAP)`` of ``evaluation.evaluate_rank``, in [0, 1].
+        ``(distmat (Q, G'), q_pids, g_pids, q_camids, g_camids)`` with G' = G
+        (torchreid) or G + Q + J (mars_official).
     """
     _check_protocol(protocol)
     params = dict(RERANK if rerank_params is None else rerank_params)
@@ -432,8 +433,7 @@ def evaluate_set(sset: SimilaritySet, protocol: str = "torchreid", rerank: bool 
         dist = D[qs, :G]
         if rerank:
             dist = re_ranking(dist, D[qs, qs], D[:G, :G], **params)
-        return evaluate_rank(dist, qp, sset.pids[:G], qc, sset.camids[:G], max_rank=min(max_rank, G),
-                             protocol="torchreid")
+        return dist, qp, sset.pids[:G], qc, sset.camids[:G]
     dist, qp, gp, qc, gc = mars_official_gallery(D[qs, :G], D[qs, qs], qp, sset.pids[:G], qc,
                                                  sset.camids[:G])
     js = slice(G + sset.num_query, None)
@@ -442,7 +442,22 @@ def evaluate_set(sset: SimilaritySet, protocol: str = "torchreid", rerank: bool 
     gc = np.concatenate([gc, sset.camids[js]])
     if rerank:   # the official gallery is every item, in the order of D
         dist = re_ranking(dist, D[qs, qs], D, **params)
-    return evaluate_rank(dist, qp, gp, qc, gc, max_rank=min(max_rank, len(gp)), protocol="mars_official")
+    return dist, qp, gp, qc, gc
+
+
+def evaluate_set(sset: SimilaritySet, protocol: str = "torchreid", rerank: bool = False,
+                 rerank_params: dict | None = None, max_rank: int = 50):
+    """CMC and mAP of one method under one convention, with or without re-ranking.
+
+    Args:
+        sset, protocol, rerank, rerank_params: as :func:`protocol_inputs`.
+        max_rank: CMC length (cut to the gallery size).
+
+    Returns:
+        ``(cmc, mAP)`` of ``evaluation.evaluate_rank``, in [0, 1].
+    """
+    dist, qp, gp, qc, gc = protocol_inputs(sset, protocol, rerank, rerank_params)
+    return evaluate_rank(dist, qp, gp, qc, gc, max_rank=min(int(max_rank), dist.shape[1]), protocol=protocol)
 
 
 def _metrics(cmc: np.ndarray, mAP: float) -> dict:
