@@ -1,0 +1,281 @@
+"""Tests for reid_utils.importance (importance vs nuisance, Fig. 7) and reid_utils.viz_importance."""
+from types import SimpleNamespace
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from reid_utils import importance as I
+from reid_utils.aggregation import LearnedClipAggregator, TopTAggregator, top_t_count
+
+matplotlib.use("Agg")
+
+
+def brute_auc(s, lab):
+    s, lab = np.asarray(s, float), np.asarray(lab, bool)
+    p, n = s[lab][:, None], s[~lab][None, :]
+    return float(((p > n) + 0.5 * (p == n)).mean())
+
+
+def _data(N, C, seed, decimals=None, effect=0.0):
+    rng = np.random.default_rng(seed)
+    cl = rng.integers(0, C, N)
+    lab = rng.random(N) < 0.3
+    s = rng.normal(size=N) + effect * lab + 0.5 * rng.normal(size=C)[cl]
+    if decimals is not None:
+        s = np.round(s, decimals)
+    return s, lab, cl
+
+
+# --------------------------------------------------------------------------- #
+# AUC
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("seed,decimals", [(0, None), (1, 1), (2, 0), (3, 3)])
+def test_roc_auc_equals_brute_force_pairwise_count(seed, decimals):
+    s, lab, _ = _data(300, 5, seed, decimals, effect=0.7)
+    assert I.roc_auc(s, lab) == pytest.approx(brute_auc(s, lab), abs=1e-12)
+
+
+def test_roc_auc_extremes_and_ties():
+    assert I.roc_auc([3, 4, 1, 2], [1, 1, 0, 0]) == 1.0
+    assert I.roc_auc([1, 2, 3, 4], [1, 1, 0, 0]) == 0.0
+    assert I.roc_auc([5, 5, 5, 5], [1, 0, 1, 0]) == 0.5
+
+
+@pytest.mark.parametrize("decimals", [None, 1, 3])   # continuous; few distinct values (table path); ties, many values
+def test_cluster_decomposition_matches_auc_and_explicit_resampling(decimals):
+    s, lab, cl = _data(1500, 12, 4, decimals, effect=0.5)
+    parts = I.cluster_auc_parts(s, lab, cl)
+    assert parts["K"].sum() / (lab.sum() * (~lab).sum()) == pytest.approx(I.roc_auc(s, lab), abs=1e-12)
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        w = rng.integers(0, 3, len(parts["ids"]))
+        w[0] = max(w[0], 1)
+        idx = np.concatenate([np.flatnonzero(cl == parts["ids"][c]) for c in range(len(w)) for _ in range(w[c])])
+        assert I.weighted_cluster_auc(parts, w) == pytest.approx(I.roc_auc(s[idx], lab[idx]), abs=1e-12)
+
+
+def test_bootstrap_interval_contains_estimate_and_shrinks_with_more_clusters():
+    widths = []
+    for C in (8, 200):
+        rng = np.random.default_rng(11)
+        cl = np.repeat(np.arange(C), 40)
+        lab = rng.random(len(cl)) < 0.4
+        s = rng.normal(size=len(cl)) + 0.6 * lab + rng.normal(size=C)[cl]   # cluster random effect
+        r = I.cluster_bootstrap_auc(s, lab, cl, num_boot=400, seed=0)
+        assert r["lo"] <= r["auc"] <= r["hi"]
+        assert r["auc"] == pytest.approx(I.roc_auc(s, lab))
+        assert r["clusters"] == C and r["boot_valid"] == 400
+        widths.append(r["hi"] - r["lo"])
+    assert widths[1] < 0.5 * widths[0]
+
+
+def test_bootstrap_without_positives_is_nan_not_an_error():
+    r = I.cluster_bootstrap_auc(np.arange(6.0), np.zeros(6, bool), np.array([0, 0, 1, 1, 2, 2]), num_boot=10)
+    assert np.isnan(r["auc"]) and r["n_pos"] == 0 and r["boot_valid"] == 0
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: I.roc_auc([1.0, 2.0], [1, 0, 1]), "labels"),
+    (lambda: I.roc_auc([1.0, np.nan], [1, 0]), "finite"),
+    (lambda: I.roc_auc([1.0, 2.0], [2, 0]), "0/1"),
+    (lambda: I.roc_auc([1.0, 2.0], [1, 1]), "positive and one negative"),
+    (lambda: I.cluster_auc_parts([1.0, 2.0], [1, 0], [0.5, 1.0]), "clusters"),
+    (lambda: I.cluster_bootstrap_auc([1.0, 2.0], [1, 0], [0, 1], num_boot=0), "num_boot"),
+    (lambda: I.cluster_bootstrap_auc([1.0, 2.0], [1, 0], [0, 1], level=1.5), "level"),
+    (lambda: I.clip_labels(np.zeros((2, 3, 1)), min_fraction=0), "min_fraction"),
+    (lambda: I.sample_pairs(0, 3), "num_query"),
+    (lambda: I.sample_pairs(2, 3, max_pairs=0), "max_pairs"),
+])
+def test_bad_input_raises_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# --------------------------------------------------------------------------- #
+# labels from annotations
+# --------------------------------------------------------------------------- #
+def _ann(**cols):
+    n = len(next(iter(cols.values())))
+    names = ["true_pid"] + list(I.NUISANCES)
+    arrs = [np.asarray(cols.get(k, np.zeros(n, int))) for k in names]
+    return np.rec.fromarrays(arrs, names=names).view(np.ndarray)
+
+
+def test_labels_from_annotations_hand_built_case():
+    # tracklet 0: 6 frames, occlusion on frames 0-2, empty on 5; tracklet 1: blur on frame 1
+    t0 = SimpleNamespace(tid="a", annotations=_ann(occlusion=[1, 1, 1, 0, 0, 0], empty=[0, 0, 0, 0, 0, 1]))
+    t1 = SimpleNamespace(tid="b", annotations=_ann(blur=[0, 1, 0, 0]))
+    frames = np.array([[[0, 1], [2, 3], [4, 5]],          # (N=2, M=3, L=2)
+                       [[0, 1], [1, 2], [3, 3]]])
+    fr = I.clip_nuisance_fractions([t0, t1], frames)
+    k = {n: i for i, n in enumerate(I.NUISANCES)}
+    assert fr[0, :, k["occlusion"]].tolist() == [1.0, 0.5, 0.0]
+    assert fr[0, :, k["empty"]].tolist() == [0.0, 0.0, 0.5]
+    assert fr[1, :, k["blur"]].tolist() == [0.5, 0.5, 0.0]
+    half = I.clip_labels(fr, 0.5)
+    full = I.clip_labels(fr, 1.0)
+    assert half[0, :, k["occlusion"]].tolist() == [True, True, False]
+    assert full[0, :, k["occlusion"]].tolist() == [True, False, False]
+    # pair labels: a pair contains X if its query or its gallery clip does
+    table = pd.DataFrame({"q": [0, 0, 0], "g": [1, 1, 1], "i": [0, 2, 2], "j": [2, 0, 2]})
+    out = I.pair_labels(table, half, half, I.NUISANCES)
+    assert out["occlusion"].tolist() == [True, False, False]
+    assert out["blur"].tolist() == [False, True, False]
+    assert out["empty"].tolist() == [False, True, True]
+
+
+def test_labels_need_annotations_and_valid_frames():
+    t = SimpleNamespace(tid="x", annotations=None)
+    with pytest.raises(ValueError, match="annotations"):
+        I.clip_nuisance_fractions([t], np.zeros((1, 2, 2), int))
+    t = SimpleNamespace(tid="x", annotations=_ann(blur=[0, 1]))
+    with pytest.raises(ValueError, match="outside"):
+        I.clip_nuisance_fractions([t], np.full((1, 2, 2), 5))
+    with pytest.raises(ValueError, match="clip_frames"):
+        I.clip_nuisance_fractions([t], np.zeros((1, 2), int))
+
+
+def test_sample_pairs_equal_per_query_and_seeded():
+    all_pairs = I.sample_pairs(3, 4)
+    assert len(all_pairs) == 12
+    p = I.sample_pairs(10, 50, max_pairs=100, seed=3)
+    assert np.bincount(p[:, 0]).tolist() == [10] * 10
+    assert all(len(set(p[p[:, 0] == q, 1])) == 10 for q in range(10))
+    np.testing.assert_array_equal(p, I.sample_pairs(10, 50, max_pairs=100, seed=3))
+    assert not np.array_equal(p, I.sample_pairs(10, 50, max_pairs=100, seed=4))
+
+
+# --------------------------------------------------------------------------- #
+# per clip pair
+# --------------------------------------------------------------------------- #
+def _feats(seed, Q=4, G=5, M=3, D=6):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(Q, M, D, generator=g), torch.randn(G, M, D, generator=g)
+
+
+def test_clip_pair_table_is_the_forward_pass():
+    torch.manual_seed(0)
+    model = LearnedClipAggregator(6, 8).eval()
+    qf, gf = _feats(0)
+    pairs = np.array([[0, 1], [3, 4], [2, 0]])
+    qi = np.arange(4 * 3 * 2).reshape(4, 3, 2)
+    gi = np.arange(5 * 3 * 2).reshape(5, 3, 2)
+    tab = I.clip_pair_table(model, qf, gf, pairs, qi, gi, chunk=2)
+    assert len(tab) == 3 * 9
+    with torch.no_grad():
+        s, a = model(qf[pairs[:, 0]], gf[pairs[:, 1]])
+    np.testing.assert_allclose(tab["alpha"].to_numpy().reshape(3, 9), a.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(tab.groupby(["q", "g"], sort=False)["similarity"].first(), s.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(tab.groupby(["q", "g"])["alpha_rel"].mean(), 1.0, rtol=1e-9)
+    r = tab.iloc[9 + 5]        # second pair (3, 4), t = 5 -> i = 1, j = 2
+    assert (r["q"], r["g"], r["i"], r["j"]) == (3, 4, 1, 2)
+    assert r["q_frames"] == tuple(qi[3, 1]) and r["g_frames"] == tuple(gi[4, 2])
+    cos = torch.nn.functional.cosine_similarity(qf[3, 1], gf[4, 2], dim=0).item()
+    assert r["cos"] == pytest.approx(cos, abs=1e-6)
+    with pytest.raises(ValueError, match="pairs"):
+        I.clip_pair_table(model, qf, gf, np.array([[0, 9]]))
+
+
+def test_topt_columns_select_the_top_t_projected_cosines():
+    torch.manual_seed(1)
+    qf, gf = _feats(1, M=4)
+    topt = TopTAggregator(6, 100.0)
+    with torch.no_grad():
+        topt.proj.weight.add_(0.3 * torch.randn(6, 6))
+    model = LearnedClipAggregator(6, 8).eval()
+    tab = I.topt_columns(I.clip_pair_table(model, qf, gf, I.sample_pairs(4, 5)), topt, qf, gf, t_percent=25)
+    k = top_t_count(25, 16)
+    for _, grp in tab.groupby(["q", "g"]):
+        assert grp["topt_selected"].sum() == k
+        assert grp.loc[grp["topt_selected"], "topt_cos"].min() >= grp.loc[~grp["topt_selected"], "topt_cos"].max()
+        assert grp["topt_rank"].max() == 1.0 and grp["topt_rank"].min() == 0.0
+    assert topt.t_percent == 100.0          # the caller's model is untouched
+
+
+def test_choose_examples_true_match_and_hardest_non_match():
+    S = np.array([[0.9, 0.8, 0.7, 0.95, 0.1],
+                  [0.1, 0.2, 0.3, 0.4, 0.5]])
+    q_pids, g_pids = np.array([1, 2]), np.array([1, 1, 3, 1, -1])
+    q_cam, g_cam = np.array([0, 0]), np.array([0, 1, 1, 0, 1])
+    ex = I.choose_examples(S, q_pids, g_pids, q_cam, g_cam, queries=[0])
+    # gallery 0 and 3 share pid and camera with the query: left out; junk (pid -1) never a non-match
+    assert ex["g"].tolist() == [1, 2] and ex["kind"].tolist() == ["true match", "hard non-match"]
+    assert ex["rank"].tolist() == [1, 2]
+    with pytest.raises(ValueError, match="query 1"):
+        I.choose_examples(S, q_pids, g_pids, q_cam, g_cam, queries=[1])
+    auto = I.choose_examples(S, q_pids, g_pids, q_cam, g_cam, num_queries=5)
+    assert set(auto["q"]) == {0}
+
+
+def test_extreme_clip_pairs():
+    tab = pd.DataFrame({"q": 0, "g": 1, "i": [0, 0, 1, 1], "j": [0, 1, 0, 1], "alpha": [3.0, 1.0, 4.0, 2.0]})
+    ext = I.extreme_clip_pairs(tab, 2)
+    assert ext[ext["which"] == "highest"]["alpha"].tolist() == [4.0, 3.0]
+    assert ext[ext["which"] == "lowest"]["alpha"].tolist() == [1.0, 2.0]
+
+
+def test_importance_auc_and_words_follow_the_numbers():
+    rng = np.random.default_rng(5)
+    n_seq, T = 60, 9
+    q = np.repeat(np.arange(n_seq) % 20, T)
+    bad = rng.random(n_seq * T) < 0.3
+    unrelated = rng.random(n_seq * T) < 0.3
+    alpha = np.exp(rng.normal(size=n_seq * T) - 1.5 * bad)          # bad pairs get low weight
+    tab = pd.DataFrame({"q": q, "g": np.repeat(np.arange(n_seq), T), "alpha_rel": alpha,
+                        "topt_selected": rng.random(n_seq * T) < 0.5, "topt_rank": rng.random(n_seq * T),
+                        "occlusion": bad, "blur": unrelated, "empty": ~bad})
+    auc, reps = I.importance_auc(tab, ["occlusion", "blur", "empty"], num_boot=300, return_replicates=True)
+    a = auc[auc["method"] == "learned"].set_index("nuisance")
+    assert a.loc["occlusion", "auc"] == pytest.approx(I.roc_auc(-alpha, bad))
+    assert a.loc["occlusion", "lo"] > 0.5 and a.loc["empty", "hi"] < 0.5
+    assert set(auc["method"]) == {"learned", "topt-select", "topt-rank"}
+    cmp = I.compare_methods(auc, reps)
+    assert cmp.loc["occlusion", "lo"] > 0
+    text = I.describe_auc(auc.assign(level=2), cmp)
+    assert "does** go to clip pairs with: occlusion" in text
+    assert "get higher importance) for: empty" in text
+    with pytest.raises(ValueError, match="labels"):
+        I.importance_auc(tab, ["nope"])
+
+
+# --------------------------------------------------------------------------- #
+# figures
+# --------------------------------------------------------------------------- #
+class _FakeSource:
+    def frames(self, seq, idx, clip=None):
+        return [np.full((16, 8, 3), (37 * seq + 11 * int(i)) % 255, np.uint8) for i in idx]
+
+    def flags(self, seq, idx, clip=None):
+        return [["occlusion"] if int(i) % 2 else [] for i in idx]
+
+
+def test_figures_draw():
+    import matplotlib.pyplot as plt
+
+    from reid_utils import viz_importance as VI
+
+    torch.manual_seed(0)
+    model = LearnedClipAggregator(6, 8).eval()
+    qf, gf = _feats(2)
+    ex = pd.DataFrame({"q": [0, 1], "g": [2, 3], "kind": ["true match", "hard non-match"],
+                       "similarity": [0.5, 0.4], "q_pid": [1, 2], "g_pid": [1, 3]})
+    idx_q, idx_g = np.arange(4 * 3 * 2).reshape(4, 3, 2), np.arange(5 * 3 * 2).reshape(5, 3, 2)
+    tab = I.clip_pair_table(model, qf, gf, ex[["q", "g"]].to_numpy(), idx_q, idx_g)
+    fig = VI.plot_fig7(ex, tab, _FakeSource(), _FakeSource())
+    assert len(fig.axes) >= 2 * 5
+    png = VI.figure_png(fig)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    plt.close(fig)
+    img = VI.clip_pair_image(_FakeSource().frames(0, [0, 1]), _FakeSource().frames(1, [0, 1]), 16,
+                             [[], ["occlusion"]], [[], []])
+    assert img.dtype == np.uint8 and img.shape[0] == 16 + 6
+    auc = pd.DataFrame({"level": 0, "method": ["learned", "topt-select"], "method_label": ["a", "b"],
+                        "nuisance": "blur", "auc": [0.6, np.nan], "lo": [0.55, np.nan], "hi": [0.65, np.nan],
+                        "prevalence": 0.2})
+    fig = VI.plot_importance_auc(auc)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="methods"):
+        VI.plot_importance_auc(auc, methods=("nothing",))
