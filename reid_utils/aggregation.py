@@ -321,9 +321,12 @@ class LearnedClipAggregator(_PairAggregator):
                 v.addcmul_((alpha / A.clamp_min(tiny))[:, None], diff)   # Eq. 2 on W1' r
         return (num / A.clamp_min(tiny)).view(Qc, G)
 
+    use_fused_kernel = True   # False: never pick the fused CUDA kernel automatically
+
     @torch.no_grad()
     def similarity_matrix(self, q: torch.Tensor, g: torch.Tensor, chunk: int = 1024,
-                          progress: bool = True, fast: bool = True) -> torch.Tensor:
+                          progress: bool = True, fast: bool = True,
+                          kernel: bool | None = None) -> torch.Tensor:
         """Eval-mode similarities of all query x gallery pairs, (Q, G).
 
         Args:
@@ -333,10 +336,22 @@ class LearnedClipAggregator(_PairAggregator):
             progress: tqdm bar.
             fast: use the folded fast path (default); ``False`` runs the
                 reference recurrence (``forward``) on each block instead.
+            kernel: the fused Triton kernel (``reid_utils.fused_scoring``, bf16
+                operands, fp32 state; same function within its accuracy
+                contract). ``None``: automatically when the model or ``q`` is on
+                CUDA, triton imports and ``use_fused_kernel`` is True; ``True``:
+                required; ``False``: never (the comparison path). Ignored when
+                ``fast`` is False.
 
         Returns:
             (Q, G) similarities (Eq. 3 / Eq. 4).
         """
+        if fast and kernel is not False:
+            p = next(iter(self.parameters()), None)
+            if kernel or q.is_cuda or (p is not None and p.is_cuda):   # import triton only then
+                from .fused_scoring import fused_similarity_matrix, should_use_kernel
+                if should_use_kernel(self, q, kernel):
+                    return fused_similarity_matrix(self, q, g, progress=progress)
         scorer = self._chunk_scores if fast else super()._chunk_scores
         return self._similarity_loop(q, g, chunk, progress, scorer)
 
