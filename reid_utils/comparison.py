@@ -89,12 +89,12 @@ from .reranking import re_ranking
 
 __all__ = [
     "COMPARISON_VERSION", "RERANK", "PAPER_DATASETS", "DATASET_TITLES", "DATASET_TABLE", "METRICS",
-    "OUR_MODELS", "PRID_NUM_SPLITS", "canonical_dataset", "paper_table", "paper_metrics",
+    "OUR_MODELS", "PROTOCOL_NAMES", "PRID_NUM_SPLITS", "canonical_dataset", "paper_table", "paper_metrics",
     "DataAvailability", "data_availability", "ours_source", "default_protocols",
     "SimilaritySet", "assemble_similarity_set", "similarity_set", "similarity_to_distance",
     "protocol_inputs", "evaluate_set", "result_rows", "junk_bank", "our_results", "split_results",
     "summarize_split_results", "measure", "comparison_table", "comparison_tables",
-    "reranking_gains", "ours_table",
+    "reranking_gains", "reranking_summary", "ours_table",
 ]
 
 COMPARISON_VERSION = 1          # bump when the recipe changes (invalidates cached similarity sets)
@@ -110,6 +110,9 @@ MARS_LAYOUT = ("mars", "synthetic")
 METRICS = ("mAP", "R1", "R5", "R20")
 OUR_MODELS = {("learned", False): "Ours (learned aggregation)", ("learned", True): "Ours + Reranking",
               ("mean", False): "Mean clip feature", ("mean", True): "Mean clip feature + Reranking"}
+PROTOCOL_NAMES = {"torchreid": "torchreid (gallery = the non-query test tracks)",
+                  "mars_official": "official MARS (gallery = all test tracks)",
+                  "as published": "as published"}
 PRID_NUM_SPLITS = 10
 _LAYOUT = {"mars": ("info", "bbox_test"), "synthetic": ("info", "bbox_test"),
            "dukemtmc-videoreid": ("query", "gallery"), "prid2011": ("multi_shot",)}
@@ -652,18 +655,24 @@ def summarize_split_results(results: pd.DataFrame, ddof: int = 0) -> pd.DataFram
 
 
 def measure(cfg, availability: DataAvailability | None = None, progress: bool = True,
-            num_splits: int = PRID_NUM_SPLITS) -> pd.DataFrame | None:
+            num_splits: int = PRID_NUM_SPLITS, rerank_params: dict | None = None) -> pd.DataFrame | None:
     """Our rows for whatever the config provides: None when nothing can be measured.
 
     PRID2011: every split, summarised (:func:`summarize_split_results`);
     otherwise :func:`our_results` on the dataset's standard split.
+    ``rerank_params``: default :data:`RERANK`.
     """
     avail = data_availability(cfg) if availability is None else availability
     if not avail.available:
         return None
     if avail.dataset == "prid2011":
-        return summarize_split_results(split_results(cfg, num_splits, progress=progress))
-    return our_results(cfg, progress=progress)
+        from .datasets import load_dataset_for_config
+
+        def run_split(k):
+            return our_results(cfg, load_dataset_for_config(cfg, split_id=k), protocols=("torchreid",),
+                               rerank_params=rerank_params, progress=progress)
+        return summarize_split_results(split_results(cfg, num_splits, run_split, progress=progress))
+    return our_results(cfg, rerank_params=rerank_params, progress=progress)
 
 
 # --------------------------------------------------------------------------- #
@@ -756,3 +765,42 @@ def reranking_gains(ours: pd.DataFrame | None = None, paper: pd.DataFrame | None
             rows.append({"source": src, "model": off["model"].iloc[0], "protocol": prot,
                          **{m: on[m].iloc[0] - off[m].iloc[0] for m in metrics}})
     return pd.DataFrame(rows)
+
+
+def reranking_summary(gains: pd.DataFrame, tol: float = 0.05) -> str:
+    """Markdown: what re-ranking added to each of our methods and to the paper's pairs, from the numbers.
+
+    Args:
+        gains: :func:`reranking_gains` rows.
+        tol: a change smaller than this (points) counts as no change (below the tables' rounding).
+    """
+    if gains is None or not len(gains):
+        return "No pair of rows with and without re-ranking to compare."
+    metrics = [m for m in METRICS if m in gains.columns]
+
+    def fmt(r):
+        return ", ".join(f"{m} {getattr(r, m):+.1f}" for m in metrics if not pd.isna(getattr(r, m)))
+
+    lines = ["What re-ranking adds (re-ranked minus plain, percentage points):"]
+    for r in gains.itertuples():
+        lines.append(f"- {r.source}: {r.model}, {PROTOCOL_NAMES.get(r.protocol, r.protocol)}: {fmt(r)}")
+    paper = gains[gains["source"].str.startswith("paper") & (gains["model"] == "Ours (paper)")]
+    ours = gains[gains["source"].str.startswith("ours") & (gains["model"] == OUR_MODELS[("learned", False)])]
+    if len(paper) and len(ours):
+        p = paper.iloc[0]
+        for m in [m for m in ("mAP", "R1") if m in metrics]:
+            verdict = {"agrees": [], "disagrees": [], "no change": []}
+            for prot, v in zip(ours["protocol"], ours[m]):
+                name = PROTOCOL_NAMES.get(prot, prot).split(" (")[0]
+                if abs(v) < tol:
+                    verdict["no change"].append(name)
+                else:
+                    verdict["agrees" if np.sign(v) == np.sign(p[m]) else "disagrees"].append(name)
+            changes = " and ".join(f"{v:+.1f} ({PROTOCOL_NAMES.get(k, k).split(' (')[0]})"
+                                   for k, v in zip(ours["protocol"], ours[m]))
+            said = "; ".join(f"{k} with the paper's direction under {', '.join(v)}" if k != "no change"
+                             else f"no change (below {tol} points) under {', '.join(v)}"
+                             for k, v in verdict.items() if v)
+            lines.append(f"\nFor {m}, re-ranking changed the paper's own method by {p[m]:+.1f} points on MARS; "
+                         f"on our data it changed the learned aggregation by {changes}: {said}.")
+    return "\n".join(lines)

@@ -31,23 +31,27 @@ def plot_comparison(ours: pd.DataFrame, gains: pd.DataFrame | None = None, proto
     """Our rows per evaluation convention, plus the re-ranking gains of ours and the paper's.
 
     Args:
-        ours: our rows (``comparison.our_results`` or
+        ours: None (nothing measured: only the gain panel) or our rows (``comparison.our_results`` or
             ``summarize_split_results``): ``source``, ``model``, ``protocol``,
             ``reranking`` and metric columns in percent (optional
             ``"<metric> std"`` drawn as error bars).
         gains: ``comparison.reranking_gains`` rows (paper pairs and ours);
-            None: no gain panel.
+            None: no gain panel. At least one of ``ours`` and ``gains``.
         protocol_names: readable names of the conventions for the titles.
 
     Returns:
         matplotlib Figure.
     """
-    if ours is None or not len(ours):
-        raise ValueError("ours: expected at least one of our rows to plot")
-    metrics = [m for m in METRICS if m in ours.columns and ours[m].notna().any()]
+    have_gains = gains is not None and len(gains) > 0
+    if (ours is None or not len(ours)) and not have_gains:
+        raise ValueError("ours, gains: expected our rows or re-ranking gains to plot")
+    if ours is None or not len(ours):   # nothing measured: the paper's re-ranking pairs only
+        ours = pd.DataFrame(columns=["source", "model", "protocol", "reranking"])
+    metrics = [m for m in METRICS if (m in ours.columns and ours[m].notna().any())
+               or (not len(ours) and have_gains and m in gains.columns)]
     protocols = list(dict.fromkeys(ours["protocol"]))
     names = protocol_names or {}
-    n = len(protocols) + (gains is not None and len(gains) > 0)
+    n = len(protocols) + have_gains
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.2), squeeze=False)
     source = " / ".join(dict.fromkeys(ours["source"]))
     for ax, prot in zip(axes[0], protocols):

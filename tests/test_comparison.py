@@ -373,3 +373,28 @@ def test_plot_comparison():
     plt.close(fig)
     with pytest.raises(ValueError, match="ours"):
         plot_comparison(ours.iloc[:0])
+
+
+def test_reranking_summary_is_computed_from_the_numbers():
+    ours = _ours_rows()
+    sel = (ours["method"] == "learned") & ours["reranking"]
+    ours.loc[sel & (ours["protocol"] == "torchreid"), "mAP"] -= 3.0     # gain -2 under torchreid
+    ours.loc[sel & (ours["protocol"] == "mars_official"), "mAP"] -= 1.0  # gain 0 under official
+    text = C.reranking_summary(C.reranking_gains(ours, C.paper_table(3)))
+    mAP_line = next(ln for ln in text.splitlines() if ln.startswith("For mAP"))
+    assert "+7.4" in mAP_line and "-2.0 (torchreid)" in mAP_line
+    assert "disagrees with the paper's direction under torchreid" in mAP_line
+    assert "no change" in mAP_line and "official MARS" in mAP_line
+    assert "agrees with the paper's direction under torchreid, official MARS" in \
+        next(ln for ln in text.splitlines() if ln.startswith("For R1"))
+    assert C.reranking_summary(pd.DataFrame()).startswith("No pair")
+
+
+def test_plot_comparison_paper_pairs_only():
+    import matplotlib.pyplot as plt
+
+    from reid_utils.viz_comparison import plot_comparison
+
+    fig = plot_comparison(None, C.reranking_gains(None, C.paper_table(3)))
+    assert len(fig.axes) == 1
+    plt.close(fig)
