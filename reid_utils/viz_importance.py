@@ -198,11 +198,11 @@ def _rect(x, y, colour):
     return mpatches.Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor=colour, lw=2.2)
 
 
-def _legend(fig, y: float = 1.0):
+def _legend(fig, y: float = 1.0, ncol: int | None = None):
     import matplotlib.patches as mpatches
 
     handles = [mpatches.Patch(color=c, label=k.replace("_", " ")) for k, c in MARK_COLORS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8,
+    fig.legend(handles=handles, loc="lower center", ncol=ncol or len(handles), frameon=False, fontsize=8,
                bbox_to_anchor=(0.5, y))
 
 
@@ -234,7 +234,7 @@ def plot_pair_importance(pair: pd.DataFrame, title: str, q_source=None, g_source
     gs = fig.add_gridspec(2 * n + 1, 1, height_ratios=[1] * (2 * n) + [2.6], hspace=0.55)
     axes = [fig.add_subplot(gs[k, 0]) for k in range(2 * n + 1)]
     _draw_column(axes, pair, n, q_source, g_source, title, height)
-    _legend(fig, 1.0)
+    _legend(fig, 1.0, ncol=3)
     return fig
 
 

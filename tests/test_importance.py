@@ -279,3 +279,57 @@ def test_figures_draw():
     plt.close(fig)
     with pytest.raises(ValueError, match="methods"):
         VI.plot_importance_auc(auc, methods=("nothing",))
+
+
+# --------------------------------------------------------------------------- #
+# the measurement end to end (tiny banks, a few training iterations)
+# --------------------------------------------------------------------------- #
+def _tiny_setup(tmp_path):
+    from reid_utils.config import get_config
+    from reid_utils.features import FeatureBank
+
+    Mc, Lc, Dc = 4, 2, 8
+    cfg = get_config("smoke", artifacts_dir=str(tmp_path / "art"),
+                     agg=dict(num_clips=Mc, clip_len=Lc, hidden=8, P=3, K=2, iterations=3,
+                              max_corrupted=(0, 2), t_percents=(50, 100)))
+    rng = np.random.default_rng(0)
+    protos = rng.normal(size=(6, Dc))
+
+    def bank(pids, cams, tag, junk=False):
+        x = protos[np.asarray(pids) - 1][:, None, :] + 0.5 * rng.normal(size=(len(pids), Mc, Dc))
+        if junk:
+            x = np.ones_like(x) + 0.2 * rng.normal(size=x.shape)
+        idx = np.tile((np.arange(Mc * Lc).reshape(Mc, Lc))[None], (len(pids), 1, 1))
+        return FeatureBank(torch.tensor(np.abs(x), dtype=torch.float32), np.array(pids), np.array(cams),
+                           idx, meta={"key": tag})
+
+    splits = {"train": ([1, 1, 2, 2, 3, 3, 4, 4], [0, 1] * 4), "query": ([5, 6], [0, 0]),
+              "gallery": ([5, 5, 6, 6, 1], [1, 1, 1, 1, 1])}
+    clean = {s: bank(p, c, s) for s, (p, c) in splits.items()}
+    bad = {s: bank(p, c, s + "-bad", junk=True) for s, (p, c) in splits.items()}
+    tracks = {s: [SimpleNamespace(tid=f"{s}{n}", annotations=_ann(
+        **{k: (rng.random(Mc * Lc) < 0.3).astype(int) for k in I.NUISANCES})) for n in range(len(clean[s]))]
+        for s in ("query", "gallery")}
+    return cfg, SimpleNamespace(**tracks), clean, bad
+
+
+def test_measure_end_to_end(tmp_path):
+    cfg, ds, clean, bad = _tiny_setup(tmp_path)
+    res = I.measure(cfg, ds, clean, bad, 2, t_percent=50, max_pairs=None, num_boot=50, progress=False)
+    tab, auc = res["table"], res["auc"]
+    assert len(tab) == 2 * 5 * 16 and res["labels"] == list(I.NUISANCES) + ["corrupted"]
+    # the corrupted label is the level's test plan
+    from reid_utils import experiments_agg as E
+
+    qp, gp = E.test_plan(cfg, "query", 2, 2), E.test_plan(cfg, "gallery", 5, 2)
+    expect = qp[tab["q"], tab["i"]] | gp[tab["g"], tab["j"]]
+    np.testing.assert_array_equal(tab["corrupted"].to_numpy(), expect)
+    assert set(auc["level"]) == {2} and len(auc) == 3 * 6
+    row = auc[(auc["method"] == "learned") & (auc["nuisance"] == "corrupted")].iloc[0]
+    if row["n_pos"] and row["n_neg"]:
+        assert row["auc"] == pytest.approx(I.roc_auc(-tab["alpha_rel"], tab["corrupted"]))
+    clean_run = I.measure(cfg, ds, clean, bad, 0, max_pairs=None, num_boot=20, progress=False)
+    assert np.isnan(clean_run["auc"].query("nuisance == 'corrupted'")["auc"]).all()
+    run = I.learned_at_level(cfg, clean, bad, 2, progress=False)
+    assert run["S"].shape == (2, 5)
+    np.testing.assert_allclose(run["S"][tab["q"], tab["g"]], tab["similarity"], atol=1e-4)
