@@ -13,8 +13,8 @@ whole gallery. A standard two-stage retrieval combines them:
    (``model.similarity_matrix``: the folded fast path on the CPU, the fused
    kernel on CUDA), vectorised over groups of queries: consecutive queries
    whose shortlists overlap are scored together against the union U of their
-   shortlists (|U| <= ``max_waste`` * K, group pairs <= ``max_pairs``, so memory
-   stays bounded and at most ``max_waste`` times the needed pairs are scored);
+   shortlists (group pairs <= ``max_pairs``, so memory stays bounded, and
+   |U| <= ``max_waste`` * K unless the group is tiny, <= ``min_pairs`` pairs);
 3. return a full (Q, G) similarity matrix in which every shortlisted entry
    holds its learned similarity and every other entry ranks strictly below
    all shortlisted ones of its query while keeping the mean-feature order.
@@ -100,7 +100,8 @@ def shortlist_indices(coarse: torch.Tensor, k: int) -> torch.Tensor:
 @torch.no_grad()
 def shortlist_similarity(model, q: torch.Tensor, g: torch.Tensor, k: int, *,
                          coarse: torch.Tensor | None = None, max_pairs: int = 4096,
-                         max_waste: float = 2.0, progress: bool = False) -> torch.Tensor:
+                         max_waste: float = 2.0, min_pairs: int = 128,
+                         progress: bool = False) -> torch.Tensor:
     """(Q, G) similarities: the learned aggregator on each query's mean-feature top k.
 
     Args:
@@ -111,7 +112,9 @@ def shortlist_similarity(model, q: torch.Tensor, g: torch.Tensor, k: int, *,
         coarse: (Q, G) first-stage similarities; default :func:`mean_feature_similarity`.
         max_pairs: most pairs scored per ``similarity_matrix`` call (and its chunk).
         max_waste: queries are grouped (see :func:`_query_groups`) so that a
-            group's scored pairs are at most this many times its shortlisted ones.
+            group's scored pairs are at most this many times its shortlisted ones,
+            except that groups of at most ``min_pairs`` scored pairs are always
+            merged (the fixed cost of a call dominates there).
         progress: tqdm bar over the chunks.
 
     Returns:
@@ -132,7 +135,7 @@ def shortlist_similarity(model, q: torch.Tensor, g: torch.Tensor, k: int, *,
         raise ValueError(f"{who}: coarse must have shape ({Q}, {G}), got {tuple(coarse.shape)}")
     idx = shortlist_indices(coarse, k).cpu()                     # (Q, k)
     learned = torch.empty(Q, k, dtype=torch.float32)
-    groups = _query_groups(idx, G, int(max_pairs), float(max_waste))
+    groups = _query_groups(idx, G, int(max_pairs), float(max_waste), int(min_pairs))
     pos = torch.empty(G, dtype=torch.long)
     for s, e, union in tqdm(groups, disable=not progress, leave=False, desc="shortlist rescoring"):
         S = model.similarity_matrix(q[s:e], g[union], chunk=int(max_pairs), progress=False)
@@ -145,12 +148,15 @@ def shortlist_similarity(model, q: torch.Tensor, g: torch.Tensor, k: int, *,
     return out.to(q.device)
 
 
-def _query_groups(idx: torch.Tensor, G: int, max_pairs: int, max_waste: float) -> list:
+def _query_groups(idx: torch.Tensor, G: int, max_pairs: int, max_waste: float,
+                  min_pairs: int = 0) -> list:
     """Greedy groups of consecutive queries scored together against their shortlists' union.
 
     A group [s, e) with union U of its rows of ``idx`` (Q, k) is extended while
-    (e - s) * |U| <= max_pairs and |U| <= max_waste * k (a single query always
-    forms a group).
+    (e - s) * |U| <= max_pairs and either |U| <= max_waste * k or
+    (e - s) * |U| <= min_pairs (tiny groups are merged anyway: one call's
+    fixed cost is worth more than scoring a few extra pairs). A single query
+    always forms a group.
 
     Returns:
         list of (s, e, U) with U a sorted (|U|,) long tensor of gallery indices.
@@ -167,7 +173,8 @@ def _query_groups(idx: torch.Tensor, G: int, max_pairs: int, max_waste: float) -
             new = mask.clone()
             new[idx[e]] = True
             m = int(new.sum())
-            if (e + 1 - s) * m > max_pairs or m > max_waste * k:
+            n_pairs = (e + 1 - s) * m
+            if n_pairs > max_pairs or (m > max_waste * k and n_pairs > min_pairs):
                 break
             mask, n, e = new, m, e + 1
         groups.append((s, e, mask.nonzero().flatten()))

@@ -105,12 +105,12 @@ def test_bad_inputs_raise():
 def test_query_groups_cover_every_shortlist_within_bounds():
     gen = torch.Generator().manual_seed(0)
     idx = torch.stack([torch.randperm(30, generator=gen)[:5] for _ in range(11)])
-    groups = SL._query_groups(idx, 30, max_pairs=60, max_waste=2.0)
+    groups = SL._query_groups(idx, 30, max_pairs=60, max_waste=2.0, min_pairs=20)
     assert groups[0][0] == 0 and groups[-1][1] == 11
     for (s, e, u), nxt in zip(groups, groups[1:] + [(11, None, None)]):
         assert e == nxt[0]                                           # consecutive, no gaps
         assert set(idx[s:e].flatten().tolist()) <= set(u.tolist())   # union covers the rows
-        assert e - s == 1 or ((e - s) * len(u) <= 60 and len(u) <= 10)
+        assert e - s == 1 or ((e - s) * len(u) <= 60 and (len(u) <= 10 or (e - s) * len(u) <= 20))
 
 
 def test_sweep_rows_and_ends(monkeypatch):
