@@ -43,7 +43,11 @@ Choices (the paper measures none of this; documented here once):
   corrupted bank in the fixed test plan of the level; at M_c^max = 0 there
   are none and that AUC is undefined (NaN).
 * **Scores of "low importance"** (higher = less important), per method:
-  ``learned``: -alpha_rel; ``topt-select``: 1 if the pair is *not* among the
+  ``learned``: -alpha_rel; ``learned-step``: -alpha_rel divided by the mean
+  alpha_rel of the same visiting step t over all measured pairs (the
+  recurrence treats steps differently - e.g. alpha_1 = g(-c_1) sees no
+  running mean - and this removes that systematic part, a robustness check);
+  ``topt-select``: 1 if the pair is *not* among the
   top t% of projected cosines of its sequence pair, else 0 (Eq. 9's implicit
   0/1 weight; t = 50 % by default, the middle of Table 2's range, from the
   top-t%-eval model of the same level); ``topt-rank``: minus the within-pair
@@ -90,6 +94,7 @@ CORRUPTED = "corrupted"
 #: method -> (readable label, column of the clip-pair table holding its "low importance" score)
 METHODS = {
     "learned": ("learned: low alpha", "low_learned"),
+    "learned-step": ("learned: low alpha, step-adjusted", "low_learned_step"),
     "topt-select": ("top-t%: not selected", "low_topt_select"),
     "topt-rank": ("top-t%: low projected-cosine rank", "low_topt_rank"),
 }
@@ -579,6 +584,8 @@ def cluster_bootstrap_auc(scores, labels, clusters, num_boot: int = 1000, level:
 def _add_scores(table: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
     out["low_learned"] = -out["alpha_rel"]
+    if "t" in out:   # remove the systematic dependence on the visiting step (module doc)
+        out["low_learned_step"] = -out["alpha_rel"] / out.groupby("t")["alpha_rel"].transform("mean")
     if "topt_selected" in out:
         out["low_topt_select"] = (~out["topt_selected"].astype(bool)).astype(float)
         out["low_topt_rank"] = -out["topt_rank"]
@@ -789,6 +796,9 @@ def describe_auc(auc: pd.DataFrame, compare: pd.DataFrame | None = None, method:
     """
     sub = auc[auc["method"] == method]
     base = auc[auc["method"] == baseline].set_index("nuisance")
+    step = auc[auc["method"] == "learned-step"].set_index("nuisance") if method == "learned" else None
+    if step is not None and step.empty:
+        step = None
     if sub.empty:
         raise ValueError(f"auc: no rows for method {method!r}")
     lvl = f" at $M_c^{{max}}$ = {int(sub['level'].iloc[0])}" if "level" in sub else ""
@@ -808,6 +818,8 @@ def describe_auc(auc: pd.DataFrame, compare: pd.DataFrame | None = None, method:
         txt = (f"- **{n}** ({r['n_pos']} of {r['n_pos'] + r['n_neg']} clip pairs): AUC {r['auc']:.2f}, "
                f"95 % interval [{r['lo']:.2f}, {r['hi']:.2f}], {verdict}")
         if r["nuisance"] in base.index and np.isfinite(base.loc[r["nuisance"], "auc"]):
+            if step is not None and r["nuisance"] in step.index:
+                txt += f" (step-adjusted: {step.loc[r['nuisance'], 'auc']:.2f})"
             txt += f"; the top-t% selection: {base.loc[r['nuisance'], 'auc']:.2f}"
             if compare is not None and r["nuisance"] in compare.index:
                 c = compare.loc[r["nuisance"]]

@@ -37,7 +37,7 @@ CORRUPTED_COLOR = "#56b4e9"
 QUERY_COLOR = (0, 160, 60)       # green outline, as in the paper's Fig. 7
 GALLERY_COLOR = (240, 140, 0)    # orange outline
 MARK_COLORS = dict(NUISANCE_COLORS, corrupted=CORRUPTED_COLOR)
-METHOD_STYLE = {"learned": ("#d55e00", "o"), "topt-select": ("#0072b2", "s"), "topt-rank": ("#56b4e9", "^")}
+METHOD_STYLE = {"learned": ("#d55e00", "o"), "learned-step": ("#e69f00", "D"), "topt-select": ("#0072b2", "s"), "topt-rank": ("#56b4e9", "^")}
 
 
 def _rgb(hex_colour: str) -> np.ndarray:
@@ -265,7 +265,8 @@ def plot_fig7(examples: pd.DataFrame, table: pd.DataFrame, q_source=None, g_sour
     return fig
 
 
-def plot_importance_auc(auc: pd.DataFrame, methods: Sequence[str] = ("learned", "topt-select", "topt-rank"),
+def plot_importance_auc(auc: pd.DataFrame,
+                        methods: Sequence[str] = ("learned", "learned-step", "topt-select", "topt-rank"),
                         fig=None, pyplot: bool = True):
     """ROC AUC of low importance per nuisance, per method, with bootstrap intervals.
 
@@ -288,7 +289,7 @@ def plot_importance_auc(auc: pd.DataFrame, methods: Sequence[str] = ("learned", 
         present = [m for m in methods if m in set(sub["method"])]
         for k, m in enumerate(present):
             r = sub[sub["method"] == m].set_index("nuisance").reindex(names)
-            off = (k - (len(present) - 1) / 2) * 0.22
+            off = (k - (len(present) - 1) / 2) * 0.18
             colour, marker = METHOD_STYLE.get(m, ("k", "o"))
             y = r["auc"].to_numpy(float)
             err = np.vstack([y - r["lo"].to_numpy(float), r["hi"].to_numpy(float) - y])

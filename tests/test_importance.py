@@ -241,6 +241,19 @@ def test_importance_auc_and_words_follow_the_numbers():
         I.importance_auc(tab, ["nope"])
 
 
+def test_step_adjustment_removes_a_visiting_order_effect():
+    # alpha depends only on the step t; the label marks the early steps: raw AUC far from 0.5, adjusted ~0.5
+    rng = np.random.default_rng(8)
+    n_seq, T = 200, 16
+    t = np.tile(np.arange(T), n_seq)
+    alpha = np.where(t < 4, 0.3, 1.2) * np.exp(0.3 * rng.normal(size=len(t)))
+    tab = pd.DataFrame({"q": np.repeat(np.arange(n_seq) % 25, T), "t": t, "alpha_rel": alpha,
+                        "early": t < 4})
+    auc = I.importance_auc(tab, ["early"], num_boot=200).set_index("method")
+    assert auc.loc["learned", "auc"] > 0.9
+    assert auc.loc["learned-step", "lo"] < 0.5 < auc.loc["learned-step", "hi"]
+
+
 # --------------------------------------------------------------------------- #
 # figures
 # --------------------------------------------------------------------------- #
@@ -324,7 +337,7 @@ def test_measure_end_to_end(tmp_path):
     qp, gp = E.test_plan(cfg, "query", 2, 2), E.test_plan(cfg, "gallery", 5, 2)
     expect = qp[tab["q"], tab["i"]] | gp[tab["g"], tab["j"]]
     np.testing.assert_array_equal(tab["corrupted"].to_numpy(), expect)
-    assert set(auc["level"]) == {2} and len(auc) == 3 * 6
+    assert set(auc["level"]) == {2} and len(auc) == 4 * 6
     row = auc[(auc["method"] == "learned") & (auc["nuisance"] == "corrupted")].iloc[0]
     if row["n_pos"] and row["n_neg"]:
         assert row["auc"] == pytest.approx(I.roc_auc(-tab["alpha_rel"], tab["corrupted"]))
