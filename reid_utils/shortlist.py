@@ -47,7 +47,8 @@ import torch
 
 from .aggregation import MeanFeatureAggregator
 
-__all__ = ["mean_feature_similarity", "shortlist_indices", "shortlist_similarity", "shortlist_sweep"]
+__all__ = ["mean_feature_similarity", "shortlist_indices", "shortlist_similarity", "shortlist_sweep",
+           "recommend_k"]
 
 
 def _check_banks(q, g, who: str) -> None:
@@ -247,3 +248,25 @@ def shortlist_sweep(cfg, ks: Iterable[int], *, dataset=None, repeats: int = 1, p
     df = pd.DataFrame(rows)
     df["time_vs_full"] = df["seconds"] / float(df.loc[df["mode"] == "full", "seconds"].iloc[0])
     return df.sort_values("K", kind="stable").reset_index(drop=True)
+
+
+def recommend_k(df: pd.DataFrame, tol: float = 0.005, metric: str = "mAP") -> dict:
+    """The smallest shortlist K whose ``metric`` is within ``tol`` of the full scoring's.
+
+    Args:
+        df: :func:`shortlist_sweep` rows.
+        tol: allowed loss, in the metric's units ([0, 1]; 0.005 = half a point).
+        metric: ``"mAP"`` or ``"rank1"``.
+
+    Returns:
+        ``{"K", "metric", "value", "full", "seconds", "full_seconds", "speedup"}`` for
+        that K (the full scoring itself, K = G, when no shortlist qualifies).
+    """
+    if metric not in df.columns or tol < 0:
+        raise ValueError(f"recommend_k: metric must be a column of df and tol >= 0, got {metric!r}, {tol}")
+    full = df[df["mode"] == "full"].iloc[0]
+    ok = df[(df["mode"] != "mean-feature") & (df[metric] >= full[metric] - tol)].sort_values("K")
+    best = ok.iloc[0] if len(ok) else full
+    return {"K": int(best["K"]), "metric": metric, "value": float(best[metric]), "full": float(full[metric]),
+            "seconds": float(best["seconds"]), "full_seconds": float(full["seconds"]),
+            "speedup": float(full["seconds"] / best["seconds"])}

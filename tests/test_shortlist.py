@@ -135,3 +135,16 @@ def test_sweep_rows_and_ends(monkeypatch):
     assert (df["seconds"] > 0).all() and df["time_vs_full"].iloc[-1] == 1.0
     with pytest.raises(ValueError, match="k must be"):
         SL.shortlist_sweep(None, [21], dataset=object())
+
+
+def test_recommend_k():
+    import pandas as pd
+    df = pd.DataFrame({"mode": ["mean-feature", "shortlist", "shortlist", "shortlist", "full"],
+                       "K": [0, 1, 5, 10, 50], "mAP": [0.40, 0.41, 0.447, 0.46, 0.45],
+                       "rank1": [0.5, 0.5, 0.6, 0.6, 0.6], "seconds": [0.01, 0.1, 0.2, 0.4, 2.0]})
+    r = SL.recommend_k(df, tol=0.005)
+    assert r["K"] == 5 and r["speedup"] == pytest.approx(10.0)
+    assert SL.recommend_k(df, tol=0.0)["K"] == 10
+    assert SL.recommend_k(df.assign(mAP=[0.4, 0.1, 0.1, 0.1, 0.45]), tol=0.0)["K"] == 50   # only the full one
+    with pytest.raises(ValueError, match="metric"):
+        SL.recommend_k(df, metric="nope")
