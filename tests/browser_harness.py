@@ -396,6 +396,7 @@ _EXPLORER_STATE_JS = """() => {
     status: text('.reid-status'), ranking: text('.reid-ranking'),
     title: text('.reid-heatmap-title'), heatmap: hm !== null,
     heatmapSrc: img ? img.getAttribute('src') : null,
+    heatmapLoaded: img ? (img.complete && img.naturalWidth > 0) : null,
     queryIndex: sel ? sel.selectedIndex : null,
     queryOptions: sel ? Array.from(sel.options).map(o => o.textContent.replace(/\\u00a0/g, ' ')) : [],
     galleryIndex: gsel ? gsel.selectedIndex : null,
@@ -435,8 +436,9 @@ def select_option(page, selector: str, index: int) -> None:
 
 
 def wait_for_update(page, before: dict, keys: tuple[str, ...], timeout: float) -> dict:
-    """Wait until the status is ``ready`` again and every state entry in ``keys``
-    differs from ``before``; returns the new state.
+    """Wait until the status is ``ready`` again, every state entry in ``keys``
+    differs from ``before`` and the heatmap image (if an ``<img>``) has loaded;
+    returns the new state.
 
     Raises:
         TimeoutError: with the last state and any error text on the page.
@@ -445,7 +447,8 @@ def wait_for_update(page, before: dict, keys: tuple[str, ...], timeout: float) -
     state = None
     while time.monotonic() < t_end:
         state = explorer_state(page)
-        if is_ready(state) and all(state.get(k) != before.get(k) for k in keys):
+        if (is_ready(state) and all(state.get(k) != before.get(k) for k in keys)
+                and state.get("heatmapLoaded") is not False):  # a new <img> has decoded
             return state
         time.sleep(0.2)
     raise TimeoutError(f"explorer did not update {keys} within {timeout:.0f} s.\nbefore: {before}\n"

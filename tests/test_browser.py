@@ -41,7 +41,7 @@ import ipywidgets as W
 from PIL import Image
 from IPython.display import display
 
-QUERIES = ["q3", "q7", "q11"]
+QUERIES = ["q3", "q7", "q11", "qbad"]  # qbad: the update fails half-way
 
 def ranked(q):
     rng = np.random.default_rng(zlib.crc32(q.encode()))
@@ -66,11 +66,16 @@ def render(*_):
     if switching:
         return
     status.value = "updating"
-    q, g = query.value, gallery.value
-    ranking.value = f"<b>query {q}</b>: " + ", ".join(gallery.options)
-    heatmap.value, s = heat(q, g)
-    title.value = f"query {q} vs gallery {g}: similarity {s:.3f}"
-    status.value = "ready"
+    try:
+        q, g = query.value, gallery.value
+        ranking.value = f"<b>query {q}</b>: " + ", ".join(gallery.options)
+        if q == "qbad":
+            raise RuntimeError("stand-in failure")
+        heatmap.value, s = heat(q, g)
+        title.value = f"query {q} vs gallery {g}: similarity {s:.3f}"
+        status.value = "ready"
+    except Exception as e:
+        status.value = f"error: {type(e).__name__}: {e}"
 
 def on_query(_):
     global switching
@@ -125,7 +130,7 @@ def lab(browser, lab_dirs):
 
 
 @pytest.fixture
-def page(browser, lab, request):
+def page(browser, lab):
     """A fresh browser context; on teardown its kernels are shut down."""
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     pg = context.new_page()
@@ -145,12 +150,12 @@ def failure_screenshot(page, name: str):
     """On any failure, keep a screenshot of the page and add the page's console log."""
     try:
         yield
-    except BaseException as e:
+    except BaseException:
         with contextlib.suppress(Exception):
             path = bh.screenshot(page, f"browser_failure_{name}.png")
             print(f"failure screenshot: {path}")
         print(page.log)
-        raise e
+        raise
 
 
 def write_notebook(path: Path, code_cells: list[str]) -> int:
@@ -236,7 +241,8 @@ def run_in_lab(page, lab, rel: str, timeout: float) -> float:
 # --- tests ------------------------------------------------------------------
 @pytest.mark.timeout(120)
 def test_harness_drives_a_standin_explorer(page, lab):
-    """The harness, independent of notebook 06: a stand-in explorer with the DOM contract."""
+    """The harness, independent of notebook 06: a stand-in explorer with the DOM contract
+    (and an update that fails, which the harness must report, not accept)."""
     write_notebook(lab.root_dir / "selftest" / "explorer.ipynb",
                    ["import sys; print('python', sys.version.split()[0])", STANDIN_EXPLORER])
     with failure_screenshot(page, "selftest"):
@@ -247,6 +253,11 @@ def test_harness_drives_a_standin_explorer(page, lab):
         assert_no_errors(page, "stand-in explorer after interaction")
         print("\n".join(done))
         print("screenshot:", bh.screenshot(page, "browser_selftest.png", ".reid-explorer"))
+        # Negative control: an update that fails must not pass for one that worked.
+        before = bh.explorer_state(page)
+        bh.select_option(page, ".reid-query", before["queryOptions"].index("qbad"))
+        with pytest.raises(TimeoutError, match="error: RuntimeError: stand-in failure"):
+            bh.wait_for_update(page, before, ("ranking", "title"), timeout=5)
 
 
 @pytest.mark.timeout(120)
