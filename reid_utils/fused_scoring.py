@@ -61,6 +61,21 @@ per-element pointers of the gathered feature tiles and the workspace tiles);
 TMA tensor descriptors for the weight and workspace tiles are the obvious next
 step. GPU timing and tuning are owed (``benchmarks/scoring.py``).
 
+Performance notes (estimates, to be checked on a GPU). Per step, a program
+of BP pairs does 2 BP (DH + H^2) FLOPs and moves the weights (2 (DH + H^2)
+bytes, from L2), its state (~16 BP H bytes) and, because each output tile
+of BH columns re-reads its A operand, (H / BH) times the gathered feature
+tile (4 BP D bytes) and the e tile (4 BP H bytes). At D = H = 1024, BP = 64,
+BH = 128 that is ~9 MB per 0.27 GFLOP, ~30 FLOP/byte of mostly L2 traffic:
+likely L2-bound well below the bf16 peak. Two ways up, both needing a GPU to
+tune: (a) keep the A operands in shared memory across the output tiles
+(Triton's Gluon dialect or CUTLASS; the standard Triton language cannot
+pin them), and (b) take the first layer out of the sequential loop, since u_t
+does not depend on the recurrence: for query clip i, W1' diag(f_q,i) (H x D)
+times all gallery clips (D x G Mg) is one large GEMM at cuBLAS speed; the
+kernel would then read u_t (bf16, 2 H bytes per pair-step) and run only the
+H x H layer sequentially.
+
 Accuracy contract (tested in ``tests/test_fused_scoring.py`` on the CPU
 under the Triton interpreter): every similarity within 1e-2 of the fp32
 reference relative to the scale of the matrix (max |S_ref|), and the ranking
@@ -171,7 +186,7 @@ def _scoring_kernel(q_ptr, g_ptr, cos_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_pt
     for blk in range(pid, n_blocks, nprog):
         p = blk * BP + rows
         pmask = p < n_pairs
-        qi = p // n_gal
+        qi = p // n_gal                              # 32-bit offsets (host checks the sizes)
         gi = p % n_gal
         A = tl.zeros((BP,), dtype=tl.float32)
         num = tl.zeros((BP,), dtype=tl.float32)
@@ -322,7 +337,11 @@ def fused_similarity_matrix(model, q: torch.Tensor, g: torch.Tensor, *,
     gn = F.normalize(g.to(device=device, dtype=torch.float32), dim=-1)
     qb, gb = qn.to(torch.bfloat16).contiguous(), gn.to(torch.bfloat16).contiguous()
     g_flat = gn.reshape(G * Mg, D).t()
-    rows = max(1, min(Q, int(max_chunk_pairs) // max(1, G)))
+    lim = 2 ** 31 - 1                                  # the kernel's offsets are int32
+    if G * Mg * D > lim or G * T > lim or H * max(D, H) > lim:
+        raise ValueError(f"{who}: gallery bank too large for int32 offsets "
+                         f"(G*Mg*D = {G * Mg * D}); split the gallery")
+    rows = max(1, min(Q, int(max_chunk_pairs) // max(1, G), lim // (Mq * D), lim // max(1, G * T)))
     out = torch.empty(Q, G, dtype=p0.dtype, device=q.device)
     ws_programs = _num_programs(device, math.ceil(rows * G / BP), interpret, max_programs)
     v_ws = torch.empty(ws_programs, BP, H, dtype=torch.float32, device=device)
