@@ -59,6 +59,11 @@ CLASSES = {"container": "reid-explorer", "query": "reid-query", "gallery": "reid
 _MATCH, _MISS = (0, 160, 60), (210, 30, 30)
 
 
+def _png_width(png: bytes) -> str:
+    """Pixel width from a PNG header (IHDR), so the browser shows the image at its natural size."""
+    return str(int.from_bytes(png[16:20], "big")) if png[:8] == b"\x89PNG\r\n\x1a\n" else ""
+
+
 def _png(img: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -130,7 +135,7 @@ class ImportanceExplorer:
 
         self.query = W.Dropdown(options=[(self._query_label(q), q) for q in queries], value=queries[0],
                                 description="query")
-        self.gallery = W.Dropdown(options=[], description="gallery")
+        self.gallery = W.Dropdown(options=[], description="gallery", layout=W.Layout(width="360px"))
         self.ranking_text = W.HTML()
         self.ranking_image = W.Image(format="png")
         self.ranking = W.VBox([self.ranking_text, self.ranking_image])
@@ -209,7 +214,8 @@ class ImportanceExplorer:
             for r, (g, m) in enumerate(zip(ranked, match)))
         self.ranking_text.value = (f"<b>query {q}</b> (pid {int(self.q_pids[q])}): top-{len(ranked)} "
                                    f"ranked gallery <ol style='margin:0'>{items}</ol>")
-        self.ranking_image.value = self._ranking_png(q, ranked, match)
+        png = self._ranking_png(q, ranked, match)
+        self.ranking_image.value, self.ranking_image.width = png, _png_width(png)
         if len(ranked):
             self._update_pair()
 
@@ -255,7 +261,8 @@ class ImportanceExplorer:
                                    self.q_source if self.q_clip_frames is not None else None,
                                    self.g_source if self.g_clip_frames is not None else None,
                                    n=self.n_extreme, height=self.thumb_height, fig=Figure(figsize=(4.6, 7.2)))
-        self.heatmap.value = figure_png(fig)
+        png = figure_png(fig, dpi=105)
+        self.heatmap.value, self.heatmap.width = png, _png_width(png)
 
     @classmethod
     def from_banks(cls, model, query_bank, gallery_bank, q_tracklets=None, g_tracklets=None, *,

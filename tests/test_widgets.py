@@ -50,6 +50,7 @@ def test_dom_classes_and_initial_state():
     assert ex.status.value == "ready"
     assert "query 0" in ex.ranking_text.value
     assert ex.heatmap.value[:8] == b"\x89PNG\r\n\x1a\n" and ex.ranking_image.value[:4] == b"\x89PNG"
+    assert int(ex.heatmap.width) > 0 and int(ex.ranking_image.width) > 0   # shown at natural size
     assert re.fullmatch(r"query 0 vs gallery \d+: similarity -?\d+\.\d{3}", ex.title.value)
     assert len(ex.gallery.options) == 3
 
