@@ -88,6 +88,8 @@ class TrainConfig:
     lr_milestones: tuple = (0.5, 0.75)   # fractions of ``iterations``
     lr_gamma: float = 0.1
     eval_every: int = 500
+    color_jitter: float = 0.0   # per-clip channel gain/offset amplitude (transforms.augment_clip)
+    random_erasing: float = 0.0  # probability of erasing one random box per clip (Zhong et al. 2020)
 
 
 @dataclass(frozen=True)

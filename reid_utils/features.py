@@ -196,16 +196,13 @@ def _bounded_map(fn, items, workers: int, ahead: int):
 
 
 def _prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last_3d)
-    return model
+    # channels_last_3d: faster on CUDA (cuDNN) and on the CPU (oneDNN: 1.2-2x for
+    # the default profile's I3D, measured on our 2-core machine); same numbers.
+    return model.to(device, memory_format=torch.channels_last_3d)
 
 
 def _run_batch(model, clips: list[torch.Tensor], device, amp: bool) -> torch.Tensor:
-    x = torch.stack(clips).to(device, non_blocking=True)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last_3d)
+    x = torch.stack(clips).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last_3d)
     ctx = (torch.autocast(device.type, dtype=torch.bfloat16) if amp
            else torch.autocast(device.type, enabled=False))
     with ctx:

@@ -220,3 +220,51 @@ def thumbnails(tracklet, num: int = 8, size=None, indices: Sequence[int] | None 
     else:
         idx = np.asarray(indices, dtype=np.int64)
     return idx, [load_frame(paths[i], size, cache) for i in idx]
+
+
+def augment_params(rng: np.random.Generator, color_jitter: float, random_erasing: float) -> dict:
+    """Random parameters of :func:`augment_clip` for one clip (drawn from ``rng``).
+
+    Colour jitter: per-channel gains ``1 + U(-j, j)`` and one offset ``U(-j, j)/2``
+    (in [-1, 1] units): a camera's colour cast and exposure, which the
+    synthetic benchmark varies per camera and a real multi-camera set varies too.
+    Random erasing (Zhong et al., "Random Erasing Data Augmentation", AAAI 2020;
+    used by the strong re-ID baselines): with probability ``random_erasing``, one
+    box of 2-40 % of the frame area and aspect ratio 0.3-3.3 is replaced by
+    uniform noise in every frame of the clip (the same box over time, like an
+    occluder).
+    """
+    p = {"gain": np.ones(3, np.float32), "offset": 0.0, "box": None}
+    if color_jitter > 0:
+        p["gain"] = (1.0 + rng.uniform(-color_jitter, color_jitter, 3)).astype(np.float32)
+        p["offset"] = float(rng.uniform(-color_jitter, color_jitter) / 2)
+    if random_erasing > 0 and rng.random() < random_erasing:
+        area = rng.uniform(0.02, 0.4)
+        aspect = float(np.exp(rng.uniform(np.log(0.3), np.log(3.3))))
+        p["box"] = (area, aspect, float(rng.random()), float(rng.random()), int(rng.integers(2**31)))
+    return p
+
+
+def augment_clip(x: torch.Tensor, params: dict) -> torch.Tensor:
+    """Apply :func:`augment_params`'s colour jitter and erasing to one clip.
+
+    Args:
+        x: (3, T, H, W) float in [-1, 1] (:func:`frames_to_tensor`).
+        params: from :func:`augment_params`.
+
+    Returns:
+        (3, T, H, W) float in [-1, 1]; a new tensor.
+    """
+    if x.ndim != 4 or x.shape[0] != 3:
+        raise ValueError(f"augment_clip: expected (3, T, H, W), got {tuple(x.shape)}")
+    gain = torch.from_numpy(params["gain"]).view(3, 1, 1, 1)
+    y = ((x + 1) * gain - 1 + params["offset"]).clamp_(-1, 1)
+    if params["box"] is not None:
+        area, aspect, fy, fx, seed = params["box"]
+        H, W = y.shape[-2:]
+        h = min(H, max(1, int(round((area * H * W * aspect) ** 0.5))))
+        w = min(W, max(1, int(round((area * H * W / aspect) ** 0.5))))
+        y0, x0 = int(fy * (H - h)), int(fx * (W - w))
+        g = torch.Generator().manual_seed(seed)
+        y[:, :, y0:y0 + h, x0:x0 + w] = torch.rand(3, 1, h, w, generator=g) * 2 - 1
+    return y

@@ -98,3 +98,24 @@ def test_roundtrip_thumbnails_and_clip_paths(tmp_path):
     assert idx.tolist() == [0, 1] and th[0].shape == (16, 8, 3)
     with pytest.raises(IndexError, match="outside tracklet"):
         clip_paths(t, [12])
+
+
+def test_augment_clip_identity_jitter_and_erasing():
+    import numpy as np
+    import torch
+
+    from reid_utils.transforms import augment_clip, augment_params
+
+    x = torch.rand(3, 4, 16, 8) * 2 - 1
+    p0 = augment_params(np.random.default_rng(0), 0.0, 0.0)
+    assert torch.allclose(augment_clip(x, p0), x)
+    p = augment_params(np.random.default_rng(1), 0.3, 1.0)
+    y = augment_clip(x, p)
+    assert y.shape == x.shape and y.dtype == x.dtype and float(y.abs().max()) <= 1.0
+    assert torch.equal(y, augment_clip(x, p))                 # deterministic given params
+    assert not torch.allclose(y, x)
+    # the erased box is the same on every frame (an occluder, not flicker)
+    changed = (augment_clip(x, {**p, "gain": np.ones(3, np.float32), "offset": 0.0}) != x).any(0)
+    assert changed.any() and (changed == changed[0]).all()
+    with pytest.raises(ValueError, match="augment_clip"):
+        augment_clip(torch.zeros(4, 16, 8), p0)
