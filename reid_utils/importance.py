@@ -84,7 +84,7 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "NUISANCES", "CORRUPTED", "METHODS", "clip_nuisance_fractions", "clip_labels", "sample_pairs",
-    "clip_pair_table", "topt_columns", "pair_labels", "choose_examples", "extreme_clip_pairs",
+    "clip_pair_table", "topt_columns", "pair_labels", "choose_examples", "extreme_clip_pairs", "extremes_vs_labels",
     "roc_auc", "cluster_auc_parts", "weighted_cluster_auc", "cluster_bootstrap_auc",
     "importance_auc", "compare_methods", "default_level", "learned_at_level", "measure", "describe_auc",
 ]
@@ -400,6 +400,37 @@ def extreme_clip_pairs(table: pd.DataFrame, n: int = 2) -> pd.DataFrame:
         out.append(srt.head(int(n)).assign(which="highest", order=range(min(int(n), len(srt)))))
         out.append(srt.tail(int(n)).iloc[::-1].assign(which="lowest", order=range(min(int(n), len(srt)))))
     return pd.concat(out, ignore_index=True)
+
+
+def extremes_vs_labels(table: pd.DataFrame, labels: Sequence[str], n: int = 2) -> pd.DataFrame:
+    """Fig. 7's selection over the whole measurement: how often the n highest / n lowest clip pairs carry X.
+
+    For every sequence pair, its ``n`` highest- and ``n`` lowest-alpha clip
+    pairs (ties broken by visiting order), against all clip pairs.
+
+    Args:
+        table: clip pairs with ``q``, ``g``, ``alpha`` and bool label columns.
+        labels: label columns.
+        n: clip pairs at each end (2 in the paper's figure).
+
+    Returns:
+        DataFrame indexed by ``"n highest"``, ``"all clip pairs"``, ``"n lowest"``;
+        columns: the labels (fraction of those clip pairs carrying it, in [0, 1])
+        and ``clip pairs`` (how many).
+    """
+    if int(n) < 1:
+        raise ValueError(f"n: expected >= 1, got {n}")
+    missing = [lb for lb in list(labels) + ["alpha", "q", "g"] if lb not in table]
+    if missing:
+        raise ValueError(f"table: columns {missing} missing")
+    grp = table.groupby(["q", "g"], sort=False)["alpha"]
+    hi = grp.rank(method="first", ascending=False) <= int(n)
+    lo = grp.rank(method="first", ascending=True) <= int(n)
+    rows = {}
+    for name, mask in ((f"{n} highest", hi), ("all clip pairs", np.ones(len(table), bool)), (f"{n} lowest", lo)):
+        sub = table.loc[np.asarray(mask), list(labels)]
+        rows[name] = dict(sub.mean().astype(float), **{"clip pairs": int(len(sub))})
+    return pd.DataFrame(rows).T
 
 
 # --------------------------------------------------------------------------- #

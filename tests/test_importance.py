@@ -346,3 +346,13 @@ def test_measure_end_to_end(tmp_path):
     run = I.learned_at_level(cfg, clean, bad, 2, progress=False)
     assert run["S"].shape == (2, 5)
     np.testing.assert_allclose(run["S"][tab["q"], tab["g"]], tab["similarity"], atol=1e-4)
+
+
+def test_extremes_vs_labels_counts_the_selected_pairs():
+    tab = pd.DataFrame({"q": 0, "g": np.repeat([0, 1], 4), "alpha": [4.0, 3.0, 2.0, 1.0, 1.0, 2.0, 3.0, 4.0],
+                        "bad": [False, False, True, True, True, False, False, False]})
+    out = I.extremes_vs_labels(tab, ["bad"], n=2)
+    assert out.loc["2 lowest", "bad"] == 0.75 and out.loc["2 highest", "bad"] == 0.0
+    assert out.loc["all clip pairs", "bad"] == 3 / 8 and out.loc["2 lowest", "clip pairs"] == 4
+    with pytest.raises(ValueError, match="missing"):
+        I.extremes_vs_labels(tab, ["nope"])
