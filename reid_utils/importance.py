@@ -83,7 +83,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 __all__ = [
-    "NUISANCES", "CORRUPTED", "METHODS", "clip_nuisance_fractions", "clip_labels", "sample_pairs",
+    "NUISANCES", "CORRUPTED", "METHODS", "clip_nuisance_fractions", "clip_labels", "split_clip_labels",
+    "sample_pairs",
     "clip_pair_table", "topt_columns", "pair_labels", "choose_examples", "extreme_clip_pairs", "extremes_vs_labels",
     "roc_auc", "cluster_auc_parts", "weighted_cluster_auc", "cluster_bootstrap_auc",
     "importance_auc", "compare_methods", "default_level", "learned_at_level", "measure", "describe_auc",
@@ -154,6 +155,28 @@ def clip_labels(fractions: np.ndarray, min_fraction: float = 0.5) -> np.ndarray:
         raise ValueError(f"min_fraction: expected a value in (0, 1], got {min_fraction}")
     f = np.asarray(fractions, dtype=np.float64)
     return f >= float(min_fraction) - 1e-12
+
+
+def split_clip_labels(dataset, banks: dict, min_fraction: float = 0.5):
+    """Nuisance labels of every query and gallery clip, or ``(None, None)`` without annotations.
+
+    Real datasets (MARS, Duke, PRID) have no per-frame annotations; then only
+    the ``corrupted`` label can be measured.
+
+    Args:
+        dataset: with ``.query`` / ``.gallery`` tracklets aligned with the banks.
+        banks: ``{"query": FeatureBank, "gallery": FeatureBank, ...}`` (clip frame indices).
+        min_fraction: see :func:`clip_labels`.
+
+    Returns:
+        ``(q_labels (Q, M, K), g_labels (G, M, K))`` bool arrays over
+        :data:`NUISANCES`, or ``(None, None)``.
+    """
+    tracks = list(dataset.query) + list(dataset.gallery)
+    if not tracks or any(getattr(t, "annotations", None) is None for t in tracks):
+        return None, None
+    return tuple(clip_labels(clip_nuisance_fractions(getattr(dataset, s), banks[s].indices), min_fraction)
+                 for s in ("query", "gallery"))
 
 
 def sample_pairs(num_query: int, num_gallery: int, max_pairs: int | None = None, seed: int = 0) -> np.ndarray:
@@ -790,11 +813,11 @@ def measure(cfg, dataset, clean: dict, corrupted: dict | None, level: int, t_per
         table = clip_pair_table(learned, qf, gf, pairs, progress=progress)
         table = topt_columns(table, topt, qf, gf, t_percent)
     names, ql, gl = [], [], []
-    annotated = all(t.annotations is not None for t in list(dataset.query) + list(dataset.gallery))
-    if annotated:
+    q_nui, g_nui = split_clip_labels(dataset, clean, min_fraction)
+    if q_nui is not None:
         names += list(NUISANCES)
-        ql.append(clip_labels(clip_nuisance_fractions(dataset.query, qb.indices), min_fraction))
-        gl.append(clip_labels(clip_nuisance_fractions(dataset.gallery, gb.indices), min_fraction))
+        ql.append(q_nui)
+        gl.append(g_nui)
     names.append(CORRUPTED)
     if level > 0:
         ql.append(E.test_plan(cfg, "query", len(qf), level)[..., None])

@@ -356,3 +356,8 @@ def test_extremes_vs_labels_counts_the_selected_pairs():
     assert out.loc["all clip pairs", "bad"] == 3 / 8 and out.loc["2 lowest", "clip pairs"] == 4
     with pytest.raises(ValueError, match="missing"):
         I.extremes_vs_labels(tab, ["nope"])
+
+
+def test_split_clip_labels_without_annotations_is_none():
+    ds = SimpleNamespace(query=[SimpleNamespace(annotations=None)], gallery=[SimpleNamespace(annotations=None)])
+    assert I.split_clip_labels(ds, {}) == (None, None)
