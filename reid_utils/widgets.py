@@ -218,6 +218,9 @@ class ImportanceExplorer:
         self.ranking_image.value, self.ranking_image.width = png, _png_width(png)
         if len(ranked):
             self._update_pair()
+        else:
+            self.title.value = f"query {q}: no gallery sequence left by the protocol"
+            self.heatmap.value = b""
 
     def _thumb(self, source, seq: int, clip_frames) -> list | None:
         if source is None or clip_frames is None:
