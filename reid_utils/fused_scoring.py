@@ -34,47 +34,47 @@ The blocking. One Triton program owns a block of BP (query, gallery) pairs
 (consecutive in the row-major pair order p = qi*G + gi of a chunk of
 queries) and walks the T steps of all its pairs in lock step, so the weights
 W1', W2' streamed per step are reused BP times. The grid is persistent
-(about 2 programs per SM); each program keeps the fp32 state (v_{t-1}, e_t) of
-its block, BP x H each, in its own slice of a workspace that it rewrites every
-step. That slice is small and hot, so it lives in the on-chip L1/L2 caches
-rather than DRAM when BP*H*8 bytes per program fits there (the smoke/default
-profiles' widths easily; at D = hidden = 1024 with BP = 64: 512 KiB per
-program, ~64 MiB for 132 programs, about the H100's 50 MiB L2, so tuning BP
-and the number of programs on the GPU is owed). Keeping the full state in
-registers/shared memory instead is impossible at that width: a useful block
-(BP >= 64 rows for the tensor cores, and BP ~ 128 so that the per-step weight
-traffic 2(DH + H^2) bytes is amortised) needs >= 640 KiB of state (v, e, h),
-more than an SM holds. Within a step the H outputs are tiled by BH and the
-reductions by BK (masks handle D, H, BP not multiples of the blocks);
-``tl.debug_barrier`` orders the workspace writes of one phase before the
-reads of the next.
+(about 2 programs per SM); each program keeps the running state of its block
+in its own slice of a workspace that it rewrites every step: v_{t-1} and e_t
+(fp32, BP x H each), and the step's bf16 A operands C_t (BP x D) and h_t
+(BP x H). That slice is small and hot, so it lives in the on-chip L1/L2
+caches rather than DRAM when it fits there (the smoke/default profiles'
+widths easily; at D = hidden = 1024 with BP = 64: 768 KiB per program,
+~100 MiB for 132 programs, twice the H100's 50 MiB L2, so tuning BP and the
+number of programs on the GPU is owed). Keeping the state in registers or
+shared memory instead is impossible at that width: a useful block (BP >= 64
+rows for the tensor cores, more to amortise the per-step weight traffic of
+2(DH + H^2) bytes) needs >= 640 KiB of state, more than an SM holds. Within a
+step the H outputs are tiled by BH and the reductions by BK (masks handle D,
+H and the pair count not multiples of the blocks).
 
-Each step makes three passes over the H columns of the block: (1) the first
-GEMM and e_t, (2) the second GEMM and the output logit, (3) the v update once
-alpha_t is known. The per-pair bookkeeping (A_t, sum alpha cos) stays in
-registers for the whole walk.
+Each step makes four passes over the block: (0) C_t = f_q,i * f_g,j gathered
+and multiplied once (bf16), (1) the first GEMM, e_t and h_t, (2) the second
+GEMM and the output logit, (3) the v update once alpha_t is known;
+``tl.debug_barrier`` orders one pass's workspace writes before the next's
+reads. The per-pair bookkeeping (A_t, sum alpha cos) stays in registers for
+the whole walk.
 
-Compile-only check (no GPU was available): for sm_90 the kernel compiles in
-~2 s on our CPU to wgmma (Hopper tensor-core) instructions; with the default
-blocks ptxas reports 255 registers and a few hundred bytes of spills (the
-per-element pointers of the gathered feature tiles and the workspace tiles);
-TMA tensor descriptors for the weight and workspace tiles are the obvious next
-step. GPU timing and tuning are owed (``benchmarks/scoring.py``).
+Compile-only check (no GPU was available; ``benchmarks/scoring.py
+--compile-only``): for sm_90 the kernel compiles in ~2 s on our CPU to wgmma
+(Hopper tensor-core) instructions; with the default blocks and the
+specialisation Triton applies at launch when D and H are multiples of 16,
+ptxas reports 250 registers and no spills (without that specialisation, i.e.
+odd D or H, ~700 bytes of spills). GPU timing and tuning are owed.
 
 Performance notes (estimates, to be checked on a GPU). Per step, a program
 of BP pairs does 2 BP (DH + H^2) FLOPs and moves the weights (2 (DH + H^2)
-bytes, from L2), its state (~16 BP H bytes) and, because each output tile
-of BH columns re-reads its A operand, (H / BH) times the gathered feature
-tile (4 BP D bytes) and the e tile (4 BP H bytes). At D = H = 1024, BP = 64,
-BH = 128 that is ~9 MB per 0.27 GFLOP, ~30 FLOP/byte of mostly L2 traffic:
-likely L2-bound well below the bf16 peak. Two ways up, both needing a GPU to
-tune: (a) keep the A operands in shared memory across the output tiles
-(Triton's Gluon dialect or CUTLASS; the standard Triton language cannot
-pin them), and (b) take the first layer out of the sequential loop, since u_t
-does not depend on the recurrence: for query clip i, W1' diag(f_q,i) (H x D)
-times all gallery clips (D x G Mg) is one large GEMM at cuBLAS speed; the
-kernel would then read u_t (bf16, 2 H bytes per pair-step) and run only the
-H x H layer sequentially.
+bytes, from L2), its state (~22 BP H bytes) and, because each output tile of
+BH columns re-reads its A operand, (H / BH) times the C_t tile (2 BP D bytes)
+and the h_t tile (2 BP H bytes). At D = H = 1024, BP = 64, BH = 128 that is
+~7.5 MB per 0.27 GFLOP, ~36 FLOP/byte of mostly L2 traffic: likely L2-bound
+below the bf16 peak. Two ways up, both needing a GPU to tune: (a) keep the A
+operands in shared memory across the output tiles (Triton's Gluon dialect or
+CUTLASS; the standard Triton language cannot pin them), and (b) take the
+first layer out of the sequential loop, since u_t does not depend on the
+recurrence: for query clip i, W1' diag(f_q,i) (H x D) times all gallery clips
+(D x G Mg) is one large GEMM at cuBLAS speed; the kernel would then read u_t
+(bf16, 2 H bytes per pair-step) and run only the H x H layer sequentially.
 
 Accuracy contract (tested in ``tests/test_fused_scoring.py`` on the CPU
 under the Triton interpreter): every similarity within 1e-2 of the fp32
@@ -166,7 +166,7 @@ def should_use_kernel(model, q: torch.Tensor, kernel: bool | None = None) -> boo
 # the kernel (decorated lazily: TRITON_INTERPRET is read when triton.jit runs)
 # --------------------------------------------------------------------------- #
 def _scoring_kernel(q_ptr, g_ptr, cos_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3,
-                    out_ptr, v_ptr, e_ptr,
+                    out_ptr, c_ptr, h_ptr, v_ptr, e_ptr,
                     n_pairs, n_gal, n_blocks, MQ, MG, D, H,
                     BP: tl.constexpr, BK: tl.constexpr, BH: tl.constexpr,
                     EMULATE_BF16: tl.constexpr):
@@ -174,14 +174,16 @@ def _scoring_kernel(q_ptr, g_ptr, cos_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_pt
 
     q (Qc, MQ, D) bf16, g (G, MG, D) bf16 (normalised); cos (n_pairs, T) fp32;
     w1 (D, H) bf16 = W1'^T, w2 (H, H) bf16 = W2'^T, b1, b2, w3 (H,) fp32;
-    out (n_pairs,) fp32; v, e: workspace (num_programs, BP, H) fp32.
+    out (n_pairs,) fp32; workspaces per program: c (BP, D) bf16, h (BP, H)
+    bf16, v and e (BP, H) fp32.
     """
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     rows = tl.arange(0, BP)
     kk = tl.arange(0, BK)
     hh = tl.arange(0, BH)
-    ws = pid * BP * H + rows[:, None] * H            # this program's workspace rows
+    wsh = pid * BP * H + rows[:, None] * H           # this program's (BP, H) workspace rows
+    wsd = pid * BP * D + rows[:, None] * D           # and its (BP, D) one
     T = MQ * MG
     for blk in range(pid, n_blocks, nprog):
         p = blk * BP + rows
@@ -193,7 +195,15 @@ def _scoring_kernel(q_ptr, g_ptr, cos_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_pt
         for t in range(T):
             qrow = (qi * MQ + t // MG) * D
             grow = (gi * MG + t % MG) * D
-            # phase 1: u_t = C_t W1' (bf16 x bf16 -> fp32); e_t = u_t - v_{t-1}
+            # phase 0: C_t = f_q,i * f_g,j for the block, once per step (bf16)
+            for k0 in range(0, D, BK):
+                ks = k0 + kk
+                m2 = pmask[:, None] & (ks < D)[None, :]
+                fq = tl.load(q_ptr + qrow[:, None] + ks[None, :], mask=m2, other=0.0).to(tl.float32)
+                fg = tl.load(g_ptr + grow[:, None] + ks[None, :], mask=m2, other=0.0).to(tl.float32)
+                tl.store(c_ptr + wsd + ks[None, :], (fq * fg).to(tl.bfloat16), mask=m2)
+            tl.debug_barrier()
+            # phase 1: u_t = C_t W1' (bf16 x bf16 -> fp32); e_t = u_t - v_{t-1}; h_t = relu(b1 - e_t)
             for n0 in range(0, H, BH):
                 cols = n0 + hh
                 cmask = cols < H
@@ -201,10 +211,7 @@ def _scoring_kernel(q_ptr, g_ptr, cos_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_pt
                 for k0 in range(0, D, BK):
                     ks = k0 + kk
                     kmask = ks < D
-                    m2 = pmask[:, None] & kmask[None, :]
-                    fq = tl.load(q_ptr + qrow[:, None] + ks[None, :], mask=m2, other=0.0).to(tl.float32)
-                    fg = tl.load(g_ptr + grow[:, None] + ks[None, :], mask=m2, other=0.0).to(tl.float32)
-                    c = (fq * fg).to(tl.bfloat16)
+                    c = tl.load(c_ptr + wsd + ks[None, :], mask=pmask[:, None] & kmask[None, :], other=0.0)
                     w = tl.load(w1_ptr + ks[:, None] * H + cols[None, :],
                                 mask=kmask[:, None] & cmask[None, :], other=0.0)
                     if EMULATE_BF16:
@@ -212,10 +219,14 @@ def _scoring_kernel(q_ptr, g_ptr, cos_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_pt
                     else:
                         acc = tl.dot(c, w, acc)
                 smask = pmask[:, None] & cmask[None, :]
-                v = tl.load(v_ptr + ws + cols[None, :], mask=smask & (t > 0), other=0.0)   # v_0 = 0
-                tl.store(e_ptr + ws + cols[None, :], acc - v, mask=smask)
+                v = tl.load(v_ptr + wsh + cols[None, :], mask=smask & (t > 0), other=0.0)   # v_0 = 0
+                e = acc - v
+                b1 = tl.load(b1_ptr + cols, mask=cmask, other=0.0)
+                tl.store(e_ptr + wsh + cols[None, :], e, mask=smask)
+                tl.store(h_ptr + wsh + cols[None, :], tl.maximum(b1[None, :] - e, 0.0).to(tl.bfloat16),
+                         mask=smask)
             tl.debug_barrier()
-            # phase 2: alpha_t = softplus(relu(relu(b1 - e_t) W2' + b2) . w3 + b3)
+            # phase 2: alpha_t = softplus(relu(h_t W2' + b2) . w3 + b3)
             logit = tl.zeros((BP,), dtype=tl.float32)
             for n0 in range(0, H, BH):
                 cols = n0 + hh
@@ -224,9 +235,7 @@ def _scoring_kernel(q_ptr, g_ptr, cos_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_pt
                 for k0 in range(0, H, BK):
                     ks = k0 + kk
                     kmask = ks < H
-                    e = tl.load(e_ptr + ws + ks[None, :], mask=pmask[:, None] & kmask[None, :], other=0.0)
-                    b1 = tl.load(b1_ptr + ks, mask=kmask, other=0.0)
-                    h = tl.maximum(b1[None, :] - e, 0.0).to(tl.bfloat16)
+                    h = tl.load(h_ptr + wsh + ks[None, :], mask=pmask[:, None] & kmask[None, :], other=0.0)
                     w = tl.load(w2_ptr + ks[:, None] * H + cols[None, :],
                                 mask=kmask[:, None] & cmask[None, :], other=0.0)
                     if EMULATE_BF16:
@@ -237,7 +246,6 @@ def _scoring_kernel(q_ptr, g_ptr, cos_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_pt
                 w3 = tl.load(w3_ptr + cols, mask=cmask, other=0.0)
                 z = tl.maximum(acc + b2[None, :], 0.0)
                 logit += tl.sum(z * w3[None, :], axis=1)
-            tl.debug_barrier()
             x = logit + b3
             # softplus, stable: max(x, 0) + log(1 + exp(-|x|)); exp(x) where that underflows
             sp = tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
@@ -250,9 +258,9 @@ def _scoring_kernel(q_ptr, g_ptr, cos_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_pt
             for n0 in range(0, H, BH):
                 cols = n0 + hh
                 smask = pmask[:, None] & (cols < H)[None, :]
-                v = tl.load(v_ptr + ws + cols[None, :], mask=smask & (t > 0), other=0.0)
-                e = tl.load(e_ptr + ws + cols[None, :], mask=smask, other=0.0)
-                tl.store(v_ptr + ws + cols[None, :], v + wt[:, None] * e, mask=smask)
+                v = tl.load(v_ptr + wsh + cols[None, :], mask=smask & (t > 0), other=0.0)
+                e = tl.load(e_ptr + wsh + cols[None, :], mask=smask, other=0.0)
+                tl.store(v_ptr + wsh + cols[None, :], v + wt[:, None] * e, mask=smask)
             tl.debug_barrier()
         tl.store(out_ptr + p, num / tl.maximum(A, 1.1754943508222875e-38), mask=pmask)
 
@@ -346,6 +354,8 @@ def fused_similarity_matrix(model, q: torch.Tensor, g: torch.Tensor, *,
     ws_programs = _num_programs(device, math.ceil(rows * G / BP), interpret, max_programs)
     v_ws = torch.empty(ws_programs, BP, H, dtype=torch.float32, device=device)
     e_ws = torch.empty_like(v_ws)
+    h_ws = torch.empty(ws_programs, BP, H, dtype=torch.bfloat16, device=device)
+    c_ws = torch.empty(ws_programs, BP, D, dtype=torch.bfloat16, device=device)
     for s in tqdm(range(0, Q, rows), disable=not progress, leave=False, desc="fused scoring"):
         qc = qb[s:s + rows]
         Qc = qc.shape[0]
@@ -355,7 +365,7 @@ def fused_similarity_matrix(model, q: torch.Tensor, g: torch.Tensor, *,
         res = torch.empty(n_pairs, dtype=torch.float32, device=device)
         n_blocks = math.ceil(n_pairs / BP)
         grid = (min(ws_programs, n_blocks),)
-        _KERNEL[grid](qc, gb, cos, w1t, b1, w2t, b2, w3, b3, res, v_ws, e_ws,
+        _KERNEL[grid](qc, gb, cos, w1t, b1, w2t, b2, w3, b3, res, c_ws, h_ws, v_ws, e_ws,
                       n_pairs, G, n_blocks, Mq, Mg, D, H,
                       BP=BP, BK=BK, BH=BH, EMULATE_BF16=interpret, num_warps=warps, num_stages=2)
         out[s:s + Qc] = res.view(Qc, G).to(device=q.device, dtype=out.dtype)
