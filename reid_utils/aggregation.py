@@ -341,7 +341,8 @@ class LearnedClipAggregator(_PairAggregator):
                 contract). ``None``: automatically when the model or ``q`` is on
                 CUDA, triton imports and ``use_fused_kernel`` is True; ``True``:
                 required; ``False``: never (the comparison path). Ignored when
-                ``fast`` is False.
+                ``fast`` is False. The kernel chunks by itself (``chunk`` does
+                not apply; see ``fused_scoring.fused_similarity_matrix``).
 
         Returns:
             (Q, G) similarities (Eq. 3 / Eq. 4).
