@@ -134,12 +134,22 @@ def dataset_identity(dataset) -> dict:
             "gallery": tracklets_key(dataset.gallery)}
 
 
-def train_key(cfg, dataset, clip_len: int | None = None) -> str:
-    """Cache key of a trained model: model + train configs, clip_len, seed, dataset."""
+def train_key(cfg, dataset, clip_len: int | None = None, init=None) -> str:
+    """Cache key of a trained model: model + train configs, clip_len, seed, dataset
+    (and the key of the model it was initialised from, if any)."""
     tcfg = dataclasses.replace(cfg.train, clip_len=int(clip_len or cfg.train.clip_len))
-    return config_key({"v": TRAIN_VERSION, "model": dataclasses.asdict(cfg.model),
-                       "train": dataclasses.asdict(tcfg), "seed": cfg.seed,
-                       "data": dataset_identity(dataset)})
+    spec = {"v": TRAIN_VERSION, "model": dataclasses.asdict(cfg.model),
+            "train": dataclasses.asdict(tcfg), "seed": cfg.seed, "data": dataset_identity(dataset)}
+    if init is not None:
+        spec["init"] = _init_key(init)
+    return config_key(spec)
+
+
+def _init_key(init) -> str:
+    key = getattr(init, "reid_key", None)
+    if not key:
+        raise ValueError("train_i3d: init must be a trained model from train_i3d (it has no .reid_key)")
+    return key
 
 
 def build_backbone(cfg) -> InceptionI3d:
@@ -195,7 +205,7 @@ def evaluate_model(cfg, backbone: InceptionI3d, dataset, clip_len: int, progress
 
 def train_i3d(cfg, dataset, clip_len: int | None = None, progress: bool = True,
               checkpoint_every: int | None = None,
-              callback: Callable[[int, dict], None] | None = None):
+              callback: Callable[[int, dict], None] | None = None, init: InceptionI3d | None = None):
     """Train (or load from the cache) the I3D for re-ID (Sec. 3.2).
 
     Args:
@@ -208,6 +218,9 @@ def train_i3d(cfg, dataset, clip_len: int | None = None, progress: bool = True,
             ``min(cfg.train.eval_every, 1000)``; 1000 when ``eval_every`` is 0).
         callback: called as ``callback(iteration, row)`` after every
             iteration (1-based; ``row`` is the history entry).
+        init: a model returned by ``train_i3d`` whose backbone weights start
+            this run (a warm start; the classifier of Eq. 8 starts afresh).
+            Part of the cache key.
 
     Returns:
         ``(model, history)``: the trained :class:`InceptionI3d` in eval mode on
@@ -217,11 +230,11 @@ def train_i3d(cfg, dataset, clip_len: int | None = None, progress: bool = True,
         ``mAP, rank1`` where evaluated, NaN elsewhere).
     """
     clip_len = int(clip_len or cfg.train.clip_len)
-    key = train_key(cfg, dataset, clip_len)
+    key = train_key(cfg, dataset, clip_len, init)
     cache = ArtifactCache(cfg.cache_root)
     entry = cache.get_or_compute(
         "i3d", key, lambda: _train(cfg, dataset, clip_len, key, cache, progress,
-                                   checkpoint_every, callback), verbose=progress)
+                                   checkpoint_every, callback, init), verbose=progress)
     _remove_checkpoint(cache, key)  # the final model is cached: the resume point is obsolete
     return _model_from_entry(cfg, entry, key)
 
@@ -257,7 +270,7 @@ def get_trained_i3d(cfg, clip_len: int | None = None, dataset=None, progress: bo
 
 
 def _train(cfg, dataset, clip_len: int, key: str, cache: ArtifactCache, progress: bool,
-           checkpoint_every: int | None, callback) -> dict:
+           checkpoint_every: int | None, callback, init=None) -> dict:
     from tqdm.auto import tqdm
 
     tc = cfg.train
@@ -275,7 +288,10 @@ def _train(cfg, dataset, clip_len: int, key: str, cache: ArtifactCache, progress
     eval_every = int(tc.eval_every) if tc.eval_every else 0
     checkpoint_every = int(checkpoint_every or min(eval_every or 1000, 1000))
 
-    model = ReIDNet(build_backbone(cfg), len(pid2label))
+    backbone = build_backbone(cfg)
+    if init is not None:
+        backbone.load_state_dict({k: v.detach().cpu() for k, v in init.state_dict().items()}, strict=True)
+    model = ReIDNet(backbone, len(pid2label))
     _set_bn_momentum(model, TRAIN_BN_MOMENTUM)
     model.to(device, memory_format=torch.channels_last_3d)   # faster on CUDA and CPU alike
     opt = torch.optim.Adam(model.param_groups(tc.weight_decay), lr=tc.lr)

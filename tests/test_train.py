@@ -95,3 +95,29 @@ def test_bad_configs(tiny, tmp_path):
         T.build_backbone(get_config("smoke", model={"pretrained": True}))
     with pytest.raises(ValueError, match="feat_dim"):
         T.build_backbone(get_config("smoke", model={"feat_dim": 999}))
+
+
+def test_warm_started_ablation_models(tiny, tmp_path):
+    """finetune_iterations > 0: the other L_train models start from the base model."""
+    import dataclasses
+
+    from reid_utils import experiments_i3d as ex
+
+    cfg = _cfg(tmp_path, iterations=4, eval_every=0)
+    cfg = dataclasses.replace(cfg, ablation=dataclasses.replace(cfg.ablation, finetune_iterations=2,
+                                                                finetune_lr=1e-4))
+    runs = ex.train_models(cfg, tiny, [4, 8])
+    base, ft = runs[4][0], runs[8][0]
+    assert len(runs[4][1]) == 4 and len(runs[8][1]) == 2
+    assert float(runs[8][1]["lr"].iloc[0]) == pytest.approx(1e-4)
+    assert base.reid_key != ft.reid_key
+    # the warm start is part of the key: the same fine-tuning from scratch is another model
+    assert T.train_key(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, iterations=2)),
+                       tiny, 8) != ft.reid_key
+    # fine-tuned weights are close to the base's (2 small steps), unlike a fresh init
+    b, f = base.state_dict(), ft.state_dict()
+    fresh = T.build_backbone(cfg).state_dict()
+    w = "Conv3d_1a_7x7.conv3d.weight"
+    assert (f[w] - b[w]).norm() < 0.5 * (fresh[w] - b[w]).norm()
+    with pytest.raises(ValueError, match="reid_key"):
+        T.train_i3d(cfg, tiny, 8, init=T.build_backbone(cfg))
