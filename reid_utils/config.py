@@ -208,7 +208,13 @@ def _profile(name: str) -> Config:
             synth=SynthConfig(),
             model=ModelConfig(width_mult=0.25, input_height=64, input_width=32,
                               feat_dim=256, pretrained=False),
-            train=TrainConfig(P=8, K=4, iterations=400, eval_every=100, lr=1e-3),
+            # Trained from scratch: 2000 iterations at a high constant rate, no weight
+            # decay (Adam's L2 form held the small network back), decayed late. Measured
+            # on the default benchmark (one evenly sampled 4-frame clip): 1200 iterations
+            # 21.8 % mAP, 1500 24.5 %, 2000 30.8 % (colour-histogram baseline: 22.3 %).
+            train=TrainConfig(P=8, K=4, iterations=2000, eval_every=500, lr=3e-3, weight_decay=0.0,
+                              lr_milestones=(0.7, 0.9)),
+            ablation=AblationConfig(finetune_iterations=250, finetune_lr=3e-4),
             agg=AggConfig(num_clips=8, hidden=128, P=8, K=4, iterations=150, lr=1e-3),
         )
     if name == "paper":

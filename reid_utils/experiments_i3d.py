@@ -18,8 +18,6 @@ models and settings that produced it.
 """
 from __future__ import annotations
 
-import dataclasses
-
 from typing import Sequence
 
 import numpy as np
@@ -61,27 +59,13 @@ def evaluate_features(qf: torch.Tensor, gf: torch.Tensor, dataset, max_rank: int
 def train_models(cfg, dataset, clip_lens: Sequence[int], progress: bool = True) -> dict:
     """Train (or load) one I3D per ``L_train``; returns ``{L: (model, history)}``.
 
-    With ``cfg.ablation.finetune_iterations > 0`` (the ``default`` profile: the
-    CPU cannot afford three full trainings within its budget) the model with
-    ``L_train = cfg.train.clip_len`` is trained as configured and every other
-    ``L_train`` model starts from it and trains ``finetune_iterations`` more
-    iterations on clips of its own length at ``finetune_lr`` (a warm start; its
-    history then covers the fine-tuning only). Otherwise (``paper``) each model
-    is trained from the profile's initialisation, as in the paper (Sec. 4.3).
+    Each is ``train.trained_i3d``: trained from the profile's initialisation
+    (``paper``, as in the paper), or, with ``cfg.ablation.finetune_iterations``
+    (``default``), a shared trunk plus a short phase on clips of L_train frames.
     """
-    from .train import train_i3d
+    from .train import trained_i3d
 
-    ab, base_len = cfg.ablation, int(cfg.train.clip_len)
-    lens = [int(L) for L in clip_lens]
-    if not ab.finetune_iterations or lens == [base_len]:
-        return {L: train_i3d(cfg, dataset, L, progress=progress) for L in lens}
-    base = train_i3d(cfg, dataset, base_len, progress=progress)
-    n = int(ab.finetune_iterations)
-    ft = dataclasses.replace(cfg, train=dataclasses.replace(
-        cfg.train, iterations=n, lr=float(ab.finetune_lr),
-        eval_every=min(int(cfg.train.eval_every or n), n)))
-    return {L: base if L == base_len else train_i3d(ft, dataset, L, progress=progress, init=base[0])
-            for L in lens}
+    return {int(L): trained_i3d(cfg, dataset, int(L), progress=progress) for L in clip_lens}
 
 
 def feature_bank(cfg, model, tracklets, split: str, M: int, L: int, method: str, progress: bool = True):

@@ -252,7 +252,7 @@ def _model_from_entry(cfg, entry: dict, key: str):
 
 
 def get_trained_i3d(cfg, clip_len: int | None = None, dataset=None, progress: bool = True):
-    """The trained I3D for ``cfg`` and L_train: from the cache, else trained now.
+    """The profile's trained I3D for L_train: from the cache, else trained now.
 
     Args:
         cfg: ``Config``.
@@ -260,13 +260,49 @@ def get_trained_i3d(cfg, clip_len: int | None = None, dataset=None, progress: bo
         dataset: the dataset (default ``datasets.load_dataset_for_config(cfg)``).
 
     Returns:
-        :class:`InceptionI3d` in eval mode with ``.reid_key`` and ``.history``.
+        :class:`InceptionI3d` in eval mode with ``.reid_key`` and ``.history``
+        (see :func:`trained_i3d`).
     """
     if dataset is None:
         from .datasets import load_dataset_for_config
 
         dataset = load_dataset_for_config(cfg)
-    return train_i3d(cfg, dataset, clip_len, progress=progress)[0]
+    return trained_i3d(cfg, dataset, clip_len, progress=progress)[0]
+
+
+def finetune_config(cfg):
+    """``cfg`` with the training schedule of the warm-started phase (``cfg.ablation``)."""
+    n = int(cfg.ablation.finetune_iterations)
+    return dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, iterations=n, lr=float(cfg.ablation.finetune_lr),
+        eval_every=min(int(cfg.train.eval_every or n), n)))
+
+
+def trained_i3d(cfg, dataset, clip_len: int | None = None, progress: bool = True):
+    """The profile's I3D for L_train: ``(model, history)``.
+
+    ``cfg.ablation.finetune_iterations == 0`` (``paper``): :func:`train_i3d`
+    with L_train = ``clip_len``, as in the paper. Otherwise (``default``: the CPU
+    cannot afford one full training per L_train within its budget) every model
+    shares one *trunk*, :func:`train_i3d` on clips of ``cfg.train.clip_len``
+    frames, and then trains ``finetune_iterations`` more iterations at
+    ``finetune_lr`` on clips of its own length L_train (a warm start; the
+    L_train = ``cfg.train.clip_len`` model gets the same extra phase, so the
+    models differ only in the clip length of that phase). The returned history
+    is the trunk's followed by the extra phase's (``phase`` column:
+    ``trunk`` / ``finetune``; iterations continue from the trunk's).
+    """
+    import pandas as pd
+
+    clip_len = int(clip_len or cfg.train.clip_len)
+    if not cfg.ablation.finetune_iterations:
+        return train_i3d(cfg, dataset, clip_len, progress=progress)
+    trunk, h0 = train_i3d(cfg, dataset, cfg.train.clip_len, progress=progress)
+    model, h1 = train_i3d(finetune_config(cfg), dataset, clip_len, progress=progress, init=trunk)
+    h1 = h1.assign(iteration=h1["iteration"] + int(h0["iteration"].max()))
+    history = pd.concat([h0.assign(phase="trunk"), h1.assign(phase="finetune")], ignore_index=True)
+    model.history = history
+    return model, history
 
 
 def _train(cfg, dataset, clip_len: int, key: str, cache: ArtifactCache, progress: bool,

@@ -336,10 +336,19 @@ def plot_training_curves(histories: dict, smooth: int = 10):
 
     Args:
         histories: ``{label: DataFrame}`` with ``iteration, loss, triplet, softmax``
-            and ``mAP`` (NaN where not evaluated), as returned by ``train.train_i3d``.
+            and ``mAP`` (NaN where not evaluated), as returned by ``train.train_i3d``;
+            with a ``phase`` column (``train.trained_i3d``'s shared trunk then
+            per-L_train phase) the end of the trunk is marked by a dotted line.
         smooth: moving-average window for the losses.
     """
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    ends = {float(h.loc[h["phase"] == "trunk", "iteration"].max())
+            for h in histories.values() if "phase" in h and (h["phase"] == "trunk").any()}
+    for x in ends:
+        for ax in axes:
+            ax.axvline(x, color="0.5", ls=":", lw=1)
+        axes[0].annotate(" end of shared trunk", (x, 0.97), xycoords=("data", "axes fraction"),
+                         fontsize=7, color="0.4", va="top")
     for label, h in histories.items():
         for ax, col in zip(axes[:2], ("triplet", "softmax")):
             ax.plot(h["iteration"], h[col].rolling(smooth, min_periods=1).mean(), label=label)

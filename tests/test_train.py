@@ -98,7 +98,7 @@ def test_bad_configs(tiny, tmp_path):
 
 
 def test_warm_started_ablation_models(tiny, tmp_path):
-    """finetune_iterations > 0: the other L_train models start from the base model."""
+    """finetune_iterations > 0: every L_train model = the shared trunk + a short phase at L_train."""
     import dataclasses
 
     from reid_utils import experiments_i3d as ex
@@ -107,15 +107,20 @@ def test_warm_started_ablation_models(tiny, tmp_path):
     cfg = dataclasses.replace(cfg, ablation=dataclasses.replace(cfg.ablation, finetune_iterations=2,
                                                                 finetune_lr=1e-4))
     runs = ex.train_models(cfg, tiny, [4, 8])
-    base, ft = runs[4][0], runs[8][0]
-    assert len(runs[4][1]) == 4 and len(runs[8][1]) == 2
-    assert float(runs[8][1]["lr"].iloc[0]) == pytest.approx(1e-4)
-    assert base.reid_key != ft.reid_key
-    # the warm start is part of the key: the same fine-tuning from scratch is another model
-    assert T.train_key(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, iterations=2)),
-                       tiny, 8) != ft.reid_key
-    # fine-tuned weights are close to the base's (2 small steps), unlike a fresh init
-    b, f = base.state_dict(), ft.state_dict()
+    trunk, _ = T.train_i3d(cfg, tiny, 4, progress=False)          # cached: the shared trunk
+    for L in (4, 8):
+        model, hist = runs[L]
+        assert list(hist["phase"]) == ["trunk"] * 4 + ["finetune"] * 2
+        assert list(hist["iteration"]) == [1, 2, 3, 4, 5, 6]
+        assert float(hist["lr"].iloc[-2]) == pytest.approx(1e-4)
+        assert model.reid_key != trunk.reid_key
+    assert runs[4][0].reid_key != runs[8][0].reid_key
+    assert T.get_trained_i3d(cfg, 8, tiny, progress=False).reid_key == runs[8][0].reid_key
+    # the warm start is part of the key: the same short phase from scratch is another model
+    short = T.finetune_config(cfg)
+    assert T.train_key(short, tiny, 8) != runs[8][0].reid_key
+    # fine-tuned weights stay close to the trunk's (2 small steps), unlike a fresh init
+    b, f = trunk.state_dict(), runs[8][0].state_dict()
     fresh = T.build_backbone(cfg).state_dict()
     w = "Conv3d_1a_7x7.conv3d.weight"
     assert (f[w] - b[w]).norm() < 0.5 * (fresh[w] - b[w]).norm()
