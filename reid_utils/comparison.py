@@ -120,12 +120,9 @@ _LAYOUT = {"mars": ("info", "bbox_test"), "synthetic": ("info", "bbox_test"),
 
 def canonical_dataset(name: str) -> str:
     """``mars`` / ``dukemtmc-videoreid`` / ``prid2011`` / ``synthetic`` (loader aliases accepted)."""
-    from .datasets import _ALIASES, DATASET_NAMES
+    from .datasets import canonical_name
 
-    key = _ALIASES.get(str(name).lower(), str(name).lower())
-    if key not in DATASET_NAMES:
-        raise ValueError(f"dataset: expected one of {', '.join(DATASET_NAMES)}, got {name!r}")
-    return key
+    return canonical_name(name)
 
 
 # --------------------------------------------------------------------------- #

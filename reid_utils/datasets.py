@@ -671,6 +671,18 @@ _ALIASES = {"duke": "dukemtmc-videoreid", "dukemtmcvidreid": "dukemtmc-videoreid
             "dukemtmc_videoreid": "dukemtmc-videoreid", "prid": "prid2011"}
 
 
+def canonical_name(name: str) -> str:
+    """``mars`` / ``dukemtmc-videoreid`` / ``prid2011`` / ``synthetic`` for a name or alias.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    key = _ALIASES.get(str(name).lower(), str(name).lower())
+    if key not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASET_NAMES)}")
+    return key
+
+
 def load_dataset(name: str, root=None, **options) -> VideoDataset:
     """Load a video re-ID dataset by name.
 
@@ -688,9 +700,7 @@ def load_dataset(name: str, root=None, **options) -> VideoDataset:
     Raises:
         DatasetError: missing or malformed data (message names the path).
     """
-    key = _ALIASES.get(str(name).lower(), str(name).lower())
-    if key not in _LOADERS:
-        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASET_NAMES)}")
+    key = canonical_name(name)
     allowed = _option_names(key)
     unknown = sorted(set(options) - allowed)
     if unknown:
