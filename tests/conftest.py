@@ -12,6 +12,13 @@ if str(ROOT) not in sys.path:  # importable from the repo root without installin
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture(scope="session")
+def shared_artifacts(tmp_path_factory):
+    """One artifact cache for every smoke notebook run of the session (tests/test_notebooks.py,
+    tests/test_browser.py), so a notebook reuses what an earlier run computed."""
+    return tmp_path_factory.mktemp("smoke_artifacts")
+
+
 @pytest.fixture(autouse=True)
 def _isolate_outputs(tmp_path, monkeypatch):
     """No test writes into the repo's artifacts/ or figures/."""

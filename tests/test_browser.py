@@ -107,16 +107,17 @@ def browser():
 @pytest.fixture(scope="module")
 def lab_dirs(tmp_path_factory):
     base = tmp_path_factory.mktemp("browser")
-    dirs = {k: base / k for k in ("root", "state", "artifacts", "figures")}
+    dirs = {k: base / k for k in ("root", "state", "figures")}
     for d in dirs.values():
         d.mkdir()
     return dirs
 
 
 @pytest.fixture(scope="module")
-def lab(browser, lab_dirs):
-    """One JupyterLab for the module; kernels inherit the smoke profile and temp dirs."""
-    env = {"REID_PROFILE": "smoke", "REID_ARTIFACTS": str(lab_dirs["artifacts"]),
+def lab(browser, lab_dirs, shared_artifacts):
+    """One JupyterLab for the module; kernels inherit the smoke profile, the session's shared
+    smoke artifact cache (conftest) and temp dirs."""
+    env = {"REID_PROFILE": "smoke", "REID_ARTIFACTS": str(shared_artifacts),
            "REID_FIGURES": str(lab_dirs["figures"]),
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     server = bh.LabServer(lab_dirs["root"], lab_dirs["state"], env)

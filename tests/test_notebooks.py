@@ -30,12 +30,6 @@ def test_notebook_is_stored_clean(nb):
     assert "PROFILE" in "".join(tagged[0]["source"])
 
 
-@pytest.fixture(scope="session")
-def shared_artifacts(tmp_path_factory):
-    """One artifact cache for all smoke runs, so later notebooks reuse earlier results."""
-    return tmp_path_factory.mktemp("smoke_artifacts")
-
-
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_under_smoke(nb, tmp_path, shared_artifacts):
     env = {"REID_ARTIFACTS": str(shared_artifacts), "REID_FIGURES": str(tmp_path / "figures")}
