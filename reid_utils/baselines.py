@@ -165,3 +165,29 @@ def color_histogram_baseline(dataset, protocol: str = "torchreid", max_rank: int
                              max_rank=max_rank, protocol=protocol)
     return {"mAP": float(mAP), "cmc": np.asarray(cmc), "rank1": float(cmc[0]),
             "rank5": float(cmc[min(4, len(cmc) - 1)]), "distmat": dist, "protocol": protocol}
+
+
+BASELINE_VERSION = 1    # bump when the histogram features change (invalidates cached results)
+
+
+def cached_color_histogram_baseline(cfg, dataset, progress: bool = False) -> dict:
+    """:func:`color_histogram_baseline` of ``dataset`` (its own protocol), cached.
+
+    Notebook 00 calibrates the benchmark with it and notebook 01 reports it
+    beside the I3D: both read one cached result (``reid_utils.cache``, keyed by
+    the query/gallery tracklets and the protocol).
+
+    Returns:
+        The dict of :func:`color_histogram_baseline`.
+    """
+    from .cache import ArtifactCache
+    from .config import config_key
+    from .evaluation import protocol_of
+    from .features import tracklets_key
+
+    protocol = protocol_of(dataset)
+    key = config_key({"v": BASELINE_VERSION, "query": tracklets_key(dataset.query),
+                      "gallery": tracklets_key(dataset.gallery), "protocol": protocol})
+    return ArtifactCache(cfg.cache_root).get_or_compute(
+        "colour-baseline", key, lambda: color_histogram_baseline(dataset, protocol, progress=progress),
+        verbose=progress)

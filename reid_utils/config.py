@@ -117,9 +117,9 @@ class AblationConfig:
     train_lens: tuple = (4, 8, 16)        # L_train of the three I3D models
     test_lens: tuple = (4, 8, 16, 32)     # L_test of Fig. 3
     num_clips: tuple = (1, 2, 4, 8, 16)   # clips averaged in Fig. 4
-    # CPU profiles only: > 0 warm-starts the L_train != train.clip_len models from the
-    # L_train = train.clip_len model and trains them for this many iterations at
-    # ``finetune_lr`` (experiments_i3d.train_models); 0 trains each one from the
+    # CPU profiles only: > 0 gives every L_train model a shared trunk (the training of
+    # ``train``, on clips of train.clip_len) plus this many iterations at ``finetune_lr``
+    # on clips of its own length (train.trained_i3d); 0 trains each one from the
     # profile's initialisation, as the paper does.
     finetune_iterations: int = 0
     finetune_lr: float = 3e-4

@@ -452,6 +452,31 @@ def mars_official_gallery(q_g_dist, q_q_dist, q_pids, g_pids, q_camids, g_camids
     return dist, qp, np.concatenate([gp, qp]), qc, np.concatenate([gc, qc])
 
 
+def protocol_of(dataset) -> str:
+    """The :func:`evaluate_rank` protocol matching how ``dataset`` was split
+    (``official-mars`` split -> ``mars_official``, anything else -> ``torchreid``)."""
+    return "mars_official" if getattr(dataset, "protocol", "") == "official-mars" else "torchreid"
+
+
+def evaluate_features(qf: torch.Tensor, gf: torch.Tensor, dataset, max_rank: int = 20) -> dict:
+    """mAP / CMC of ranking the gallery by Euclidean distance of features.
+
+    Args:
+        qf: (Q, D) query features; gf: (G, D) gallery features.
+        dataset: the ``VideoDataset`` the features came from (pids, camids, protocol).
+
+    Returns:
+        dict with ``mAP``, ``rank1``, ``rank5``, ``cmc`` (max_rank,), all in [0, 1].
+    """
+    dist = torch.cdist(qf.double(), gf.double()).numpy()
+    q, g = dataset.query, dataset.gallery
+    cmc, mAP = evaluate_rank(dist, np.array([t.pid for t in q]), np.array([t.pid for t in g]),
+                             np.array([t.camid for t in q]), np.array([t.camid for t in g]),
+                             max_rank=min(max_rank, len(g)), protocol=protocol_of(dataset))
+    return {"mAP": float(mAP), "rank1": float(cmc[0]), "rank5": float(cmc[min(4, len(cmc) - 1)]),
+            "cmc": np.asarray(cmc)}
+
+
 def cmc_at(cmc, ranks: Sequence[int] = (1, 5, 10, 20)) -> dict:
     """``{"R1": cmc[0], "R5": cmc[4], ...}`` for the ranks a table reports."""
     cmc = np.asarray(cmc)

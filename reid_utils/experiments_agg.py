@@ -58,7 +58,7 @@ from .agg_train import build_aggregator, corrupting_transform, resolve_mining, t
 from .cache import ArtifactCache
 from .config import config_key
 from .corruption import DOWNSCALE, JPEG_QUALITY, assemble_corrupted, corrupt_clip, corruption_plan
-from .evaluation import evaluate_rank
+from .evaluation import evaluate_rank, protocol_of
 from .features import FeatureBank, get_features
 
 __all__ = [
@@ -292,8 +292,8 @@ def get_aggregator(cfg, method: Method, max_corrupted: int, clean: dict, corrupt
 
 
 def dataset_protocol(dataset) -> str:
-    """The ``evaluate_rank`` protocol of a dataset's query/gallery split (as ``train.evaluate_model``)."""
-    return "mars_official" if getattr(dataset, "protocol", "") == "official-mars" else "torchreid"
+    """The ``evaluate_rank`` protocol of a dataset's query/gallery split (``evaluation.protocol_of``)."""
+    return protocol_of(dataset)
 
 
 def evaluate_similarity(S: torch.Tensor, query: FeatureBank, gallery: FeatureBank,

@@ -26,34 +26,10 @@ import torch
 
 from .cache import ArtifactCache
 from .config import config_key
-from .evaluation import evaluate_rank
+from .evaluation import evaluate_features, protocol_of  # noqa: F401  (re-exported)
 from .features import average_clips, get_features
 
 TABLE1_METHODS = ("consec", "random", "evenly", "all")
-
-
-def protocol_of(dataset) -> str:
-    """The ``evaluate_rank`` protocol matching how ``dataset`` was split."""
-    return "mars_official" if getattr(dataset, "protocol", "") == "official-mars" else "torchreid"
-
-
-def evaluate_features(qf: torch.Tensor, gf: torch.Tensor, dataset, max_rank: int = 20) -> dict:
-    """mAP / CMC of Euclidean-distance ranking.
-
-    Args:
-        qf: (Q, D) query features; gf: (G, D) gallery features.
-        dataset: the ``VideoDataset`` the features came from (pids, camids, protocol).
-
-    Returns:
-        dict with ``mAP``, ``rank1``, ``rank5``, ``cmc`` (max_rank,), all in [0, 1].
-    """
-    dist = torch.cdist(qf.double(), gf.double()).numpy()
-    q, g = dataset.query, dataset.gallery
-    cmc, mAP = evaluate_rank(dist, np.array([t.pid for t in q]), np.array([t.pid for t in g]),
-                             np.array([t.camid for t in q]), np.array([t.camid for t in g]),
-                             max_rank=min(max_rank, len(g)), protocol=protocol_of(dataset))
-    return {"mAP": float(mAP), "rank1": float(cmc[0]), "rank5": float(cmc[min(4, len(cmc) - 1)]),
-            "cmc": np.asarray(cmc)}
 
 
 def train_models(cfg, dataset, clip_lens: Sequence[int], progress: bool = True) -> dict:

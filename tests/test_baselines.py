@@ -98,3 +98,20 @@ def test_baseline_on_a_tiny_dataset(tmp_path):
     assert set(r) >= {"mAP", "cmc", "rank1", "rank5", "distmat", "protocol"}
     assert r["distmat"].shape == (3, 5) and len(r["cmc"]) == 3
     assert r["mAP"] == pytest.approx(1.0) and r["rank1"] == pytest.approx(1.0)
+
+
+def test_cached_baseline_is_computed_once(tmp_path, monkeypatch):
+    from reid_utils.config import get_config
+
+    mk = lambda frames, pid, cam: SimpleNamespace(frames=frames, pid=pid, camid=cam)  # noqa: E731
+    ds = SimpleNamespace(query=[mk(_tracklet(tmp_path, "q", RED), 1, 0)],
+                         gallery=[mk(_tracklet(tmp_path, "g1", RED), 1, 1),
+                                  mk(_tracklet(tmp_path, "g2", BLUE), 2, 1)], protocol="torchreid")
+    cfg = get_config("smoke", artifacts_dir=str(tmp_path / "art"))
+    first = baselines.cached_color_histogram_baseline(cfg, ds)
+    direct = baselines.color_histogram_baseline(ds, progress=False)
+    assert first["mAP"] == direct["mAP"] == 1.0 and np.allclose(first["distmat"], direct["distmat"])
+    monkeypatch.setattr(baselines, "color_histogram_baseline",
+                        lambda *a, **k: pytest.fail("recomputed instead of read from the cache"))
+    again = baselines.cached_color_histogram_baseline(cfg, ds)
+    assert again["mAP"] == first["mAP"] and np.array_equal(again["cmc"], first["cmc"])
