@@ -82,6 +82,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .synth import NUISANCES  # the per-frame annotation columns (one definition)
+
 __all__ = [
     "NUISANCES", "CORRUPTED", "METHODS", "clip_nuisance_fractions", "clip_labels", "split_clip_labels",
     "sample_pairs",
@@ -90,7 +92,6 @@ __all__ = [
     "importance_auc", "compare_methods", "default_level", "learned_at_level", "measure", "describe_auc",
 ]
 
-NUISANCES = ("occlusion", "empty", "id_switch", "bad_crop", "blur")
 CORRUPTED = "corrupted"
 #: method -> (readable label, column of the clip-pair table holding its "low importance" score)
 METHODS = {
@@ -313,8 +314,10 @@ def topt_columns(table: pd.DataFrame, topt_model, q_feats: torch.Tensor, g_feats
     seq = torch.from_numpy(np.array(table[["q", "g"]].to_numpy()[::T], dtype=np.int64))
     m = copy.deepcopy(topt_model).eval()
     m.t_percent = float(t_percent)
-    cos = m.pair_cosines(q_feats[seq[:, 0]], g_feats[seq[:, 1]]).double()    # (P, T)
-    _, w = m(q_feats[seq[:, 0]], g_feats[seq[:, 1]])
+    with torch.no_grad():
+        cos = m.pair_cosines(q_feats[seq[:, 0]], g_feats[seq[:, 1]])          # (P, T)
+        _, w = m._aggregate(cos)                  # the model's own selection (its forward pass)
+    cos = cos.double()
     order = torch.argsort(torch.argsort(cos, dim=1), dim=1).double()          # 0 = lowest
     out = table.copy()
     out["topt_cos"] = cos.numpy().ravel()

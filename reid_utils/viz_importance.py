@@ -160,7 +160,6 @@ def _draw_column(axes, pair: pd.DataFrame, n: int, q_source, g_source, title: st
     from .importance import extreme_clip_pairs
 
     ext = extreme_clip_pairs(pair, n)
-    mean_alpha = float(pair["alpha"].mean())
     Mq, Mg = int(pair["i"].max()) + 1, int(pair["j"].max()) + 1
     rows = list(ext[ext["which"] == "highest"].itertuples()) + list(ext[ext["which"] == "lowest"].itertuples())
     q, g = int(pair["q"].iloc[0]), int(pair["g"].iloc[0])
@@ -175,10 +174,10 @@ def _draw_column(axes, pair: pd.DataFrame, n: int, q_source, g_source, title: st
             ax.text(0.5, 0.5, f"query clip {r.i} | gallery clip {r.j}", ha="center", va="center",
                     transform=ax.transAxes, fontsize=8)
         ax.set_title(f"{r.which} #{r.order + 1}: clips ({r.i}, {r.j})  "
-                     f"α/mean {r.alpha / mean_alpha:.2f}  cos {r.cos:.2f}", fontsize=8)
+                     f"α/mean {r.alpha_rel:.2f}  cos {r.cos:.2f}", fontsize=8)
     ax = axes[2 * n]
     a = np.zeros((Mq, Mg))
-    a[pair["i"].to_numpy(), pair["j"].to_numpy()] = pair["alpha"].to_numpy() / mean_alpha
+    a[pair["i"].to_numpy(), pair["j"].to_numpy()] = pair["alpha_rel"].to_numpy()
     im = ax.imshow(a, cmap="magma")
     ax.grid(False)
     ax.set(xlabel="gallery clip j", ylabel="query clip i")

@@ -250,7 +250,7 @@ class ImportanceExplorer:
     def _update_pair(self):
         from matplotlib.figure import Figure
 
-        from .viz_importance import figure_png, plot_pair_importance
+        from .viz_importance import figure_png, pair_title, plot_pair_importance
 
         q, g = int(self.query.value), self.gallery.value
         if g is None:
@@ -259,8 +259,8 @@ class ImportanceExplorer:
         table = self.pair_table(q, g)
         s = float(table["similarity"].iloc[0])
         self.title.value = f"query {q} vs gallery {g}: similarity {s:.3f}"
-        fig = plot_pair_importance(table, f"query {q} (pid {int(self.q_pids[q])}) vs gallery {g} "
-                                          f"(pid {int(self.g_pids[g])})\nsimilarity s = {s:.3f}",
+        heading = pair_title({"q": q, "g": g, "q_pid": self.q_pids[q], "g_pid": self.g_pids[g], "similarity": s})
+        fig = plot_pair_importance(table, heading,
                                    self.q_source if self.q_clip_frames is not None else None,
                                    self.g_source if self.g_clip_frames is not None else None,
                                    n=self.n_extreme, height=self.thumb_height, fig=Figure(figsize=(4.6, 7.2)))
