@@ -45,10 +45,10 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from reid_utils.aggregation import LearnedClipAggregator  # noqa: E402
-from reid_utils.fused_scoring import (DEFAULT_BLOCKS_GPU, kernel_flops_per_pair,  # noqa: E402
-                                      triton_available)
+from reid_utils.fused_scoring import (DEFAULT_BLOCKS_GPU, MARS_SHAPE,  # noqa: E402
+                                      kernel_flops_per_pair, triton_available)
 
-MARS_Q, MARS_G, MARS_M, MARS_D, MARS_H = 1980, 9330, 8, 1024, 1024
+MARS_Q, MARS_G, MARS_M, MARS_D, MARS_H = MARS_SHAPE
 
 
 def _sync(device):

@@ -76,7 +76,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -84,7 +83,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .evaluation import PROTOCOLS, evaluate_rank, mars_official_gallery, summarize_splits
+from .evaluation import PROTOCOLS, evaluate_rank, mars_official_gallery, protocol_of, summarize_splits
 from .reranking import re_ranking
 
 __all__ = [
@@ -141,9 +140,9 @@ def paper_table(table: int) -> pd.DataFrame:
     if table not in PAPER_TABLE_FILES:
         raise ValueError(f"table: expected one of {sorted(PAPER_TABLE_FILES)} (the paper's Tables 3-5), "
                          f"got {table!r}")
-    path = resources.files("reid_utils").joinpath("paper_tables", PAPER_TABLE_FILES[table])
-    with path.open() as f:
-        df = pd.read_csv(f)
+    from .experiments_agg import read_paper_table
+
+    df = read_paper_table(PAPER_TABLE_FILES[table])
     for col in ("backbone_3d", "reranking"):
         if col in df.columns:
             df[col] = df[col].map({"yes": True, "no": False}).astype(bool)
@@ -294,6 +293,13 @@ class SimilaritySet:
     num_query: int
     num_junk: int = 0
 
+    def distance(self) -> np.ndarray:
+        """:func:`similarity_to_distance` of ``sim``, computed once per set (every
+        convention and re-ranking setting of :func:`protocol_inputs` reads it)."""
+        if self.__dict__.get("_distance") is None:
+            self.__dict__["_distance"] = similarity_to_distance(self.sim)
+        return self.__dict__["_distance"]
+
     def __post_init__(self):
         self.sim = np.asarray(self.sim, dtype=np.float64)
         self.pids = np.asarray(self.pids, dtype=np.int64)
@@ -430,7 +436,7 @@ def protocol_inputs(sset: SimilaritySet, protocol: str = "torchreid", rerank: bo
     _check_protocol(protocol)
     params = dict(RERANK if rerank_params is None else rerank_params)
     G, qs = sset.num_gallery, sset.query_slice
-    D = similarity_to_distance(sset.sim)
+    D = sset.distance()
     qp, qc = sset.pids[qs], sset.camids[qs]
     if protocol == "torchreid":
         dist = D[qs, :G]
@@ -535,10 +541,11 @@ def _cached_set(cfg, model, model_key: str, clean: dict, junk, progress: bool,
     from .config import config_key
 
     spec = {"v": COMPARISON_VERSION, "model": model_key, "query": clean["query"].meta.get("key"),
-            "gallery": clean["gallery"].meta.get("key"), "junk": None if junk is None else junk.meta.get("key")}
+            "gallery": clean["gallery"].meta.get("key"), "junk": None if junk is None else junk.meta.get("key"),
+            "device": cfg.torch_device().type}   # the GPU scores with bf16 operands (fused kernel)
 
     def compute() -> dict:
-        dev_model = model.to(cfg.torch_device())   # scored on the GPU when there is one (paper profile)
+        dev_model = E.scoring_model(cfg, model)   # scored on the GPU when there is one (paper profile)
         with E.torch_threads(num_threads):
             return dataclasses.asdict(similarity_set(dev_model, clean["query"], clean["gallery"], junk, progress))
 
@@ -573,7 +580,7 @@ def our_results(cfg, dataset=None, protocols: Sequence[str] | None = None, reran
     from .datasets import load_dataset_for_config
 
     ds = load_dataset_for_config(cfg) if dataset is None else dataset
-    if getattr(ds, "protocol", "") == "official-mars":
+    if protocol_of(ds) == "mars_official":
         raise ValueError("dataset: expected the torchreid split (load_dataset_for_config(cfg)); the official "
                          "convention is built from it here (gallery + queries + junk)")
     name = canonical_dataset(ds.name)
@@ -597,7 +604,7 @@ def our_results(cfg, dataset=None, protocols: Sequence[str] | None = None, reran
 
 
 def split_results(cfg, num_splits: int = PRID_NUM_SPLITS, run_split: Callable | None = None,
-                  progress: bool = True) -> pd.DataFrame:
+                  progress: bool = True, rerank_params: dict | None = None) -> pd.DataFrame:
     """Our rows of every PRID2011 split (one model per split), stacked with a ``split`` column.
 
     Args:
@@ -605,7 +612,7 @@ def split_results(cfg, num_splits: int = PRID_NUM_SPLITS, run_split: Callable | 
         num_splits: the protocol's 10.
         run_split: ``run_split(k) -> DataFrame`` of :func:`our_results` rows
             (default: :func:`our_results` on ``load_dataset_for_config(cfg,
-            split_id=k)``, torchreid protocol).
+            split_id=k)``, torchreid protocol, ``rerank_params``).
     """
     from tqdm.auto import tqdm
 
@@ -616,7 +623,7 @@ def split_results(cfg, num_splits: int = PRID_NUM_SPLITS, run_split: Callable | 
     if run_split is None:
         def run_split(k):
             return our_results(cfg, load_dataset_for_config(cfg, split_id=k), protocols=("torchreid",),
-                               progress=progress)
+                               rerank_params=rerank_params, progress=progress)
     frames = [run_split(k).assign(split=k) for k in tqdm(range(int(num_splits)), desc="splits",
                                                          disable=not progress)]
     return pd.concat(frames, ignore_index=True)
@@ -667,12 +674,8 @@ def measure(cfg, availability: DataAvailability | None = None, progress: bool = 
     if not avail.available:
         return None
     if avail.dataset == "prid2011":
-        from .datasets import load_dataset_for_config
-
-        def run_split(k):
-            return our_results(cfg, load_dataset_for_config(cfg, split_id=k), protocols=("torchreid",),
-                               rerank_params=rerank_params, progress=progress)
-        return summarize_split_results(split_results(cfg, num_splits, run_split, progress=progress))
+        return summarize_split_results(split_results(cfg, num_splits, progress=progress,
+                                                     rerank_params=rerank_params))
     return our_results(cfg, rerank_params=rerank_params, progress=progress)
 
 

@@ -63,7 +63,7 @@ from .features import FeatureBank, get_features
 
 __all__ = [
     "EXPERIMENT_VERSION", "SPLITS", "CORRUPTION_KEY", "TRAIN_EVAL_PERCENTS", "PAPER_METHODS",
-    "Method", "torch_threads", "dataset_protocol", "get_backbone", "clip_banks", "test_plan", "level_features", "methods_for",
+    "Method", "torch_threads", "dataset_protocol", "scoring_model", "read_paper_table", "get_backbone", "clip_banks", "test_plan", "level_features", "methods_for",
     "train_eval_percents", "get_aggregator", "evaluate_similarity", "topt_scores_all_t", "run_level",
     "run_sweep",
     "paper_table2", "paper_results", "as_percent", "table2_wide", "table2_side_by_side",
@@ -536,6 +536,20 @@ def training_cost(results: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- #
 # Table 2 and the claim
 # --------------------------------------------------------------------------- #
+def read_paper_table(filename: str) -> pd.DataFrame:
+    """One of the paper's tables shipped as package data (``reid_utils/paper_tables/<filename>``,
+    values copied verbatim from the paper), as read from the CSV."""
+    with resources.files("reid_utils").joinpath("paper_tables", filename).open() as f:
+        return pd.read_csv(f)
+
+
+def scoring_model(cfg, model):
+    """``model`` in eval mode on ``cfg.torch_device()``, where query x gallery scoring runs
+    (on CUDA ``similarity_matrix`` then picks the fused kernel); aggregators are trained
+    and cached on the CPU."""
+    return model.to(cfg.torch_device()).eval()
+
+
 def paper_table2() -> pd.DataFrame:
     """The paper's Table 2 (MARS), long form: method, t, metric, Mc_max, value (percent).
 
@@ -543,8 +557,7 @@ def paper_table2() -> pd.DataFrame:
     table2_mars_corruption.csv``: the values printed in the paper, copied
     verbatim (``t`` is NaN for the learned method).
     """
-    with resources.files("reid_utils").joinpath("paper_tables/table2_mars_corruption.csv").open() as f:
-        df = pd.read_csv(f)
+    df = read_paper_table("table2_mars_corruption.csv")
     df["t"] = pd.to_numeric(df["t_percent"].replace("n/a", np.nan))
     return df.drop(columns="t_percent")[["method", "t", "metric", "Mc_max", "value"]]
 

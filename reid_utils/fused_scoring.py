@@ -127,6 +127,11 @@ def triton_available() -> bool:
     return triton is not None
 
 
+#: MARS at the paper's sizes: queries, gallery tracklets, clips per tracklet M, feature dim D,
+#: hidden width (torchreid split of the MARS test set; Sec. 4.2's D = hidden = 1024, M = 8).
+MARS_SHAPE = (1980, 9330, 8, 1024, 1024)
+
+
 def kernel_flops_per_pair(Mq: int, Mg: int, D: int, H: int) -> int:
     """Matmul FLOPs of one sequence pair: T = Mq*Mg steps x (2*D*H + 2*H*H + 2*H).
 

@@ -188,6 +188,8 @@ def _best_time(fn, repeats: int):
     for _ in range(max(1, int(repeats))):
         t0 = time.perf_counter()
         res = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()      # GPU work is asynchronous
         best = min(best, time.perf_counter() - t0)
     return best, res
 
@@ -223,15 +225,16 @@ def shortlist_sweep(cfg, ks: Iterable[int], *, dataset=None, repeats: int = 1, p
     clean = E.clip_banks(cfg, E.get_backbone(cfg, ds, progress=progress), ds, progress=progress)
     model, _ = E.get_aggregator(cfg, E.Method("learned"), 0, clean, progress=progress)
     qb, gb = clean["query"], clean["gallery"]
-    q, g = qb.feats, gb.feats
-    Q, G = q.shape[0], g.shape[0]
+    Q, G = qb.feats.shape[0], gb.feats.shape[0]
     for k in ks:
         _check_k(k, G, "shortlist_sweep")
+    model = E.scoring_model(cfg, model)      # on CUDA: the fused kernel
+    q, g = qb.feats.to(cfg.torch_device()), gb.feats.to(cfg.torch_device())
     protocol = E.dataset_protocol(ds)
     rows = []
 
     def add(mode, k, seconds, S):
-        r = E.evaluate_similarity(S, qb, gb, protocol)
+        r = E.evaluate_similarity(S.cpu(), qb, gb, protocol)
         rows.append({"mode": mode, "K": int(k), "pairs_rescored": int(Q * k), "mAP": r["mAP"],
                      "rank1": r["rank1"], "seconds": seconds})
 

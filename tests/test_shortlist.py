@@ -125,7 +125,9 @@ def test_sweep_rows_and_ends(monkeypatch):
     monkeypatch.setattr(E, "clip_banks", lambda cfg, m, ds, progress=True: banks)
     monkeypatch.setattr(E, "get_aggregator", lambda cfg, method, mc, clean, progress=True: (model, {}))
     monkeypatch.setattr(E, "dataset_protocol", lambda ds: "torchreid")
-    df = SL.shortlist_sweep(None, [1, 5, 20], dataset=object())
+    from reid_utils.config import get_config
+
+    df = SL.shortlist_sweep(get_config("smoke", device="cpu"), [1, 5, 20], dataset=object())
     assert list(df["mode"]) == ["mean-feature", "shortlist", "shortlist", "full"]
     assert list(df["K"]) == [0, 1, 5, 20] and list(df["pairs_rescored"]) == [0, 8, 40, 160]
     full_map = _map(model.similarity_matrix(q, g, progress=False), qp, gp)[0]
