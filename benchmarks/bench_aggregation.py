@@ -34,7 +34,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from reid_utils.aggregation import LearnedClipAggregator  # noqa: E402
+from reid_utils.models.aggregation import LearnedClipAggregator  # noqa: E402
 
 
 def flops_per_pair(M: int, D: int, H: int) -> int:

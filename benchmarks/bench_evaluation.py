@@ -30,7 +30,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from reid_utils.evaluation import evaluate_rank, mars_official_gallery  # noqa: E402
+from reid_utils.eval.ranking import evaluate_rank, mars_official_gallery  # noqa: E402
 
 
 def load_test_module(name: str):

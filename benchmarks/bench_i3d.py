@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from reid_utils.i3d import InceptionI3d  # noqa: E402
-from reid_utils.losses import batch_hard_triplet, pairwise_euclidean, softmax_ce  # noqa: E402
+from reid_utils.models.i3d import InceptionI3d  # noqa: E402
+from reid_utils.models.losses import batch_hard_triplet, pairwise_euclidean, softmax_ce  # noqa: E402
 
 
 def parse_args(argv=None):

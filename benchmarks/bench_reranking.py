@@ -38,8 +38,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from reid_utils.distances import reranking_inputs  # noqa: E402
-from reid_utils.reranking import re_ranking  # noqa: E402
+from reid_utils.eval.distances import reranking_inputs  # noqa: E402
+from reid_utils.eval.reranking import re_ranking  # noqa: E402
 
 
 def clustered_features(seed, num_q, num_g, dim=128, num_ids=625, noise=0.7):

@@ -44,8 +44,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from reid_utils.aggregation import LearnedClipAggregator  # noqa: E402
-from reid_utils.fused_scoring import (DEFAULT_BLOCKS_GPU, MARS_SHAPE,  # noqa: E402
+from reid_utils.models.aggregation import LearnedClipAggregator  # noqa: E402
+from reid_utils.models.fused_scoring import (DEFAULT_BLOCKS_GPU, MARS_SHAPE,  # noqa: E402
                                       kernel_flops_per_pair, triton_available)
 
 MARS_Q, MARS_G, MARS_M, MARS_D, MARS_H = MARS_SHAPE
@@ -114,7 +114,7 @@ def compile_only(args) -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from reid_utils import fused_scoring as fs
+    from reid_utils.models import fused_scoring as fs
 
     BP, BK, BH, warps = DEFAULT_BLOCKS_GPU
     names = ["q_ptr", "g_ptr", "cos_ptr", "w1_ptr", "b1_ptr", "w2_ptr", "b2_ptr", "w3_ptr", "b3",

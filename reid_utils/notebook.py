@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from .config import Config, describe, resolve_profile
+from reid_utils.config import Config, describe, resolve_profile
 
 
 def setup(profile: str | None = None, seed: int | None = None, **overrides) -> Config:
@@ -24,7 +24,7 @@ def setup(profile: str | None = None, seed: int | None = None, **overrides) -> C
     import numpy as np
     import torch
 
-    from .viz import setup_style
+    from reid_utils.viz.core import setup_style
 
     if seed is not None:
         overrides["seed"] = seed

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PROFILES, REPO_ROOT
+from reid_utils.config import PROFILES, REPO_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 EXECUTED_DIR = REPO_ROOT / "executed"
@@ -129,7 +129,7 @@ def _print_times(results: list[RunResult]) -> None:
 
 
 def _write_times(results: list[RunResult], path: Path) -> None:
-    from .cache import atomic_write_text
+    from reid_utils.cache import atomic_write_text
 
     lines = ["notebook,seconds"] + [f"{r.notebook},{r.seconds:.1f}" for r in results]
     atomic_write_text(path, "\n".join(lines) + "\n")

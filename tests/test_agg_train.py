@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from reid_utils.agg_train import (build_aggregator, corrupting_transform, hardest_pairs,
+from reid_utils.training.aggregator import (build_aggregator, corrupting_transform, hardest_pairs,
                                   mined_triplet_loss, resolve_mining, train_aggregator)
-from reid_utils.losses import batch_hard_triplet_similarity
+from reid_utils.models.losses import batch_hard_triplet_similarity
 
 D, M = 16, 4
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reid_utils.aggregation import (LearnedClipAggregator, MeanFeatureAggregator,
+from reid_utils.models.aggregation import (LearnedClipAggregator, MeanFeatureAggregator,
                                     TopTAggregator, top_t_count)
 
 D, H = 12, 10

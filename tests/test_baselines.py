@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reid_utils import baselines
+from reid_utils.experiments import baselines
 
 H, W = 64, 32
 

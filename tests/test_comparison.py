@@ -4,11 +4,11 @@ import pandas as pd
 import pytest
 import torch
 
-from reid_utils import comparison as C
-from reid_utils.aggregation import LearnedClipAggregator, MeanFeatureAggregator
+from reid_utils.experiments import comparison as C
+from reid_utils.models.aggregation import LearnedClipAggregator, MeanFeatureAggregator
 from reid_utils.config import get_config
-from reid_utils.evaluation import evaluate_rank, mars_official_gallery
-from reid_utils.features import FeatureBank
+from reid_utils.eval.ranking import evaluate_rank, mars_official_gallery
+from reid_utils.training.features import FeatureBank
 
 LAMBDA1 = {"k1": 3, "k2": 2, "lambda_value": 1.0}
 
@@ -365,7 +365,7 @@ def test_reranking_gains_paper_pairs_and_ours():
 def test_plot_comparison():
     import matplotlib.pyplot as plt
 
-    from reid_utils.viz_comparison import plot_comparison
+    from reid_utils.viz.comparison import plot_comparison
 
     ours = _ours_rows()
     fig = plot_comparison(ours, C.reranking_gains(ours, C.paper_table(3)))
@@ -393,7 +393,7 @@ def test_reranking_summary_is_computed_from_the_numbers():
 def test_plot_comparison_paper_pairs_only():
     import matplotlib.pyplot as plt
 
-    from reid_utils.viz_comparison import plot_comparison
+    from reid_utils.viz.comparison import plot_comparison
 
     fig = plot_comparison(None, C.reranking_gains(None, C.paper_table(3)))
     assert len(fig.axes) == 1

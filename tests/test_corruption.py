@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from reid_utils.corruption import assemble_corrupted, corrupt_clip, corruption_plan
+from reid_utils.data.corruption import assemble_corrupted, corrupt_clip, corruption_plan
 
 
 def _texture(T=2, H=64, W=32, seed=0):

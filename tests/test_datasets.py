@@ -10,9 +10,9 @@ import pytest
 import scipy.io
 
 import fixtures_builders as fb
-from reid_utils import datasets
+from reid_utils.data import datasets
 from reid_utils.config import get_config
-from reid_utils.datasets import DatasetError, load_dataset
+from reid_utils.data.datasets import DatasetError, load_dataset
 
 
 # ---------------------------------------------------------------------------
@@ -176,12 +176,12 @@ def test_missing_root_and_bad_arguments(tmp_path):
 # ---------------------------------------------------------------------------
 def _patch_ensure_synthetic(monkeypatch, fn):
     try:
-        import reid_utils.synth as synth   # the real module, once it exists
+        import reid_utils.synth.benchmark as synth   # the real module, once it exists
         monkeypatch.setattr(synth, "ensure_synthetic", fn)
     except ImportError:
-        fake = types.ModuleType("reid_utils.synth")
+        fake = types.ModuleType("reid_utils.synth.benchmark")
         fake.ensure_synthetic = fn
-        monkeypatch.setitem(sys.modules, "reid_utils.synth", fake)
+        monkeypatch.setitem(sys.modules, "reid_utils.synth.benchmark", fake)
 
 
 def test_synthetic_reads_mars_layout_with_annotations(tmp_path, monkeypatch):
@@ -395,7 +395,7 @@ def test_prid_bad_input(prid):
 
 def test_real_synthetic_set_reads_back_consistently(tmp_path):
     """The generated benchmark (reid_utils.synth) through the MARS loader: counts match its .mat files."""
-    synth = pytest.importorskip("reid_utils.synth")
+    synth = pytest.importorskip("reid_utils.synth.benchmark")
     from dataclasses import replace
 
     scfg = replace(get_config("smoke").synth, num_train_ids=4, num_test_ids=4, max_len=16,
@@ -423,7 +423,7 @@ def test_most_affected_orders_by_nuisance_frames_and_skips_unannotated():
     import numpy as np
     from types import SimpleNamespace
 
-    from reid_utils.datasets import most_affected
+    from reid_utils.data.datasets import most_affected
 
     dt = np.dtype([("occlusion", "f4"), ("blur", "i1")])
     ann = lambda occ, blur: np.array(list(zip(occ, blur)), dtype=dt)  # noqa: E731

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from reid_utils.distances import (cosine_distance, cosine_similarity, euclidean_distance,
+from reid_utils.eval.distances import (cosine_distance, cosine_similarity, euclidean_distance,
                                   pairwise_distance, reranking_inputs, similarity_to_distance)
 
 

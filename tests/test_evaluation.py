@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from reid_utils.evaluation import (RankResult, cmc_at, evaluate_rank, evaluate_splits,
+from reid_utils.eval.ranking import (RankResult, cmc_at, evaluate_rank, evaluate_splits,
                                    mars_official_gallery, stable_topk_smallest, summarize_splits)
 
 
@@ -318,7 +318,7 @@ def test_bad_input_raises_clear_errors():
 def test_plot_ranked_results_borders_follow_matches():
     import matplotlib.pyplot as plt
 
-    from reid_utils.viz import plot_ranked_results
+    from reid_utils.viz.core import plot_ranked_results
 
     dist = np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]])
     res = evaluate_rank(dist, [1, 2], [1, 2, 3, 1], [0, 0], [1, 1, 1, 1], max_rank=3,

@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 import torch
 
-from reid_utils import agg_train
-from reid_utils import experiments_agg as E
+from reid_utils.training import aggregator as agg_train
+from reid_utils.experiments import corruption_sweep as E
 from reid_utils.config import get_config
-from reid_utils.features import FeatureBank
+from reid_utils.training.features import FeatureBank
 
 M, D = 4, 12
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from reid_utils import experiments_i3d as ex
+from reid_utils.experiments import i3d_ablations as ex
 
 
 def _ds(q, g):

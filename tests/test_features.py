@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from reid_utils import features as F
+from reid_utils.training import features as F
 from reid_utils.config import get_config
-from reid_utils.datasets import Tracklet, VideoDataset
-from reid_utils.i3d import InceptionI3d
+from reid_utils.data.datasets import Tracklet, VideoDataset
+from reid_utils.models.i3d import InceptionI3d
 
 SIZE = (32, 16)
 
@@ -85,7 +85,7 @@ def test_shapes_and_indices(tiny, net, method, M, L):
 
 
 def test_features_equal_direct_forward_and_do_not_depend_on_batching(tiny, net):
-    from reid_utils.transforms import load_clip
+    from reid_utils.data.transforms import load_clip
 
     tr = _tracklets(tiny)
     a = F.extract_clip_features(net, tr, 2, 4, "clips", size=SIZE, progress=False, batch_size=3)
@@ -116,7 +116,7 @@ def test_all_sampling_variable_lengths_and_chunking(tiny, net):
     assert [ix.shape[1] for ix in whole.indices] == [len(t.frames) for t in tr]
     chunked = F.extract_clip_features(net, tr, 1, 4, "all", size=SIZE, progress=False, max_frames=4)
     # a tracklet of T > 4 frames is cut into ceil(T/4) near-equal chunks, averaged by length
-    from reid_utils.transforms import load_clip
+    from reid_utils.data.transforms import load_clip
 
     i = int(np.argmax([len(t.frames) for t in tr]))
     T = len(tr[i].frames)

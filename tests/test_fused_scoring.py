@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from reid_utils.aggregation import LearnedClipAggregator
-from reid_utils.fused_scoring import (fused_similarity_matrix, kernel_flops_per_pair,
+from reid_utils.models.aggregation import LearnedClipAggregator
+from reid_utils.models.fused_scoring import (fused_similarity_matrix, kernel_flops_per_pair,
                                       should_use_kernel, triton_available)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,9 +28,9 @@ needs_triton = pytest.mark.skipif(not triton_available(),
 WORKER = r'''
 import json, torch, torch.nn as nn
 torch.set_num_threads(1)
-from reid_utils.aggregation import LearnedClipAggregator
-from reid_utils.evaluation import evaluate_rank
-from reid_utils.fused_scoring import fused_similarity_matrix, _language_interpreted
+from reid_utils.models.aggregation import LearnedClipAggregator
+from reid_utils.eval.ranking import evaluate_rank
+from reid_utils.models.fused_scoring import fused_similarity_matrix, _language_interpreted
 
 def model(D, H, seed, gain):
     torch.manual_seed(seed)

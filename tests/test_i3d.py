@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reid_utils.i3d import InceptionI3d, MaxPool3dSame, Unit3D, same_padding, scaled_channels
+from reid_utils.models.i3d import InceptionI3d, MaxPool3dSame, Unit3D, same_padding, scaled_channels
 
 # Parameter names and shapes of the widely used PyTorch I3D port (a copy of
 # shared/reference/pytorch_i3d_rgb_state_dict.json, kept in the repo so CI always checks it).

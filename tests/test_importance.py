@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from reid_utils import importance as I
-from reid_utils.aggregation import LearnedClipAggregator, TopTAggregator, top_t_count
+from reid_utils.experiments import importance as I
+from reid_utils.models.aggregation import LearnedClipAggregator, TopTAggregator, top_t_count
 
 matplotlib.use("Agg")
 
@@ -268,7 +268,7 @@ class _FakeSource:
 def test_figures_draw():
     import matplotlib.pyplot as plt
 
-    from reid_utils import viz_importance as VI
+    from reid_utils.viz import importance as VI
 
     torch.manual_seed(0)
     model = LearnedClipAggregator(6, 8).eval()
@@ -299,7 +299,7 @@ def test_figures_draw():
 # --------------------------------------------------------------------------- #
 def _tiny_setup(tmp_path):
     from reid_utils.config import get_config
-    from reid_utils.features import FeatureBank
+    from reid_utils.training.features import FeatureBank
 
     Mc, Lc, Dc = 4, 2, 8
     cfg = get_config("smoke", artifacts_dir=str(tmp_path / "art"),
@@ -332,7 +332,7 @@ def test_measure_end_to_end(tmp_path):
     tab, auc = res["table"], res["auc"]
     assert len(tab) == 2 * 5 * 16 and res["labels"] == list(I.NUISANCES) + ["corrupted"]
     # the corrupted label is the level's test plan
-    from reid_utils import experiments_agg as E
+    from reid_utils.experiments import corruption_sweep as E
 
     qp, gp = E.test_plan(cfg, "query", 2, 2), E.test_plan(cfg, "gallery", 5, 2)
     expect = qp[tab["q"], tab["i"]] | gp[tab["g"], tab["j"]]

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from reid_utils.losses import (batch_hard_triplet, batch_hard_triplet_similarity,
+from reid_utils.models.losses import (batch_hard_triplet, batch_hard_triplet_similarity,
                                pairwise_euclidean, softmax_ce)
 
 

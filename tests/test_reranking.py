@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from reid_utils.reranking import re_ranking
+from reid_utils.eval.reranking import re_ranking
 
 
 # ----------------------------------------------------------------------------

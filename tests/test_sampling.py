@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from reid_utils.sampling import METHODS, PKSampler, pk_batch, sample_clip, sample_clips
+from reid_utils.data.sampling import METHODS, PKSampler, pk_batch, sample_clip, sample_clips
 
 LENGTHS = [1, 2, 3, 4, 5, 7, 8, 9, 16, 31, 100, 920]
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from reid_utils import experiments_agg as E
-from reid_utils import shortlist as SL
-from reid_utils.aggregation import LearnedClipAggregator, MeanFeatureAggregator
-from reid_utils.evaluation import evaluate_rank
-from reid_utils.features import FeatureBank
+from reid_utils.experiments import corruption_sweep as E
+from reid_utils.eval import shortlist as SL
+from reid_utils.models.aggregation import LearnedClipAggregator, MeanFeatureAggregator
+from reid_utils.eval.ranking import evaluate_rank
+from reid_utils.training.features import FeatureBank
 
 D, H, M = 12, 10, 3
 

@@ -12,8 +12,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from reid_utils import synth
-from reid_utils import synth_render as R
+from reid_utils.synth import benchmark as synth
+from reid_utils.synth import render as R
 from reid_utils.cache import COMPLETE_MARKER
 from reid_utils.config import SynthConfig, get_config
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from reid_utils import train as T
+from reid_utils.training import i3d as T
 from reid_utils.config import get_config
 from test_features import make_tiny_dataset
 
@@ -101,7 +101,7 @@ def test_warm_started_ablation_models(tiny, tmp_path):
     """finetune_iterations > 0: every L_train model = the shared trunk + a short phase at L_train."""
     import dataclasses
 
-    from reid_utils import experiments_i3d as ex
+    from reid_utils.experiments import i3d_ablations as ex
 
     cfg = _cfg(tmp_path, iterations=4, eval_every=0)
     cfg = dataclasses.replace(cfg, ablation=dataclasses.replace(cfg.ablation, finetune_iterations=2,

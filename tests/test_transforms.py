@@ -6,8 +6,8 @@ from PIL import Image
 
 import fixtures_builders as fb
 from reid_utils.config import get_config
-from reid_utils.datasets import DatasetError, Tracklet
-from reid_utils.transforms import (FrameCache, clip_paths, frames_to_tensor, input_size, load_clip,
+from reid_utils.data.datasets import DatasetError, Tracklet
+from reid_utils.data.transforms import (FrameCache, clip_paths, frames_to_tensor, input_size, load_clip,
                                    load_clips, load_frame, tensor_to_frames, thumbnails)
 
 
@@ -104,7 +104,7 @@ def test_augment_clip_identity_jitter_and_erasing():
     import numpy as np
     import torch
 
-    from reid_utils.transforms import augment_clip, augment_params
+    from reid_utils.data.transforms import augment_clip, augment_params
 
     x = torch.rand(3, 4, 16, 8) * 2 - 1
     p0 = augment_params(np.random.default_rng(0), 0.0, 0.0)

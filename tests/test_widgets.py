@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from reid_utils.aggregation import LearnedClipAggregator
-from reid_utils.widgets import CLASSES, ImportanceExplorer
+from reid_utils.models.aggregation import LearnedClipAggregator
+from reid_utils.viz.widgets import CLASSES, ImportanceExplorer
 
 Q, G, M, L, D = 4, 7, 3, 2, 6
 
@@ -96,7 +96,7 @@ def test_errors_are_shown_and_logged(caplog):
     ex = _explorer()
     bad = int(ex.ranked(1)[0])
     ex.g_source = FakeSource(fail_on=bad)
-    with caplog.at_level(logging.ERROR, logger="reid_utils.widgets"):
+    with caplog.at_level(logging.ERROR, logger="reid_utils.viz.widgets"):
         ex.query.value = 1
     assert ex.status.value.startswith("error: OSError")
     assert any("update failed" in r.message for r in caplog.records)

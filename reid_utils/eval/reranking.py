@@ -49,7 +49,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .evaluation import stable_topk_smallest
+from reid_utils.eval.ranking import stable_topk_smallest
 
 
 def _as_numpy(x, name: str) -> np.ndarray:

@@ -74,7 +74,7 @@ _MAX_CKPT_BYTES = 256 * 1024 * 1024
 CONVERSION_VERSION = 1
 PIP_TIMEOUT_S = 600
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from reid_utils.config import REPO_ROOT
 
 # Inception branch unit (flax name) -> reference (PyTorch port) module name.
 BRANCH_NAMES = {
@@ -430,7 +430,7 @@ def reference_shapes() -> dict[str, torch.Size]:
 
     Built on the ``meta`` device, so no memory is allocated.
     """
-    from reid_utils.i3d import InceptionI3d
+    from reid_utils.models.i3d import InceptionI3d
 
     with torch.device("meta"):
         net = InceptionI3d(num_classes=400, in_channels=3, width_mult=1.0)
@@ -491,7 +491,7 @@ def kinetics_i3d(cache_dir=None, num_classes: int = 400, device="cpu",
     Returns:
         The model in eval mode, on ``device``.
     """
-    from reid_utils.i3d import InceptionI3d
+    from reid_utils.models.i3d import InceptionI3d
 
     if num_classes < 1:
         raise ValueError(f"kinetics_i3d: num_classes must be >= 1, got {num_classes}")

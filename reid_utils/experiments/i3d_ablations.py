@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .cache import ArtifactCache
-from .config import config_key
-from .evaluation import evaluate_features, protocol_of  # noqa: F401  (re-exported)
-from .features import average_clips, get_features
+from reid_utils.cache import ArtifactCache
+from reid_utils.config import config_key
+from reid_utils.eval.ranking import evaluate_features, protocol_of  # noqa: F401  (re-exported)
+from reid_utils.training.features import average_clips, get_features
 
 TABLE1_METHODS = ("consec", "random", "evenly", "all")
 
@@ -39,7 +39,7 @@ def train_models(cfg, dataset, clip_lens: Sequence[int], progress: bool = True) 
     (``paper``, as in the paper), or, with ``cfg.ablation.finetune_iterations``
     (``default``), a shared trunk plus a short phase on clips of L_train frames.
     """
-    from .train import trained_i3d
+    from reid_utils.training.i3d import trained_i3d
 
     return {int(L): trained_i3d(cfg, dataset, int(L), progress=progress) for L in clip_lens}
 

@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .datasets import DatasetError, Tracklet
-from .sampling import sample_clip
+from reid_utils.data.datasets import DatasetError, Tracklet
+from reid_utils.data.sampling import sample_clip
 
 
 def input_size(cfg) -> tuple[int, int]:

@@ -350,7 +350,7 @@ class LearnedClipAggregator(_PairAggregator):
         if fast and kernel is not False:
             p = next(iter(self.parameters()), None)
             if kernel or q.is_cuda or (p is not None and p.is_cuda):   # import triton only then
-                from .fused_scoring import fused_similarity_matrix, should_use_kernel
+                from reid_utils.models.fused_scoring import fused_similarity_matrix, should_use_kernel
                 if should_use_kernel(self, q, kernel):
                     return fused_similarity_matrix(self, q, g, progress=progress)
         scorer = self._chunk_scores if fast else super()._chunk_scores

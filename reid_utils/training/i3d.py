@@ -69,13 +69,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .cache import ArtifactCache, torch_load_verified, torch_save_verified
-from .config import config_key
-from .features import LockedFrameCache, _bounded_map, extract_clip_features, tracklets_key
-from .i3d import InceptionI3d
-from .losses import batch_hard_triplet, pairwise_euclidean, softmax_ce
-from .sampling import pk_batch, sample_clip
-from .transforms import (FrameCache, augment_clip, augment_params, frames_to_tensor, input_size,
+from reid_utils.cache import ArtifactCache, torch_load_verified, torch_save_verified
+from reid_utils.config import config_key
+from reid_utils.training.features import LockedFrameCache, _bounded_map, extract_clip_features, tracklets_key
+from reid_utils.models.i3d import InceptionI3d
+from reid_utils.models.losses import batch_hard_triplet, pairwise_euclidean, softmax_ce
+from reid_utils.data.sampling import pk_batch, sample_clip
+from reid_utils.data.transforms import (FrameCache, augment_clip, augment_params, frames_to_tensor, input_size,
                          load_frames)
 
 TRAIN_VERSION = 2        # bump when the training recipe changes (invalidates cached models)
@@ -157,7 +157,7 @@ def build_backbone(cfg) -> InceptionI3d:
         if cfg.model.width_mult != 1.0:
             raise ValueError(f"cfg.model.pretrained=True needs width_mult=1.0 (Kinetics weights are "
                              f"full width); got width_mult={cfg.model.width_mult}")
-        from .pretrained import kinetics_i3d
+        from reid_utils.models.pretrained import kinetics_i3d
 
         net = kinetics_i3d()
     else:
@@ -188,7 +188,7 @@ def _batch_plan(cfg, pids: np.ndarray, lengths: np.ndarray, clip_len: int, it: i
 def evaluate_model(cfg, backbone: InceptionI3d, dataset, clip_len: int, progress: bool = False,
                    frame_cache: FrameCache | None = None) -> dict:
     """mAP and rank-1 of single ``evenly`` clips (the periodic check during training)."""
-    from .evaluation import evaluate_features
+    from reid_utils.eval.ranking import evaluate_features
 
     kw = dict(num_clips=1, clip_len=clip_len, method="evenly", size=input_size(cfg),
               device=cfg.torch_device(), num_workers=cfg.num_workers, progress=progress,
@@ -260,7 +260,7 @@ def get_trained_i3d(cfg, clip_len: int | None = None, dataset=None, progress: bo
         (see :func:`trained_i3d`).
     """
     if dataset is None:
-        from .datasets import load_dataset_for_config
+        from reid_utils.data.datasets import load_dataset_for_config
 
         dataset = load_dataset_for_config(cfg)
     return trained_i3d(cfg, dataset, clip_len, progress=progress)[0]

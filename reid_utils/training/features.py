@@ -46,10 +46,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .cache import ArtifactCache
-from .config import config_key
-from .sampling import sample_clip, sample_clips
-from .transforms import FrameCache, frames_to_tensor, input_size, load_frames
+from reid_utils.cache import ArtifactCache
+from reid_utils.config import config_key
+from reid_utils.data.sampling import sample_clip, sample_clips
+from reid_utils.data.transforms import FrameCache, frames_to_tensor, input_size, load_frames
 
 METHODS = ("clips", "consec", "random", "evenly", "all")
 RANDOM_METHODS = ("consec", "random")

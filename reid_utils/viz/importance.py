@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .viz import NUISANCE_COLORS, _tracklet_strip, frame_nuisances
+from reid_utils.viz.core import NUISANCE_COLORS, _tracklet_strip, frame_nuisances
 
 __all__ = ["CORRUPTED_COLOR", "QUERY_COLOR", "GALLERY_COLOR", "ClipSource", "clip_pair_image",
            "plot_pair_importance", "plot_fig7", "plot_importance_auc", "figure_png", "new_figure"]
@@ -71,12 +71,12 @@ class ClipSource:
 
     def frames(self, seq: int, frame_indices, clip: int | None = None) -> list:
         """(H, W, 3) uint8 frames of sequence ``seq`` at ``frame_indices``."""
-        from .transforms import load_frames
+        from reid_utils.data.transforms import load_frames
 
         t = self.tracklets[int(seq)]
         arr = load_frames([t.frames[int(i)] for i in frame_indices], self.size)
         if self._is_corrupted(seq, clip):
-            from .corruption import corrupt_clip
+            from reid_utils.data.corruption import corrupt_clip
 
             arr = corrupt_clip(arr)
         return list(arr)
@@ -157,7 +157,7 @@ def _clean_axes(ax):
 
 def _draw_column(axes, pair: pd.DataFrame, n: int, q_source, g_source, title: str, height: int):
     """Fill 2n clip-pair axes and one heatmap axis for one sequence pair (rows of clip_pair_table)."""
-    from .importance import extreme_clip_pairs
+    from reid_utils.experiments.importance import extreme_clip_pairs
 
     ext = extreme_clip_pairs(pair, n)
     Mq, Mg = int(pair["i"].max()) + 1, int(pair["j"].max()) + 1

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .comparison import METRICS
-from .viz import plt
+from reid_utils.experiments.comparison import METRICS
+from reid_utils.viz.core import plt
 
 _MODEL_COLOURS = {"Ours (learned aggregation)": "#1f77b4", "Ours + Reranking": "#6baed6",
                   "Mean clip feature": "#7f7f7f", "Mean clip feature + Reranking": "#c7c7c7"}

@@ -82,7 +82,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .synth import NUISANCES  # the per-frame annotation columns (one definition)
+from reid_utils.synth.benchmark import NUISANCES  # the per-frame annotation columns (one definition)
 
 __all__ = [
     "NUISANCES", "CORRUPTED", "METHODS", "clip_nuisance_fractions", "clip_labels", "split_clip_labels",
@@ -746,9 +746,9 @@ def learned_at_level(cfg, clean: dict, corrupted: dict | None, level: int, progr
         dict ``model``, ``q_feats``, ``g_feats`` (the level's test features)
         and ``S`` ((Q, G) float64 numpy array).
     """
-    from . import experiments_agg as E
-    from .cache import ArtifactCache
-    from .config import config_key
+    from reid_utils.experiments import corruption_sweep as E
+    from reid_utils.cache import ArtifactCache
+    from reid_utils.config import config_key
 
     level = int(level)
     model, info = E.get_aggregator(cfg, E.Method("learned"), level, clean, corrupted, progress=progress,
@@ -800,7 +800,7 @@ def measure(cfg, dataset, clean: dict, corrupted: dict | None, level: int, t_per
         paired bootstrap), ``labels`` (measured label names), ``pairs``
         (sequence pairs measured).
     """
-    from . import experiments_agg as E
+    from reid_utils.experiments import corruption_sweep as E
 
     seed = int(cfg.seed if seed is None else seed)
     level = int(level)

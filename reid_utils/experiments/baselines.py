@@ -152,8 +152,8 @@ def color_histogram_baseline(dataset, protocol: str = "torchreid", max_rank: int
         dict with ``mAP``, ``cmc`` (max_rank,), ``rank1``, ``rank5``,
         ``distmat`` (Q, G), ``protocol``.
     """
-    from .distances import euclidean_distance
-    from .evaluation import evaluate_rank
+    from reid_utils.eval.distances import euclidean_distance
+    from reid_utils.eval.ranking import evaluate_rank
 
     qf = color_histogram_features([t.frames for t in dataset.query], progress=progress, **feature_kwargs)
     gf = color_histogram_features([t.frames for t in dataset.gallery], progress=progress, **feature_kwargs)
@@ -180,10 +180,10 @@ def cached_color_histogram_baseline(cfg, dataset, progress: bool = False) -> dic
     Returns:
         The dict of :func:`color_histogram_baseline`.
     """
-    from .cache import ArtifactCache
-    from .config import config_key
-    from .evaluation import protocol_of
-    from .features import tracklets_key
+    from reid_utils.cache import ArtifactCache
+    from reid_utils.config import config_key
+    from reid_utils.eval.ranking import protocol_of
+    from reid_utils.training.features import tracklets_key
 
     protocol = protocol_of(dataset)
     key = config_key({"v": BASELINE_VERSION, "query": tracklets_key(dataset.query),

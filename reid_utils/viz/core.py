@@ -14,7 +14,7 @@ import matplotlib.ticker
 matplotlib.use(matplotlib.get_backend())  # keep inline backends in notebooks
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .cache import atomic_write_bytes  # noqa: E402
+from reid_utils.cache import atomic_write_bytes  # noqa: E402
 
 
 def save_fig(fig, name: str, figures_dir: str | Path, dpi: int = 130, formats=("png",)) -> list[Path]:
@@ -319,7 +319,7 @@ def nuisance_contact_sheet(tracklets, frames_per_row: int = 10, size=None):
         frames_per_row: frames shown per tracklet, evenly spaced.
         size: optional ``(height, width)`` to resize thumbnails.
     """
-    from .transforms import thumbnails
+    from reid_utils.data.transforms import thumbnails
 
     rows, flags, titles = [], [], []
     for t in tracklets:
@@ -421,8 +421,8 @@ def ranked_results_figure(dataset, distmat, query_indices, k: int = 5, frames: i
     """
     import numpy as np
 
-    from .evaluation import evaluate_rank
-    from .transforms import thumbnails
+    from reid_utils.eval.ranking import evaluate_rank
+    from reid_utils.data.transforms import thumbnails
 
     q, g = dataset.query, dataset.gallery
     res = evaluate_rank(np.asarray(distmat), np.array([t.pid for t in q]), np.array([t.pid for t in g]),

@@ -83,8 +83,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .evaluation import PROTOCOLS, evaluate_rank, mars_official_gallery, protocol_of, summarize_splits
-from .reranking import re_ranking
+from reid_utils.eval.ranking import PROTOCOLS, evaluate_rank, mars_official_gallery, protocol_of, summarize_splits
+from reid_utils.eval.reranking import re_ranking
 
 __all__ = [
     "COMPARISON_VERSION", "RERANK", "PAPER_DATASETS", "DATASET_TITLES", "DATASET_TABLE", "METRICS",
@@ -119,7 +119,7 @@ _LAYOUT = {"mars": ("info", "bbox_test"), "synthetic": ("info", "bbox_test"),
 
 def canonical_dataset(name: str) -> str:
     """``mars`` / ``dukemtmc-videoreid`` / ``prid2011`` / ``synthetic`` (loader aliases accepted)."""
-    from .datasets import canonical_name
+    from reid_utils.data.datasets import canonical_name
 
     return canonical_name(name)
 
@@ -140,7 +140,7 @@ def paper_table(table: int) -> pd.DataFrame:
     if table not in PAPER_TABLE_FILES:
         raise ValueError(f"table: expected one of {sorted(PAPER_TABLE_FILES)} (the paper's Tables 3-5), "
                          f"got {table!r}")
-    from .experiments_agg import read_paper_table
+    from reid_utils.experiments.corruption_sweep import read_paper_table
 
     df = read_paper_table(PAPER_TABLE_FILES[table])
     for col in ("backbone_3d", "reranking"):
@@ -521,9 +521,9 @@ def junk_bank(cfg, model, progress: bool = True, num_threads: int | None = 1, tr
         model: the frozen I3D of ``experiments_agg.get_backbone``.
         num_threads: torch CPU threads while extracting.
     """
-    from . import experiments_agg as E
-    from .datasets import load_dataset_for_config
-    from .features import get_features
+    from reid_utils.experiments import corruption_sweep as E
+    from reid_utils.data.datasets import load_dataset_for_config
+    from reid_utils.training.features import get_features
 
     if tracklets is None:
         tracklets = [t for t in load_dataset_for_config(cfg, official=True).gallery if t.pid == -1]
@@ -536,9 +536,9 @@ def junk_bank(cfg, model, progress: bool = True, num_threads: int | None = 1, tr
 
 def _cached_set(cfg, model, model_key: str, clean: dict, junk, progress: bool,
                 num_threads: int | None) -> SimilaritySet:
-    from . import experiments_agg as E
-    from .cache import ArtifactCache
-    from .config import config_key
+    from reid_utils.experiments import corruption_sweep as E
+    from reid_utils.cache import ArtifactCache
+    from reid_utils.config import config_key
 
     spec = {"v": COMPARISON_VERSION, "model": model_key, "query": clean["query"].meta.get("key"),
             "gallery": clean["gallery"].meta.get("key"), "junk": None if junk is None else junk.meta.get("key"),
@@ -576,8 +576,8 @@ def our_results(cfg, dataset=None, protocols: Sequence[str] | None = None, reran
     Returns:
         :func:`result_rows` with ``dataset`` and ``source`` columns in front.
     """
-    from . import experiments_agg as E
-    from .datasets import load_dataset_for_config
+    from reid_utils.experiments import corruption_sweep as E
+    from reid_utils.data.datasets import load_dataset_for_config
 
     ds = load_dataset_for_config(cfg) if dataset is None else dataset
     if protocol_of(ds) == "mars_official":
@@ -616,7 +616,7 @@ def split_results(cfg, num_splits: int = PRID_NUM_SPLITS, run_split: Callable | 
     """
     from tqdm.auto import tqdm
 
-    from .datasets import load_dataset_for_config
+    from reid_utils.data.datasets import load_dataset_for_config
 
     if int(num_splits) < 1:
         raise ValueError(f"num_splits: expected >= 1, got {num_splits}")

@@ -603,7 +603,7 @@ def load_prid(root, split_id: int = 0, splits_path: str | Path | None = None,
         splits = make_prid_splits(eligible, num_splits=num_splits, seed=seed)
         source = f"generated(seed={seed})"
         try:
-            from .cache import atomic_write_text
+            from reid_utils.cache import atomic_write_text
 
             atomic_write_text(spath, json.dumps(splits, indent=1))
             source = f"{source} -> {spath}"
@@ -651,7 +651,7 @@ def load_synthetic(root=None, synth_cfg=None, cache_root=None, **mars_options) -
                              "or both synth_cfg= and cache_root= (to generate/reuse one)")
         import importlib
 
-        synth = importlib.import_module("reid_utils.synth")
+        synth = importlib.import_module("reid_utils.synth.benchmark")
         root = synth.ensure_synthetic(synth_cfg, cache_root)
     root = _root(root, "synthetic", "a MARS-layout tree with info/annotations.csv")
     return load_mars(root, annotations=root / "info" / "annotations.csv",

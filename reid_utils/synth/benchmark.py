@@ -83,8 +83,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import synth_render as R
-from .config import SynthConfig, config_key
+from reid_utils.synth import render as R
+from reid_utils.config import SynthConfig, config_key
 
 GENERATOR_VERSION = "1.0"
 NUISANCES = ("occlusion", "empty", "id_switch", "bad_crop", "blur")
@@ -657,7 +657,7 @@ def ensure_synthetic(synth_cfg: SynthConfig, cache_root: str | Path, verbose: bo
     cache; a complete one is reused. Prints identities, tracklets, frames, MB
     and the generation time.
     """
-    from .cache import COMPLETE_MARKER, ArtifactCache
+    from reid_utils.cache import COMPLETE_MARKER, ArtifactCache
 
     _validate(synth_cfg)
     stats: dict = {}

@@ -45,7 +45,7 @@ from typing import Iterable
 import pandas as pd
 import torch
 
-from .aggregation import MeanFeatureAggregator
+from reid_utils.models.aggregation import MeanFeatureAggregator
 
 __all__ = ["mean_feature_similarity", "shortlist_indices", "shortlist_similarity", "shortlist_sweep",
            "recommend_k"]
@@ -217,8 +217,8 @@ def shortlist_sweep(cfg, ks: Iterable[int], *, dataset=None, repeats: int = 1, p
         ``seconds`` (scoring wall time, ranking/evaluation excluded; the
         shortlist rows include their mean-feature stage) and ``time_vs_full``.
     """
-    from . import experiments_agg as E
-    from .datasets import load_dataset_for_config
+    from reid_utils.experiments import corruption_sweep as E
+    from reid_utils.data.datasets import load_dataset_for_config
 
     ks = [int(k) for k in ks]
     ds = dataset if dataset is not None else load_dataset_for_config(cfg)

@@ -54,12 +54,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .agg_train import build_aggregator, corrupting_transform, resolve_mining, train_aggregator
-from .cache import ArtifactCache
-from .config import config_key
-from .corruption import DOWNSCALE, JPEG_QUALITY, assemble_corrupted, corrupt_clip, corruption_plan
-from .evaluation import evaluate_rank, protocol_of
-from .features import FeatureBank, get_features
+from reid_utils.training.aggregator import build_aggregator, corrupting_transform, resolve_mining, train_aggregator
+from reid_utils.cache import ArtifactCache
+from reid_utils.config import config_key
+from reid_utils.data.corruption import DOWNSCALE, JPEG_QUALITY, assemble_corrupted, corrupt_clip, corruption_plan
+from reid_utils.eval.ranking import evaluate_rank, protocol_of
+from reid_utils.training.features import FeatureBank, get_features
 
 __all__ = [
     "EXPERIMENT_VERSION", "SPLITS", "CORRUPTION_KEY", "TRAIN_EVAL_PERCENTS", "PAPER_METHODS",
@@ -119,7 +119,7 @@ def torch_threads(num_threads: int | None):
 # --------------------------------------------------------------------------- #
 def get_backbone(cfg, dataset=None, progress: bool = True):
     """The frozen I3D of Sec. 4.4: trained with L_train = ``cfg.agg.clip_len`` (cache or now)."""
-    from .train import get_trained_i3d
+    from reid_utils.training.i3d import get_trained_i3d
 
     return get_trained_i3d(cfg, clip_len=cfg.agg.clip_len, dataset=dataset, progress=progress)
 
@@ -339,7 +339,7 @@ def topt_scores_all_t(model, q: torch.Tensor, g: torch.Tensor, t_percents: Itera
     Returns:
         ``{t: (Q, G) similarities}``.
     """
-    from .aggregation import top_t_count
+    from reid_utils.models.aggregation import top_t_count
 
     was = model.training
     model.eval()
@@ -702,8 +702,8 @@ def corruption_examples(cfg, tracklets: Sequence, num: int = 3, seed: int = 0) -
     Returns:
         list of ``(tracklet, clean (L, H, W, 3) uint8, corrupted (L, H, W, 3) uint8)``.
     """
-    from .sampling import sample_clips
-    from .transforms import input_size, load_frames
+    from reid_utils.data.sampling import sample_clips
+    from reid_utils.data.transforms import input_size, load_frames
 
     if not len(tracklets):
         raise ValueError("tracklets: expected at least one tracklet")

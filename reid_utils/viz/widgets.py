@@ -172,7 +172,7 @@ class ImportanceExplorer:
 
     def pair_table(self, q: int, g: int):
         """``importance.clip_pair_table`` of one sequence pair (alpha from ``model.forward``)."""
-        from .importance import clip_pair_table
+        from reid_utils.experiments.importance import clip_pair_table
 
         return clip_pair_table(self.model, self.q_feats, self.g_feats, np.array([[q, g]], np.int64),
                                self.q_clip_frames, self.g_clip_frames)
@@ -229,7 +229,7 @@ class ImportanceExplorer:
         return source.frames(seq, idx[:, 0])          # first frame of every clip
 
     def _ranking_png(self, q: int, ranked, match) -> bytes:
-        from .viz import _tracklet_strip
+        from reid_utils.viz.core import _tracklet_strip
 
         h = self.thumb_height
         qf = self._thumb(self.q_source, q, self.q_clip_frames)
@@ -250,7 +250,7 @@ class ImportanceExplorer:
     def _update_pair(self):
         from matplotlib.figure import Figure
 
-        from .viz_importance import figure_png, pair_title, plot_pair_importance
+        from reid_utils.viz.importance import figure_png, pair_title, plot_pair_importance
 
         q, g = int(self.query.value), self.gallery.value
         if g is None:
@@ -281,7 +281,7 @@ class ImportanceExplorer:
             q_corrupted, g_corrupted: (N, M) corruption plans (shown corrupted).
             **kwargs: :class:`ImportanceExplorer` arguments (``similarity``, ``topk``, ...).
         """
-        from .viz_importance import ClipSource
+        from reid_utils.viz.importance import ClipSource
 
         qs = None if q_tracklets is None else ClipSource(q_tracklets, size, q_corrupted)
         gs = None if g_tracklets is None else ClipSource(g_tracklets, size, g_corrupted)

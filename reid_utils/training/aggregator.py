@@ -60,11 +60,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .aggregation import LearnedClipAggregator, MeanFeatureAggregator, TopTAggregator
-from .cache import torch_load_verified, torch_save_verified
-from .corruption import assemble_corrupted, corruption_plan
-from .losses import batch_hard_triplet_similarity
-from .sampling import pk_batch
+from reid_utils.models.aggregation import LearnedClipAggregator, MeanFeatureAggregator, TopTAggregator
+from reid_utils.cache import torch_load_verified, torch_save_verified
+from reid_utils.data.corruption import assemble_corrupted, corruption_plan
+from reid_utils.models.losses import batch_hard_triplet_similarity
+from reid_utils.data.sampling import pk_batch
 
 __all__ = ["train_aggregator", "corrupting_transform", "build_aggregator", "AGGREGATOR_KINDS",
            "MINING", "resolve_mining", "hardest_pairs", "mined_triplet_loss"]
