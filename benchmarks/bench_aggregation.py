@@ -24,6 +24,7 @@ CPU may be shared with other jobs (the load average is printed).
 Usage: ``python benchmarks/bench_aggregation.py [--dim 256 --hidden 256
 --clips 8 --queries 64 --gallery 256 --chunk 1024 --threads N --compare]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,8 +94,10 @@ def main() -> None:
         load = os.getloadavg()
     except OSError:
         load = (float("nan"),) * 3
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
     print(f"D={D} H={H} M={M}  Q={args.queries} G={args.gallery} ({pairs} pairs)  chunk={args.chunk}")
 
     # interleave GEMM and similarity timings (the cores are shared): best of each
@@ -103,20 +106,22 @@ def main() -> None:
         r, name = gemm_rate(repeats=3)
         if r > g_rate:
             g_rate, g_name = r, name
-        t = min(t, best_time(lambda: model.similarity_matrix(q, g, chunk=args.chunk,
-                                                             progress=False), 1))
+        t = min(t, best_time(lambda: model.similarity_matrix(q, g, chunk=args.chunk, progress=False), 1))
     rate = pairs * flops_per_pair(M, D, H) / t
     print(f"plain GEMM ({g_name}):      {g_rate / 1e9:8.1f} GFLOP/s")
-    print(f"similarity_matrix (fast):  {pairs / t:10.0f} pairs/s   {rate / 1e9:8.1f} GFLOP/s"
-          f"   = {rate / g_rate:.2f} x GEMM   ({flops_per_pair(M, D, H) / 1e6:.2f} MFLOP/pair)")
+    print(
+        f"similarity_matrix (fast):  {pairs / t:10.0f} pairs/s   {rate / 1e9:8.1f} GFLOP/s"
+        f"   = {rate / g_rate:.2f} x GEMM   ({flops_per_pair(M, D, H) / 1e6:.2f} MFLOP/pair)"
+    )
     if args.compare:
         qs, gs = q[: max(1, args.queries // 8)], g
         n = qs.shape[0] * gs.shape[0]
-        t_ref = best_time(lambda: model.similarity_matrix(qs, gs, chunk=args.chunk, progress=False,
-                                                          fast=False), 1)
+        t_ref = best_time(lambda: model.similarity_matrix(qs, gs, chunk=args.chunk, progress=False, fast=False), 1)
         r_ref = n * flops_per_pair(M, D, H) / t_ref
-        print(f"reference recurrence:      {n / t_ref:10.0f} pairs/s   {r_ref / 1e9:8.1f} GFLOP/s"
-              f"   = {r_ref / g_rate:.2f} x GEMM")
+        print(
+            f"reference recurrence:      {n / t_ref:10.0f} pairs/s   {r_ref / 1e9:8.1f} GFLOP/s"
+            f"   = {r_ref / g_rate:.2f} x GEMM"
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ The machine may be shared: the load average is printed with the figures.
 
 Usage: ``python benchmarks/bench_evaluation.py [--repeats 3] [--seed 0]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,8 +96,10 @@ def main(argv=None):
 
     problem = mars_like_problem(args.seed)
     Q, G = problem[0].shape
-    print(f"problem: {Q} queries x {G} gallery, float32, {os.cpu_count()} CPUs, "
-          f"torch threads {torch.get_num_threads()}, load avg before {os.getloadavg()}")
+    print(
+        f"problem: {Q} queries x {G} gallery, float32, {os.cpu_count()} CPUs, "
+        f"torch threads {torch.get_num_threads()}, load avg before {os.getloadavg()}"
+    )
 
     (cmc, mAP), t_fast = timed(lambda: evaluate_rank(*problem), args.repeats)
     # official MARS convention: the queries join the gallery (1980 x 11310)
@@ -114,16 +117,24 @@ def main(argv=None):
     assert np.allclose(cmc, ref_np[0]) and abs(mAP - ref_np[1]) < 1e-9, "fast != numpy loop"
     assert np.allclose(cmc_o, ref_off[0]) and abs(mAP_o - ref_off[1]) < 1e-9, "official != loop"
     best, med = min(t_fast), statistics.median(t_fast)
-    print(f"results identical to both loops: torchreid R1 {cmc[0]:.4f} mAP {mAP:.4f}; "
-          f"mars_official R1 {cmc_o[0]:.4f} mAP {mAP_o:.4f}")
+    print(
+        f"results identical to both loops: torchreid R1 {cmc[0]:.4f} mAP {mAP:.4f}; "
+        f"mars_official R1 {cmc_o[0]:.4f} mAP {mAP_o:.4f}"
+    )
     print(f"evaluate_rank (torchreid)      : best {best:.3f} s, median {med:.3f} s over {args.repeats}")
-    print(f"evaluate_rank (mars_official, {official[0].shape[0]} x {official[0].shape[1]}): best {min(t_off):.3f} s, median {statistics.median(t_off):.3f} s")
+    print(
+        f"evaluate_rank (mars_official, {official[0].shape[0]} x {official[0].shape[1]}): best {min(t_off):.3f} s, median {statistics.median(t_off):.3f} s"
+    )
     print(f"evaluate_rank (return_details) : {t_det[0]:.3f} s")
     print(f"loop (torchreid style)         : {t_loop[0]:.3f} s  -> speed-up x{t_loop[0] / med:.1f} (median)")
     print(f"loop (numpy per query)         : {t_np[0]:.3f} s  -> speed-up x{t_np[0] / med:.1f} (median)")
-    print(f"loop (numpy, mars_official)    : {t_np_off[0]:.3f} s  -> speed-up x{t_np_off[0] / statistics.median(t_off):.1f}")
-    print(f"targets: <= 1.5 s {'met' if med <= 1.5 else 'NOT met'}; "
-          f">= 20x vs torchreid-style loop {'met' if t_loop[0] / med >= 20 else 'NOT met'}")
+    print(
+        f"loop (numpy, mars_official)    : {t_np_off[0]:.3f} s  -> speed-up x{t_np_off[0] / statistics.median(t_off):.1f}"
+    )
+    print(
+        f"targets: <= 1.5 s {'met' if med <= 1.5 else 'NOT met'}; "
+        f">= 20x vs torchreid-style loop {'met' if t_loop[0] / med >= 20 else 'NOT met'}"
+    )
     print(f"load avg after {os.getloadavg()}")
 
 

@@ -17,6 +17,7 @@ Examples:
     python benchmarks/bench_i3d.py --clip-len 16 --threads 2
     python benchmarks/bench_i3d.py --full --device cuda --dtype fp32 bf16
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,18 +35,21 @@ from reid_utils.models.losses import batch_hard_triplet, pairwise_euclidean, sof
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--full", action="store_true",
-                   help="paper sizes: 4x256x128, width 1, batch 64 (CUDA)")
+    p.add_argument("--full", action="store_true", help="paper sizes: 4x256x128, width 1, batch 64 (CUDA)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--clip-len", type=int, default=4)
     p.add_argument("--height", type=int, default=64)
     p.add_argument("--input-width", type=int, default=32)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--train-batch", type=int, default=None,
-                   help="batch of the training step (default: --batch)")
-    p.add_argument("--dtype", nargs="+", default=None, choices=["fp32", "bf16"],
-                   help="default: fp32 and bf16 on CUDA, fp32 on CPU (CPU bf16 is slow without AMX)")
+    p.add_argument("--train-batch", type=int, default=None, help="batch of the training step (default: --batch)")
+    p.add_argument(
+        "--dtype",
+        nargs="+",
+        default=None,
+        choices=["fp32", "bf16"],
+        help="default: fp32 and bf16 on CUDA, fp32 on CPU (CPU bf16 is slow without AMX)",
+    )
     p.add_argument("--mode", nargs="+", default=["infer", "train"], choices=["infer", "train"])
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
@@ -59,7 +63,7 @@ def parse_args(argv=None):
         a.width, a.clip_len, a.height, a.input_width = 1.0, 4, 256, 128
         a.batch = max(a.batch, 64)
     cuda = a.device.startswith("cuda")
-    if a.channels_last is None:   # what reid_utils uses (train, features) on every device
+    if a.channels_last is None:  # what reid_utils uses (train, features) on every device
         a.channels_last = True
     a.dtype = a.dtype or (["fp32", "bf16"] if cuda else ["fp32"])
     a.iters = a.iters or (50 if cuda else 5)
@@ -100,14 +104,19 @@ def run(a):
     clf = torch.nn.Linear(net.feat_dim, 625, bias=False).to(device)
     opt = torch.optim.Adam(list(net.parameters()) + list(clf.parameters()), lr=1e-4)
     shape = (a.clip_len, a.height, a.input_width)
-    print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
-          f"threads={torch.get_num_threads()})  torch {torch.__version__}  width={a.width} "
-          f"feat_dim={net.feat_dim}  clip={a.clip_len}x{a.height}x{a.input_width}  "
-          f"channels_last_3d={a.channels_last}  compile={a.compile}", flush=True)
+    print(
+        f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
+        f"threads={torch.get_num_threads()})  torch {torch.__version__}  width={a.width} "
+        f"feat_dim={net.feat_dim}  clip={a.clip_len}x{a.height}x{a.input_width}  "
+        f"channels_last_3d={a.channels_last}  compile={a.compile}",
+        flush=True,
+    )
     results = []
     for dt in a.dtype:
+
         def amp():
             return torch.autocast(device.type, dtype=torch.bfloat16) if dt == "bf16" else nullcontext()
+
         if "infer" in a.mode:
             x = (torch.rand(a.batch, 3, *shape, device=device) * 2 - 1).to(memory_format=mf)
             net.eval()
@@ -115,10 +124,13 @@ def run(a):
             def infer():
                 with torch.inference_mode(), amp():
                     return feats_fn(x)
+
             s = _timeit(infer, device, a.warmup, a.iters)
             results.append((dt, "infer", a.batch, s))
-            print(f"{dt:5s} extract_features  batch {a.batch:4d}: {s * 1e3:8.1f} ms/batch  "
-                  f"{a.batch / s:9.1f} clips/s", flush=True)
+            print(
+                f"{dt:5s} extract_features  batch {a.batch:4d}: {s * 1e3:8.1f} ms/batch  {a.batch / s:9.1f} clips/s",
+                flush=True,
+            )
         if "train" in a.mode:
             x = (torch.rand(a.train_batch, 3, *shape, device=device) * 2 - 1).to(memory_format=mf)
             labels = torch.arange(a.train_batch, device=device) % num_ids
@@ -133,10 +145,14 @@ def run(a):
                 loss = batch_hard_triplet(pairwise_euclidean(f), labels, 0.3) + softmax_ce(logits, labels)
                 loss.backward()
                 opt.step()
+
             s = _timeit(step, device, a.warmup, a.iters)
             results.append((dt, "train", a.train_batch, s))
-            print(f"{dt:5s} train step        batch {a.train_batch:4d}: {s * 1e3:8.1f} ms/step   "
-                  f"{a.train_batch / s:9.1f} clips/s", flush=True)
+            print(
+                f"{dt:5s} train step        batch {a.train_batch:4d}: {s * 1e3:8.1f} ms/step   "
+                f"{a.train_batch / s:9.1f} clips/s",
+                flush=True,
+            )
     return results
 
 

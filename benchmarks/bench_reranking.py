@@ -20,6 +20,7 @@ Targets (issue 3): <= 1.5 GB above the inputs and <= 30 s on 2 cores.
 
 Usage: ``python benchmarks/bench_reranking.py [--num-query 1980] [--num-gallery 9330]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,9 +74,19 @@ def child(folder: str):
     out = re_ranking(qg, qq, gg, k1=20, k2=6, lambda_value=0.3)
     wall = time.perf_counter() - t0
     peak = _status("VmHWM") if method.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"wall_s": wall, "rss_before": rss0, "peak": peak, "method": method,
-                      "out_shape": list(out.shape), "out_dtype": str(out.dtype),
-                      "inputs_bytes": int(qg.nbytes + qq.nbytes + gg.nbytes)}))
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "rss_before": rss0,
+                "peak": peak,
+                "method": method,
+                "out_shape": list(out.shape),
+                "out_dtype": str(out.dtype),
+                "inputs_bytes": int(qg.nbytes + qq.nbytes + gg.nbytes),
+            }
+        )
+    )
 
 
 def load_reference():
@@ -89,8 +100,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num-query", type=int, default=1980)
     ap.add_argument("--num-gallery", type=int, default=9330)
-    ap.add_argument("--check-size", type=int, nargs=2, default=(250, 1000),
-                    help="query and gallery size of the comparison with the dense reference")
+    ap.add_argument(
+        "--check-size",
+        type=int,
+        nargs=2,
+        default=(250, 1000),
+        help="query and gallery size of the comparison with the dense reference",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -107,9 +123,11 @@ def main(argv=None):
     t0 = time.perf_counter()
     ref = load_reference()(qg, qq, gg)
     t_ref = time.perf_counter() - t0
-    print(f"check {nq}x{ng}: max |fast - reference| = {np.abs(fast - ref).max():.2e}, "
-          f"allclose(rtol=1e-5, atol=1e-6) = {np.allclose(fast, ref, rtol=1e-5, atol=1e-6)}; "
-          f"fast {t_fast:.2f} s, dense reference {t_ref:.2f} s")
+    print(
+        f"check {nq}x{ng}: max |fast - reference| = {np.abs(fast - ref).max():.2e}, "
+        f"allclose(rtol=1e-5, atol=1e-6) = {np.allclose(fast, ref, rtol=1e-5, atol=1e-6)}; "
+        f"fast {t_fast:.2f} s, dense reference {t_ref:.2f} s"
+    )
 
     # 2) MARS size, in a fresh process for a clean memory measurement
     Q, G = args.num_query, args.num_gallery
@@ -122,14 +140,20 @@ def main(argv=None):
     if res.returncode != 0:
         raise SystemExit(f"child failed:\n{res.stderr}")
     r = json.loads(res.stdout.strip().splitlines()[-1])
-    gb = 1024 ** 3
+    gb = 1024**3
     above = (r["peak"] - r["rss_before"]) / gb
-    print(f"MARS size {Q} x {G}: inputs {r['inputs_bytes'] / gb:.3f} GB (float32), output "
-          f"{tuple(r['out_shape'])} {r['out_dtype']}")
-    print(f"  wall time {r['wall_s']:.2f} s; peak memory above inputs {above:.3f} GB "
-          f"(RSS before {r['rss_before'] / gb:.3f} GB, peak {r['peak'] / gb:.3f} GB; {r['method']})")
-    print(f"targets: <= 30 s {'met' if r['wall_s'] <= 30 else 'NOT met'}; "
-          f"<= 1.5 GB {'met' if above <= 1.5 else 'NOT met'}")
+    print(
+        f"MARS size {Q} x {G}: inputs {r['inputs_bytes'] / gb:.3f} GB (float32), output "
+        f"{tuple(r['out_shape'])} {r['out_dtype']}"
+    )
+    print(
+        f"  wall time {r['wall_s']:.2f} s; peak memory above inputs {above:.3f} GB "
+        f"(RSS before {r['rss_before'] / gb:.3f} GB, peak {r['peak'] / gb:.3f} GB; {r['method']})"
+    )
+    print(
+        f"targets: <= 30 s {'met' if r['wall_s'] <= 30 else 'NOT met'}; "
+        f"<= 1.5 GB {'met' if above <= 1.5 else 'NOT met'}"
+    )
     print(f"load avg after {os.getloadavg()}")
 
 

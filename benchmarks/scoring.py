@@ -34,6 +34,7 @@ reported by the CUDA tools bundled with triton.
 Usage: ``python benchmarks/scoring.py [--quick] [--dim 1024 --hidden 1024
 --clips 8 --queries Q --gallery G --repeats R --threads N --compile-only]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,12 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from reid_utils.models.aggregation import LearnedClipAggregator  # noqa: E402
-from reid_utils.models.fused_scoring import (DEFAULT_BLOCKS_GPU, MARS_SHAPE,  # noqa: E402
-                                      kernel_flops_per_pair, triton_available)
+from reid_utils.models.fused_scoring import (
+    DEFAULT_BLOCKS_GPU,
+    MARS_SHAPE,  # noqa: E402
+    kernel_flops_per_pair,
+    triton_available,
+)
 
 MARS_Q, MARS_G, MARS_M, MARS_D, MARS_H = MARS_SHAPE
 
@@ -102,8 +107,10 @@ def report(label, pairs, seconds, fpp, g_rate, first=None):
     rate = pairs * fpp / seconds
     mars = MARS_Q * MARS_G * kernel_flops_per_pair(MARS_M, MARS_M, MARS_D, MARS_H) / rate
     extra = f"   first call {first:.2f} s" if first is not None else ""
-    print(f"{label:<28} {pairs / seconds:12.0f} pairs/s  {rate / 1e12:8.4f} TFLOP/s  "
-          f"{rate / g_rate:6.3f} x GEMM   MARS-size: {mars:12.1f} s ({mars / 3600:.2f} h){extra}")
+    print(
+        f"{label:<28} {pairs / seconds:12.0f} pairs/s  {rate / 1e12:8.4f} TFLOP/s  "
+        f"{rate / g_rate:6.3f} x GEMM   MARS-size: {mars:12.1f} s ({mars / 3600:.2f} h){extra}"
+    )
 
 
 def compile_only(args) -> None:
@@ -117,15 +124,54 @@ def compile_only(args) -> None:
     from reid_utils.models import fused_scoring as fs
 
     BP, BK, BH, warps = DEFAULT_BLOCKS_GPU
-    names = ["q_ptr", "g_ptr", "cos_ptr", "w1_ptr", "b1_ptr", "w2_ptr", "b2_ptr", "w3_ptr", "b3",
-             "out_ptr", "c_ptr", "h_ptr", "v_ptr", "e_ptr", "n_pairs", "n_gal", "n_blocks", "MQ", "MG", "D", "H"]
-    types = ["*bf16", "*bf16", "*fp32", "*bf16", "*fp32", "*bf16", "*fp32", "*fp32", "fp32",
-             "*fp32", "*bf16", "*bf16", "*fp32", "*fp32"] + ["i32"] * 7
+    names = [
+        "q_ptr",
+        "g_ptr",
+        "cos_ptr",
+        "w1_ptr",
+        "b1_ptr",
+        "w2_ptr",
+        "b2_ptr",
+        "w3_ptr",
+        "b3",
+        "out_ptr",
+        "c_ptr",
+        "h_ptr",
+        "v_ptr",
+        "e_ptr",
+        "n_pairs",
+        "n_gal",
+        "n_blocks",
+        "MQ",
+        "MG",
+        "D",
+        "H",
+    ]
+    types = [
+        "*bf16",
+        "*bf16",
+        "*fp32",
+        "*bf16",
+        "*fp32",
+        "*bf16",
+        "*fp32",
+        "*fp32",
+        "fp32",
+        "*fp32",
+        "*bf16",
+        "*bf16",
+        "*fp32",
+        "*fp32",
+    ] + ["i32"] * 7
     sig = dict(zip(names, types), BP="constexpr", BK="constexpr", BH="constexpr", EMULATE_BF16="constexpr")
     # the specialisation a launch gets when pointers are 16-byte aligned and D, H multiples of 16
     aligned = [i for i, n in enumerate(names) if n.endswith("_ptr")] + [names.index("D"), names.index("H")]
-    src = ASTSource(fs._KERNEL, sig, constexprs={"BP": BP, "BK": BK, "BH": BH, "EMULATE_BF16": False},
-                    attrs={(i,): [["tt.divisibility", 16]] for i in aligned})
+    src = ASTSource(
+        fs._KERNEL,
+        sig,
+        constexprs={"BP": BP, "BK": BK, "BH": BH, "EMULATE_BF16": False},
+        attrs={(i,): [["tt.divisibility", 16]] for i in aligned},
+    )
     t0 = time.perf_counter()
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": 2})
     dt = time.perf_counter() - t0
@@ -136,9 +182,11 @@ def compile_only(args) -> None:
     usage = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True).stdout
     os.unlink(path)
     line = next((ln.strip() for ln in usage.splitlines() if "REG:" in ln), "n/a")
-    print(f"compile-only (sm_90, D and H multiples of 16, blocks BP={BP} BK={BK} BH={BH}, {warps} warps): {dt:.1f} s; "
-          f"wgmma instructions: {k.asm['ptx'].count('wgmma.mma_async')}; "
-          f"shared memory {k.metadata.shared} B; {line.split(' LOCAL')[0]}")
+    print(
+        f"compile-only (sm_90, D and H multiples of 16, blocks BP={BP} BK={BK} BH={BH}, {warps} warps): {dt:.1f} s; "
+        f"wgmma instructions: {k.asm['ptx'].count('wgmma.mma_async')}; "
+        f"shared memory {k.metadata.shared} B; {line.split(' LOCAL')[0]}"
+    )
 
 
 def main() -> None:
@@ -151,8 +199,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--quick", action="store_true", help="small sizes, one repeat (< 30 s on our CPU)")
-    ap.add_argument("--compile-only", action="store_true",
-                    help="also compile the kernel for sm_90 without a GPU (needs triton)")
+    ap.add_argument(
+        "--compile-only", action="store_true", help="also compile the kernel for sm_90 without a GPU (needs triton)"
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -169,11 +218,15 @@ def main() -> None:
         load = float("nan")
     name = torch.cuda.get_device_name(device) if on_gpu else "CPU"
     tver = __import__("triton").__version__ if triton_available() else "not installed"
-    print(f"device {name}; torch {torch.__version__}; triton {tver}; threads {torch.get_num_threads()}; "
-          f"load average {load:.2f}")
-    print(f"D={D} H={H} M={M}  Q={Q} G={G} ({Q * G} pairs)  {fpp / 1e9:.4f} GFLOP/pair "
-          f"[= M^2 (2DH + 2H^2 + 2H)]; MARS-size = {MARS_Q} x {MARS_G} pairs at M={MARS_M}, "
-          f"D=H={MARS_D}: {MARS_Q * MARS_G * kernel_flops_per_pair(8, 8, 1024, 1024) / 1e15:.2f} PFLOP")
+    print(
+        f"device {name}; torch {torch.__version__}; triton {tver}; threads {torch.get_num_threads()}; "
+        f"load average {load:.2f}"
+    )
+    print(
+        f"D={D} H={H} M={M}  Q={Q} G={G} ({Q * G} pairs)  {fpp / 1e9:.4f} GFLOP/pair "
+        f"[= M^2 (2DH + 2H^2 + 2H)]; MARS-size = {MARS_Q} x {MARS_G} pairs at M={MARS_M}, "
+        f"D=H={MARS_D}: {MARS_Q * MARS_G * kernel_flops_per_pair(8, 8, 1024, 1024) / 1e15:.2f} PFLOP"
+    )
 
     g_rate, g_name = gemm_rate(device, repeats)
     print(f"plain GEMM ({g_name}): {g_rate / 1e12:.4f} TFLOP/s")
@@ -193,13 +246,17 @@ def main() -> None:
         print(f"fused vs reference: max |diff| / max |ref| = {err:.2e} (contract: < 1e-2)")
     else:
         why = "no CUDA device" if not on_gpu else "triton is not installed"
-        print(f"fused kernel: not run ({why}). GPU TIMING IS OWED: run this script on a CUDA machine "
-              f"with triton to measure the fast path (target: MARS-size <= 10 s on an H100).")
+        print(
+            f"fused kernel: not run ({why}). GPU TIMING IS OWED: run this script on a CUDA machine "
+            f"with triton to measure the fast path (target: MARS-size <= 10 s on an H100)."
+        )
     g2, _ = gemm_rate(device, repeats)
     if g2 > 1.1 * g_rate:
-        print(f"note: the GEMM rate measured again after the runs is {g2 / 1e12:.4f} TFLOP/s "
-              f"(+{100 * (g2 / g_rate - 1):.0f} %): the device is shared or clocks changed; "
-              f"divide the 'x GEMM' figures by {g2 / g_rate:.2f} for the conservative ratio")
+        print(
+            f"note: the GEMM rate measured again after the runs is {g2 / 1e12:.4f} TFLOP/s "
+            f"(+{100 * (g2 / g_rate - 1):.0f} %): the device is shared or clocks changed; "
+            f"divide the 'x GEMM' figures by {g2 / g_rate:.2f} for the conservative ratio"
+        )
     if args.compile_only:
         if triton_available():
             compile_only(args)

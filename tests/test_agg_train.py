@@ -1,11 +1,18 @@
 """Tests for reid_utils.agg_train (Sec. 3.2, aggregator training)."""
+
 import numpy as np
 import pytest
 import torch
 
-from reid_utils.training.aggregator import (build_aggregator, corrupting_transform, hardest_pairs,
-                                  mined_triplet_loss, resolve_mining, train_aggregator)
 from reid_utils.models.losses import batch_hard_triplet_similarity
+from reid_utils.training.aggregator import (
+    build_aggregator,
+    corrupting_transform,
+    hardest_pairs,
+    mined_triplet_loss,
+    resolve_mining,
+    train_aggregator,
+)
 
 D, M = 16, 4
 
@@ -38,8 +45,9 @@ def _run(kind, iterations, seed=0, **kw):
     return model, train_aggregator(model, feats, pids, **args)
 
 
-@pytest.mark.parametrize("kind,mining", [("learned", "hard"), ("learned", "full"),
-                                         ("topt-eval", "auto"), ("topt-train-eval", "auto")])
+@pytest.mark.parametrize(
+    "kind,mining", [("learned", "hard"), ("learned", "full"), ("topt-eval", "auto"), ("topt-train-eval", "auto")]
+)
 def test_training_reduces_loss(kind, mining):
     torch.set_num_threads(1)
     _, hist = _run(kind, 40, mining=mining)
@@ -61,7 +69,7 @@ def _junk_ratio(model, feats):
 
 def test_learned_aggregator_learns_to_downweight_corrupted_pairs():
     torch.set_num_threads(1)
-    feats, _ = _bank(seed=1)                   # held-out sequences
+    feats, _ = _bank(seed=1)  # held-out sequences
     untrained = build_aggregator("learned", D, hidden=16, dropout=0.1, seed=0)
     before = _junk_ratio(untrained, feats)
     model, _ = _run("learned", 40)
@@ -87,8 +95,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     ck = tmp_path / "agg.pt"
     with pytest.raises(Crash):
         _run("learned", 6, ckpt_path=ck, ckpt_every=2, batch_transform=crash_at_5)
-    model, hist = _run("learned", 6, ckpt_path=ck, ckpt_every=2)   # resumes at iteration 4
-    cols = [c for c in ref.columns if c != "seconds"]          # wall times differ, of course
+    model, hist = _run("learned", 6, ckpt_path=ck, ckpt_every=2)  # resumes at iteration 4
+    cols = [c for c in ref.columns if c != "seconds"]  # wall times differ, of course
     pd_equal = hist[cols].reset_index(drop=True).equals(ref[cols].reset_index(drop=True))
     assert pd_equal, (hist, ref)
     for a, b in zip(model.state_dict().values(), ref_model.state_dict().values()):
@@ -99,11 +107,11 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
 
     again, hist2 = _run("learned", 6, ckpt_path=ck, batch_transform=never)
     assert hist2.equals(hist)
-    with pytest.raises(ValueError, match="another run"):   # other mining, other run
+    with pytest.raises(ValueError, match="another run"):  # other mining, other run
         _run("learned", 6, ckpt_path=ck, mining="full")
     with pytest.raises(ValueError, match="another run"):
         _run("learned", 6, ckpt_path=ck, lr=5e-3)
-    with pytest.raises(ValueError, match="another run"):   # a different model kind
+    with pytest.raises(ValueError, match="another run"):  # a different model kind
         _run("topt-eval", 6, ckpt_path=ck)
 
 
@@ -138,8 +146,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="no trainable"):
         train_aggregator(build_aggregator("mean", D), feats, pids, 2, 3, 2, 1e-3, 0.3, 0, progress=False)
     with pytest.raises(ValueError, match="pids"):
-        train_aggregator(build_aggregator("topt-eval", D), feats, pids[:-1], 2, 3, 2, 1e-3, 0.3, 0,
-                         progress=False)
+        train_aggregator(build_aggregator("topt-eval", D), feats, pids[:-1], 2, 3, 2, 1e-3, 0.3, 0, progress=False)
 
 
 def _heldout_loss(model, feats, pids, margin=0.3):
@@ -158,17 +165,17 @@ def test_hard_mining_selects_the_batch_hard_pairs():
     feats, pids = _bank(num_ids=5, per_id=3, seed=2)
     feats = feats.double()
     model = build_aggregator("learned", D, hidden=16, dropout=0.0, seed=3).double()
-    with torch.no_grad():   # non-trivial running statistics, so eval BN is not the identity
+    with torch.no_grad():  # non-trivial running statistics, so eval BN is not the identity
         for bn in (model.importance_net[1], model.importance_net[5]):
             bn.running_mean.uniform_(-0.2, 0.2)
             bn.running_var.uniform_(0.5, 2.0)
     model.eval()
     labels = torch.as_tensor(pids)
-    S_full = model.batch_similarity(feats, feats)          # reference recurrence, all B^2 pairs
+    S_full = model.batch_similarity(feats, feats)  # reference recurrence, all B^2 pairs
     pos_full, neg_full = hardest_pairs(S_full.detach(), labels)
     loss, info = mined_triplet_loss(model, feats, labels, margin=0.3)
     assert torch.equal(info["pos"], pos_full) and torch.equal(info["neg"], neg_full)
-    assert not model.training                               # mode restored after mining
+    assert not model.training  # mode restored after mining
     full_loss = batch_hard_triplet_similarity(S_full, labels, 0.3)
     assert torch.allclose(loss, full_loss, atol=1e-10), (loss, full_loss)
     # same gradients as the full computation
@@ -193,10 +200,7 @@ def test_hard_mined_training_beats_untrained_on_heldout():
 
 
 def test_hardest_pairs_and_mining_modes():
-    S = torch.tensor([[1.0, 0.2, 0.9, 0.1],
-                      [0.2, 1.0, 0.3, 0.8],
-                      [0.9, 0.3, 1.0, 0.4],
-                      [0.1, 0.8, 0.4, 1.0]])
+    S = torch.tensor([[1.0, 0.2, 0.9, 0.1], [0.2, 1.0, 0.3, 0.8], [0.9, 0.3, 1.0, 0.4], [0.1, 0.8, 0.4, 1.0]])
     pos, neg = hardest_pairs(S, torch.tensor([0, 1, 1, 0]))
     assert pos.tolist() == [3, 2, 1, 0] and neg.tolist() == [2, 3, 0, 1]
     with pytest.raises(ValueError, match="negative"):

@@ -1,11 +1,11 @@
 """Tests for reid_utils.aggregation (Eqs. 1-4, Eq. 9)."""
+
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reid_utils.models.aggregation import (LearnedClipAggregator, MeanFeatureAggregator,
-                                    TopTAggregator, top_t_count)
+from reid_utils.models.aggregation import LearnedClipAggregator, MeanFeatureAggregator, TopTAggregator, top_t_count
 
 D, H = 12, 10
 f64 = torch.float64
@@ -108,7 +108,7 @@ def test_fast_path_equals_reference_recurrence():
     model = _learned()
     q, g = _pairs(5, 7, 4, Mg=3)
     ref = model.similarity_matrix(q, g, chunk=4, progress=False, fast=False)
-    for chunk in (3, 1000):   # tiling over gallery blocks and over query rows
+    for chunk in (3, 1000):  # tiling over gallery blocks and over query rows
         fast = model.similarity_matrix(q, g, chunk=chunk, progress=False)
         assert fast.shape == (5, 7)
         assert torch.allclose(fast, ref, rtol=0, atol=1e-12)
@@ -139,7 +139,7 @@ def test_topt_similarity_matrix_equals_pairwise_forward(mode):
         s, w = model(*_expand(q, g))
     assert torch.allclose(S, s.view(3, 5), atol=1e-12)
     assert torch.allclose(w.sum(1), torch.ones(15, dtype=f64))
-    model.train()   # batch_similarity in training mode agrees with forward
+    model.train()  # batch_similarity in training mode agrees with forward
     assert torch.allclose(model.batch_similarity(q, g), model(*_expand(q, g))[0].view(3, 5))
 
 
@@ -181,9 +181,9 @@ def test_topt_100_is_mean_projected_cosine_and_monotone_in_t():
 
 def test_top_t_count_rounding():
     assert top_t_count(10, 64) == 6 and top_t_count(50, 64) == 32 and top_t_count(100, 64) == 64
-    assert top_t_count(1, 16) == 1          # at least one pair
-    assert top_t_count(12.5, 16) == 2       # 2.0
-    assert top_t_count(15.625, 16) == 3     # 2.5 rounds half up
+    assert top_t_count(1, 16) == 1  # at least one pair
+    assert top_t_count(12.5, 16) == 2  # 2.0
+    assert top_t_count(15.625, 16) == 3  # 2.5 rounds half up
 
 
 def test_train_eval_gradients_reach_only_selected_pairs():
@@ -199,7 +199,7 @@ def test_train_eval_gradients_reach_only_selected_pairs():
     assert int(selected.sum(1)[0]) == top_t_count(10, 16) == 2
     assert bool((cos.grad[~selected] == 0).all()) and bool((cos.grad[selected] != 0).all())
     # query clips that take part in no selected pair receive no gradient at all
-    used = selected.view(2, 4, 4).any(dim=2)            # (B, Mq)
+    used = selected.view(2, 4, 4).any(dim=2)  # (B, Mq)
     gnorm = fq.grad.norm(dim=-1)
     assert bool((gnorm[~used] == 0).all()) and bool((gnorm[used] > 0).all())
 

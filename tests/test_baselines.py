@@ -1,4 +1,5 @@
 """The colour-histogram baseline (reid_utils.baselines)."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -91,9 +92,11 @@ def test_bad_input_raises_clear_errors(tmp_path):
 def test_baseline_on_a_tiny_dataset(tmp_path):
     colours = [RED, BLUE, ((30, 160, 40), (200, 200, 200))]
     mk = lambda pid, cam, k: SimpleNamespace(  # noqa: E731
-        frames=_tracklet(tmp_path, f"{pid}_{cam}_{k}", colours[pid - 1]), pid=pid, camid=cam)
-    ds = SimpleNamespace(query=[mk(p, 0, 0) for p in (1, 2, 3)],
-                         gallery=[mk(p, 1, 1) for p in (1, 2, 3)] + [mk(p, 0, 2) for p in (1, 2)])
+        frames=_tracklet(tmp_path, f"{pid}_{cam}_{k}", colours[pid - 1]), pid=pid, camid=cam
+    )
+    ds = SimpleNamespace(
+        query=[mk(p, 0, 0) for p in (1, 2, 3)], gallery=[mk(p, 1, 1) for p in (1, 2, 3)] + [mk(p, 0, 2) for p in (1, 2)]
+    )
     r = baselines.color_histogram_baseline(ds, progress=False, max_rank=3)
     assert set(r) >= {"mAP", "cmc", "rank1", "rank5", "distmat", "protocol"}
     assert r["distmat"].shape == (3, 5) and len(r["cmc"]) == 3
@@ -104,14 +107,17 @@ def test_cached_baseline_is_computed_once(tmp_path, monkeypatch):
     from reid_utils.config import get_config
 
     mk = lambda frames, pid, cam: SimpleNamespace(frames=frames, pid=pid, camid=cam)  # noqa: E731
-    ds = SimpleNamespace(query=[mk(_tracklet(tmp_path, "q", RED), 1, 0)],
-                         gallery=[mk(_tracklet(tmp_path, "g1", RED), 1, 1),
-                                  mk(_tracklet(tmp_path, "g2", BLUE), 2, 1)], protocol="torchreid")
+    ds = SimpleNamespace(
+        query=[mk(_tracklet(tmp_path, "q", RED), 1, 0)],
+        gallery=[mk(_tracklet(tmp_path, "g1", RED), 1, 1), mk(_tracklet(tmp_path, "g2", BLUE), 2, 1)],
+        protocol="torchreid",
+    )
     cfg = get_config("smoke", artifacts_dir=str(tmp_path / "art"))
     first = baselines.cached_color_histogram_baseline(cfg, ds)
     direct = baselines.color_histogram_baseline(ds, progress=False)
     assert first["mAP"] == direct["mAP"] == 1.0 and np.allclose(first["distmat"], direct["distmat"])
-    monkeypatch.setattr(baselines, "color_histogram_baseline",
-                        lambda *a, **k: pytest.fail("recomputed instead of read from the cache"))
+    monkeypatch.setattr(
+        baselines, "color_histogram_baseline", lambda *a, **k: pytest.fail("recomputed instead of read from the cache")
+    )
     again = baselines.cached_color_histogram_baseline(cfg, ds)
     assert again["mAP"] == first["mAP"] and np.array_equal(again["cmc"], first["cmc"])

@@ -15,6 +15,7 @@ Skipped only when ``/usr/bin/chromium`` or the ``playwright`` package is missing
 (fails instead when ``$CI`` or ``$REID_REQUIRE_BROWSER`` is set: CI must have
 them; ``.ci/run`` installs chromium). Deselect with ``-m "not browser"``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,17 +25,16 @@ import shutil
 import time
 from pathlib import Path
 
+import browser_harness as bh
 import nbformat
 import pytest
-
-import browser_harness as bh
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 NB06 = ROOT / "notebooks" / "06_qualitative_importance.ipynb"
 
-STANDIN_EXPLORER = r'''
+STANDIN_EXPLORER = r"""
 import io, zlib
 import numpy as np
 import ipywidgets as W
@@ -88,7 +88,7 @@ query.observe(on_query, "value")
 gallery.observe(render, "value")
 render()
 display(W.VBox([query, status, ranking, gallery, title, heatmap]).add_class("reid-explorer"))
-'''
+"""
 
 
 # --- fixtures ---------------------------------------------------------------
@@ -117,9 +117,12 @@ def lab_dirs(tmp_path_factory):
 def lab(browser, lab_dirs, shared_artifacts):
     """One JupyterLab for the module; kernels inherit the smoke profile, the session's shared
     smoke artifact cache (conftest) and temp dirs."""
-    env = {"REID_PROFILE": "smoke", "REID_ARTIFACTS": str(shared_artifacts),
-           "REID_FIGURES": str(lab_dirs["figures"]),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    env = {
+        "REID_PROFILE": "smoke",
+        "REID_ARTIFACTS": str(shared_artifacts),
+        "REID_FIGURES": str(lab_dirs["figures"]),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    }
     server = bh.LabServer(lab_dirs["root"], lab_dirs["state"], env)
     t0 = time.monotonic()
     try:
@@ -178,11 +181,13 @@ def n_code_cells(path: Path) -> int:
 def assert_no_errors(page, where: str) -> None:
     errs = bh.cell_errors(page)
     assert not errs, f"{where}: error outputs " + "; ".join(
-        f"cell {e['cell']}: {e['ename']}: {e['evalue']}" for e in errs)
+        f"cell {e['cell']}: {e['ename']}: {e['evalue']}" for e in errs
+    )
     texts = bh.page_error_texts(page)
     assert not texts, f"{where}: error text on the page:\n" + "\n---\n".join(texts)
-    assert not page.log.page_errors and not page.log.console_errors, \
+    assert not page.log.page_errors and not page.log.console_errors, (
         f"{where}: JavaScript errors in the page (widget front end?):\n{page.log}"
+    )
 
 
 def check_title(state: dict) -> tuple[str, str]:
@@ -210,15 +215,19 @@ def exercise_explorer(page, timeout: float) -> list[str]:
     t0 = time.monotonic()
     bh.select_option(page, ".reid-query", new)
     s1 = bh.wait_for_update(page, s0, keys, timeout)
-    done.append(f"query {s0['queryOptions'][s0['queryIndex']]!r} -> {s0['queryOptions'][new]!r}: "
-                f"updated in {time.monotonic() - t0:.2f} s")
+    done.append(
+        f"query {s0['queryOptions'][s0['queryIndex']]!r} -> {s0['queryOptions'][new]!r}: "
+        f"updated in {time.monotonic() - t0:.2f} s"
+    )
     q1, g1 = check_title(s1)
     assert s1["queryIndex"] == new
     assert q1 != q0, f"heatmap title still names query {q0}: {s1['title']!r}"
-    assert names(s1["queryOptions"][new], q1), \
+    assert names(s1["queryOptions"][new], q1), (
         f"title names query {q1!r}, the dropdown shows {s1['queryOptions'][new]!r}"
-    assert names(s1["ranking"], q1) and names(s1["ranking"], g1), \
+    )
+    assert names(s1["ranking"], q1) and names(s1["ranking"], g1), (
         f"ranking {s1['ranking']!r} should name query {q1!r} and gallery {g1!r}"
+    )
 
     opts = s1["galleryOptions"]
     if s1["galleryIndex"] is not None and len(opts) >= 2:
@@ -227,8 +236,9 @@ def exercise_explorer(page, timeout: float) -> list[str]:
         bh.select_option(page, ".reid-gallery", gnew)
         s2 = bh.wait_for_update(page, s1, keys, timeout)
         q2, g2 = check_title(s2)
-        assert q2 == q1 and g2 != g1 and names(opts[gnew], g2), \
+        assert q2 == q1 and g2 != g1 and names(opts[gnew], g2), (
             f"after choosing gallery {opts[gnew]!r} the title reads {s2['title']!r}"
+        )
         done.append(f"gallery -> {opts[gnew]!r}: heatmap '{s2['title']}'")
     return done
 
@@ -244,8 +254,10 @@ def run_in_lab(page, lab, rel: str, timeout: float) -> float:
 def test_harness_drives_a_standin_explorer(page, lab):
     """The harness, independent of notebook 06: a stand-in explorer with the DOM contract
     (and an update that fails, which the harness must report, not accept)."""
-    write_notebook(lab.root_dir / "selftest" / "explorer.ipynb",
-                   ["import sys; print('python', sys.version.split()[0])", STANDIN_EXPLORER])
+    write_notebook(
+        lab.root_dir / "selftest" / "explorer.ipynb",
+        ["import sys; print('python', sys.version.split()[0])", STANDIN_EXPLORER],
+    )
     with failure_screenshot(page, "selftest"):
         run_in_lab(page, lab, "selftest/explorer.ipynb", timeout=60)
         assert_no_errors(page, "stand-in explorer")
@@ -264,8 +276,10 @@ def test_harness_drives_a_standin_explorer(page, lab):
 @pytest.mark.timeout(120)
 def test_harness_sees_a_failing_cell(page, lab):
     """Negative control: the error checks catch a cell that raises."""
-    write_notebook(lab.root_dir / "selftest" / "fails.ipynb",
-                   ["print('before')", "raise ValueError('deliberate failure')", "print('never')"])
+    write_notebook(
+        lab.root_dir / "selftest" / "fails.ipynb",
+        ["print('before')", "raise ValueError('deliberate failure')", "print('never')"],
+    )
     with failure_screenshot(page, "fails"):
         run_in_lab(page, lab, "selftest/fails.ipynb", timeout=60)
         errs = bh.cell_errors(page)

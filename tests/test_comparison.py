@@ -1,13 +1,14 @@
 """Tests for reid_utils.comparison (notebook 07: Tables 3-5 beside our rows, Sec. 4.5)."""
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from reid_utils.experiments import comparison as C
-from reid_utils.models.aggregation import LearnedClipAggregator, MeanFeatureAggregator
 from reid_utils.config import get_config
 from reid_utils.eval.ranking import evaluate_rank, mars_official_gallery
+from reid_utils.experiments import comparison as C
+from reid_utils.models.aggregation import LearnedClipAggregator, MeanFeatureAggregator
 from reid_utils.training.features import FeatureBank
 
 LAMBDA1 = {"k1": 3, "k2": 2, "lambda_value": 1.0}
@@ -30,8 +31,18 @@ def _random_set(seed=0, Q=5, G=12, J=3, ids=4, asym=True):
     q, g, j = emb(qp), emb(gp), emb(rng.integers(0, ids, J))
     noise = (lambda a: a + 0.01 * rng.normal(size=a.shape)) if asym else (lambda a: a)
     return C.assemble_similarity_set(
-        noise(q @ g.T), noise(q @ q.T), noise(g @ g.T), qp, np.zeros(Q, int), gp, rng.integers(1, 3, G),
-        s_qj=q @ j.T, s_gj=g @ j.T, s_jj=j @ j.T, j_camids=rng.integers(0, 3, J))
+        noise(q @ g.T),
+        noise(q @ q.T),
+        noise(g @ g.T),
+        qp,
+        np.zeros(Q, int),
+        gp,
+        rng.integers(1, 3, G),
+        s_qj=q @ j.T,
+        s_gj=g @ j.T,
+        s_jj=j @ j.T,
+        j_camids=rng.integers(0, 3, J),
+    )
 
 
 def _ours_rows(dataset="synthetic", source="ours (synthetic benchmark, smoke profile)"):
@@ -39,15 +50,32 @@ def _ours_rows(dataset="synthetic", source="ours (synthetic benchmark, smoke pro
     rows = []
     for i, ((method, rr), label) in enumerate(C.OUR_MODELS.items()):
         for protocol in ("torchreid", "mars_official"):
-            rows.append({"dataset": dataset, "source": source, "method": method, "model": label,
-                         "protocol": protocol, "reranking": rr, "mAP": 10.0 + i, "R1": 20.0 + i,
-                         "R5": 30.0 + i, "R20": 40.0 + i, "cmc": np.linspace(0.2, 1.0, 20)})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "source": source,
+                    "method": method,
+                    "model": label,
+                    "protocol": protocol,
+                    "reranking": rr,
+                    "mAP": 10.0 + i,
+                    "R1": 20.0 + i,
+                    "R5": 30.0 + i,
+                    "R20": 40.0 + i,
+                    "cmc": np.linspace(0.2, 1.0, 20),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def _bank(feats, pids, camids):
-    return FeatureBank(torch.as_tensor(feats, dtype=torch.float32), np.asarray(pids), np.asarray(camids),
-                       np.zeros((len(pids), feats.shape[1], 2), np.int64), meta={"key": "k"})
+    return FeatureBank(
+        torch.as_tensor(feats, dtype=torch.float32),
+        np.asarray(pids),
+        np.asarray(camids),
+        np.zeros((len(pids), feats.shape[1], 2), np.int64),
+        meta={"key": "k"},
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -64,8 +92,12 @@ def test_paper_tables_are_the_published_ones():
     assert t5.set_index("model").loc["Ours (paper)", "R1"] == 82.9
     assert C.paper_metrics(3) == ["mAP", "R1", "R5", "R20"] and C.paper_metrics(5) == ["R1", "R5", "R20"]
     # the asterisk (3D CNN backbone) and the re-ranking flags of Table 3
-    assert set(t3.loc[t3["backbone_3d"], "model"]) == {"RRU + STIM (2018)", "Two-Stream M3D (2018)",
-                                                       "Ours (paper)", "Ours + Reranking (paper)"}
+    assert set(t3.loc[t3["backbone_3d"], "model"]) == {
+        "RRU + STIM (2018)",
+        "Two-Stream M3D (2018)",
+        "Ours (paper)",
+        "Ours + Reranking (paper)",
+    }
     assert t3["reranking"].sum() == 6 and not t4["reranking"].any() and not t5["reranking"].any()
     assert np.isnan(t3.set_index("model").loc["TriNet + Reranking (2017)", "R20"])
 
@@ -83,18 +115,18 @@ def test_comparison_table_puts_ours_beside_the_paper_with_aligned_columns():
     ours = _ours_rows()
     tab = C.comparison_table(3, ours)
     paper = C.paper_table(3)
-    assert list(tab.columns) == ["source", "model", "protocol", "mAP", "R1", "R5", "R20", "reranking",
-                                 "backbone_3d"]
+    assert list(tab.columns) == ["source", "model", "protocol", "mAP", "R1", "R5", "R20", "reranking", "backbone_3d"]
     assert len(tab) == len(paper) + len(ours)
     # paper rows first, unchanged; ours after, labelled as ours and as the synthetic benchmark
-    pd.testing.assert_frame_equal(tab.iloc[:len(paper)].reset_index(drop=True),
-                                  paper[tab.columns].reset_index(drop=True))
-    tail = tab.iloc[len(paper):]
+    pd.testing.assert_frame_equal(
+        tab.iloc[: len(paper)].reset_index(drop=True), paper[tab.columns].reset_index(drop=True)
+    )
+    tail = tab.iloc[len(paper) :]
     assert set(tail["source"]) == {"ours (synthetic benchmark, smoke profile)"}
     assert tail["backbone_3d"].all()
     assert tail[["mAP", "R1", "R5", "R20"]].to_numpy().tolist() == ours[["mAP", "R1", "R5", "R20"]].to_numpy().tolist()
     assert set(tail["protocol"]) == {"torchreid", "mars_official"}
-    assert set(tab.loc[:len(paper) - 1, "protocol"]) == {"as published"}
+    assert set(tab.loc[: len(paper) - 1, "protocol"]) == {"as published"}
     # paper rows alone when we measured nothing
     assert len(C.comparison_table(4)) == 4 and "mAP" in C.comparison_table(4).columns
 
@@ -126,21 +158,29 @@ def test_assemble_similarity_set_layout():
     Q, G, J = 3, 4, 2
     qg, qq, gg = rng.random((Q, G)), rng.random((Q, Q)), rng.random((G, G))
     qj, gj, jj = rng.random((Q, J)), rng.random((G, J)), rng.random((J, J))
-    s = C.assemble_similarity_set(qg, qq, gg, [1, 2, 3], [0, 0, 0], [1, 2, 3, 0], [1, 1, 1, 1],
-                                  s_qj=qj, s_gj=gj, s_jj=jj, j_camids=[2, 2])
+    s = C.assemble_similarity_set(
+        qg, qq, gg, [1, 2, 3], [0, 0, 0], [1, 2, 3, 0], [1, 1, 1, 1], s_qj=qj, s_gj=gj, s_jj=jj, j_camids=[2, 2]
+    )
     S = s.sim
     assert S.shape == (G + Q + J,) * 2 and np.array_equal(S, S.T)
-    assert np.array_equal(S[G:G + Q, :G], qg)                     # the directed query->gallery score kept
+    assert np.array_equal(S[G : G + Q, :G], qg)  # the directed query->gallery score kept
     off = ~np.eye(Q, dtype=bool)
-    assert np.allclose(S[G:G + Q, G:G + Q][off], ((qq + qq.T) / 2)[off])   # within a set: both directions
-    assert np.allclose(S[G + Q:, G:G + Q], qj.T) and np.allclose(S[:G, G + Q:], gj)
+    assert np.allclose(S[G : G + Q, G : G + Q][off], ((qq + qq.T) / 2)[off])  # within a set: both directions
+    assert np.allclose(S[G + Q :, G : G + Q], qj.T) and np.allclose(S[:G, G + Q :], gj)
     assert np.all(np.diag(S) == max(1.0, S[~np.eye(len(S), dtype=bool)].max()))
     assert s.pids.tolist() == [1, 2, 3, 0, 1, 2, 3, -1, -1] and s.camids.tolist()[-2:] == [2, 2]
 
 
 def test_similarity_set_bad_input():
-    ok = dict(s_qg=np.zeros((2, 3)), s_qq=np.zeros((2, 2)), s_gg=np.zeros((3, 3)), q_pids=[1, 2],
-              q_camids=[0, 0], g_pids=[1, 2, 3], g_camids=[1, 1, 1])
+    ok = dict(
+        s_qg=np.zeros((2, 3)),
+        s_qq=np.zeros((2, 2)),
+        s_gg=np.zeros((3, 3)),
+        q_pids=[1, 2],
+        q_camids=[0, 0],
+        g_pids=[1, 2, 3],
+        g_camids=[1, 1, 1],
+    )
     with pytest.raises(ValueError, match="s_qg: expected shape"):
         C.assemble_similarity_set(**dict(ok, s_qg=np.zeros((3, 2))))
     with pytest.raises(ValueError, match="give all four"):
@@ -156,8 +196,8 @@ def test_distance_is_nonnegative_and_ordered_like_minus_similarity():
     d = C.similarity_to_distance(s)
     assert d.min() == 0.0
     assert np.array_equal(np.argsort(d, kind="stable"), np.argsort(-s, kind="stable"))
-    assert len(np.unique(d)) == s.size        # no ties created (no clipping)
-    assert np.allclose(C.similarity_to_distance([[0.25, -1.0]]), [[0.75, 2.0]])   # 1 - s for cosines
+    assert len(np.unique(d)) == s.size  # no ties created (no clipping)
+    assert np.allclose(C.similarity_to_distance([[0.25, -1.0]]), [[0.75, 2.0]])  # 1 - s for cosines
 
 
 def test_similarity_set_from_models_uses_their_scores():
@@ -189,13 +229,13 @@ def test_protocol_inputs_shapes_and_official_gallery():
         assert d.shape == (Q, G) and len(gp) == G and (d >= 0).all()
         d, qp, gp, qc, gc = C.protocol_inputs(s, "mars_official", rr, LAMBDA1 | {"lambda_value": 0.3})
         assert d.shape == (Q, G + Q + J) and len(gp) == len(gc) == G + Q + J
-        assert (gp[G + Q:] == -1).all()
+        assert (gp[G + Q :] == -1).all()
     # the official gallery is evaluation.mars_official_gallery's, then the junk columns
     D = C.similarity_to_distance(s.sim)
     qs = s.query_slice
     ref = mars_official_gallery(D[qs, :G], D[qs, qs], s.pids[qs], s.pids[:G], s.camids[qs], s.camids[:G])
     d, qp, gp, qc, gc = C.protocol_inputs(s, "mars_official")
-    assert np.array_equal(d[:, :G + Q], ref[0]) and np.array_equal(gp[:G + Q], ref[2])
+    assert np.array_equal(d[:, : G + Q], ref[0]) and np.array_equal(gp[: G + Q], ref[2])
     with pytest.raises(ValueError, match="protocol"):
         C.protocol_inputs(s, "market")
 
@@ -229,7 +269,7 @@ def test_reranking_fixes_an_impostor_outside_the_reciprocal_neighbourhood():
     D[np.ix_(gp == 1, gp == 2)] = D[np.ix_(gp == 2, gp == 1)] = 0.9
     np.fill_diagonal(D, 0)
     qd = np.where(gp == 1, 0.5, np.where(gp == 2, 0.8, 1.0))
-    qd[3] = 0.4                                                # the impostor b1
+    qd[3] = 0.4  # the impostor b1
     s = C.assemble_similarity_set(1 - qd[None], np.ones((1, 1)), 1 - D, [1], [0], gp, np.ones(G, int))
     params = {"k1": 4, "k2": 1, "lambda_value": 0.3}
     cmc, mAP = C.evaluate_set(s, "torchreid")
@@ -246,7 +286,7 @@ def test_result_rows_labels_and_units():
     row = df[(df["method"] == "mean") & (df["protocol"] == "torchreid") & ~df["reranking"]].iloc[0]
     cmc, mAP = C.evaluate_set(sets["mean"], "torchreid")
     assert row["mAP"] == pytest.approx(100 * mAP) and row["R1"] == pytest.approx(100 * cmc[0])
-    assert np.isnan(row["R20"])                                 # gallery of 12 < rank 20
+    assert np.isnan(row["R20"])  # gallery of 12 < rank 20
     with pytest.raises(ValueError, match="protocol"):
         C.result_rows(sets, ("official",))
     with pytest.raises(ValueError, match="sets"):
@@ -263,10 +303,23 @@ def test_split_results_mean_and_std_over_ten_splits():
     maps = rng.random(10)
 
     def run_split(k):
-        return pd.DataFrame([{"dataset": "prid2011", "source": "ours (PRID2011, paper profile)",
-                              "method": "learned", "model": "Ours (learned aggregation)", "protocol": "torchreid",
-                              "reranking": False, "mAP": 100 * maps[k], "R1": 100 * cmcs[k, 0],
-                              "R5": 100 * cmcs[k, 4], "R20": 100 * cmcs[k, 19], "cmc": cmcs[k]}])
+        return pd.DataFrame(
+            [
+                {
+                    "dataset": "prid2011",
+                    "source": "ours (PRID2011, paper profile)",
+                    "method": "learned",
+                    "model": "Ours (learned aggregation)",
+                    "protocol": "torchreid",
+                    "reranking": False,
+                    "mAP": 100 * maps[k],
+                    "R1": 100 * cmcs[k, 0],
+                    "R5": 100 * cmcs[k, 4],
+                    "R20": 100 * cmcs[k, 19],
+                    "cmc": cmcs[k],
+                }
+            ]
+        )
 
     long = C.split_results(cfg, 10, run_split=run_split, progress=False)
     assert sorted(long["split"]) == list(range(10))
@@ -279,8 +332,18 @@ def test_split_results_mean_and_std_over_ten_splits():
     assert r["source"] == "ours (PRID2011, paper profile, mean ± std over 10 splits)"
     # beside Table 5: the paper's columns plus our std columns (NaN for the paper)
     tab = C.comparison_table(5, out)
-    assert list(tab.columns) == ["source", "model", "protocol", "R1", "R5", "R20", "R1 std", "R5 std",
-                                 "R20 std", "reranking"]
+    assert list(tab.columns) == [
+        "source",
+        "model",
+        "protocol",
+        "R1",
+        "R5",
+        "R20",
+        "R1 std",
+        "R5 std",
+        "R20 std",
+        "reranking",
+    ]
     assert tab["R1 std"].iloc[:-1].isna().all() and tab["R1 std"].iloc[-1] > 0
 
 
@@ -310,13 +373,22 @@ def test_availability_synthetic():
     assert a.missing == ("mars", "dukemtmc-videoreid", "prid2011")
     assert "synthetic benchmark" in a.statement and "not comparable in absolute value" in a.statement
     assert "MARS, DukeMTMC-VideoReID and PRID2011 were not available" in a.statement
-    assert C.measure(get_config("smoke"), availability=C.DataAvailability(
-        "synthetic", None, False, None, (), a.missing, "x", "")) is None
+    assert (
+        C.measure(
+            get_config("smoke"), availability=C.DataAvailability("synthetic", None, False, None, (), a.missing, "x", "")
+        )
+        is None
+    )
 
 
-@pytest.mark.parametrize("name,dirs,table", [("mars", ("info", "bbox_test"), 3),
-                                             ("dukemtmc-videoreid", ("query", "gallery"), 4),
-                                             ("prid2011", ("multi_shot",), 5)])
+@pytest.mark.parametrize(
+    "name,dirs,table",
+    [
+        ("mars", ("info", "bbox_test"), 3),
+        ("dukemtmc-videoreid", ("query", "gallery"), 4),
+        ("prid2011", ("multi_shot",), 5),
+    ],
+)
 def test_availability_real_dataset(tmp_path, name, dirs, table):
     cfg = get_config("paper", dataset=name, data_root=_tree(tmp_path / name, *dirs))
     a = C.data_availability(cfg)
@@ -332,7 +404,7 @@ def test_availability_missing_data(tmp_path):
     a = C.data_availability(get_config("paper", dataset="mars"))
     assert not a.available and a.table is None and a.had == ()
     assert "no data root" in a.statement and a.missing == C.PAPER_DATASETS
-    assert C.measure(get_config("paper", dataset="mars")) is None      # nothing to run, no error
+    assert C.measure(get_config("paper", dataset="mars")) is None  # nothing to run, no error
     b = C.data_availability(get_config("paper", dataset="prid", data_root=_tree(tmp_path / "p", "cam_a")))
     assert not b.available and "multi_shot/" in b.problem
     c = C.data_availability(get_config("paper", dataset="duke", data_root=str(tmp_path / "nope")))
@@ -356,8 +428,8 @@ def test_reranking_gains_paper_pairs_and_ours():
     assert list(paper.index) == ["PABR (2018)", "STA (2019)", "Ours (paper)"]
     assert paper.loc["Ours (paper)", "mAP"] == pytest.approx(83.3 - 75.9)
     ours = g[g["source"].str.startswith("ours")]
-    assert len(ours) == 4                                      # 2 methods x 2 conventions
-    assert ours["mAP"].tolist() == pytest.approx([1.0, 1.0, 1.0, 1.0])   # made-up rows: +1 each
+    assert len(ours) == 4  # 2 methods x 2 conventions
+    assert ours["mAP"].tolist() == pytest.approx([1.0, 1.0, 1.0, 1.0])  # made-up rows: +1 each
     with pytest.raises(ValueError, match="one row with and one without"):
         C.reranking_gains(pd.concat([_ours_rows(), _ours_rows()]))
 
@@ -378,15 +450,16 @@ def test_plot_comparison():
 def test_reranking_summary_is_computed_from_the_numbers():
     ours = _ours_rows()
     sel = (ours["method"] == "learned") & ours["reranking"]
-    ours.loc[sel & (ours["protocol"] == "torchreid"), "mAP"] -= 3.0     # gain -2 under torchreid
+    ours.loc[sel & (ours["protocol"] == "torchreid"), "mAP"] -= 3.0  # gain -2 under torchreid
     ours.loc[sel & (ours["protocol"] == "mars_official"), "mAP"] -= 1.0  # gain 0 under official
     text = C.reranking_summary(C.reranking_gains(ours, C.paper_table(3)))
     mAP_line = next(ln for ln in text.splitlines() if ln.startswith("For mAP"))
     assert "+7.4" in mAP_line and "-2.0 (torchreid)" in mAP_line
     assert "disagrees with the paper's direction under torchreid" in mAP_line
     assert "no change" in mAP_line and "official MARS" in mAP_line
-    assert "agrees with the paper's direction under torchreid, official MARS" in \
-        next(ln for ln in text.splitlines() if ln.startswith("For R1"))
+    assert "agrees with the paper's direction under torchreid, official MARS" in next(
+        ln for ln in text.splitlines() if ln.startswith("For R1")
+    )
     assert C.reranking_summary(pd.DataFrame()).startswith("No pair")
 
 

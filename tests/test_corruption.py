@@ -1,4 +1,5 @@
 """Tests for reid_utils.corruption (Sec. 4.4)."""
+
 import numpy as np
 import pytest
 import torch
@@ -13,8 +14,7 @@ def _texture(T=2, H=64, W=32, seed=0):
 def _highpass_energy(frames):
     x = frames.astype(np.float64)
     # 3x3 box blur along H and W (edges wrap); high-pass = x - blur
-    blur = sum(np.roll(np.roll(x, dy, axis=1), dx, axis=2)
-               for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9.0
+    blur = sum(np.roll(np.roll(x, dy, axis=1), dx, axis=2) for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9.0
     return float(((x - blur) ** 2).mean())
 
 
@@ -25,7 +25,7 @@ def test_corrupt_clip_keeps_shape_dtype_and_list_type():
     as_list = corrupt_clip(list(clip))
     assert isinstance(as_list, list) and len(as_list) == 3
     assert all(f.shape == (37, 21, 3) and f.dtype == np.uint8 for f in as_list)
-    assert np.array_equal(np.stack(as_list), out)   # deterministic
+    assert np.array_equal(np.stack(as_list), out)  # deterministic
 
 
 def test_corruption_removes_high_frequencies():
@@ -53,7 +53,7 @@ def test_corruption_plan_counts_uniform_and_deterministic():
     hist = np.bincount(counts, minlength=mc + 1)
     expected = N / (mc + 1)
     assert len(hist) == mc + 1 and np.all(np.abs(hist - expected) < 0.15 * expected), hist
-    per_clip = plan.mean(0)                   # every clip position equally likely
+    per_clip = plan.mean(0)  # every clip position equally likely
     assert np.allclose(per_clip, per_clip.mean(), atol=0.03)
     assert np.array_equal(plan, corruption_plan(N, M, mc, seed=3))
     assert not np.array_equal(plan, corruption_plan(N, M, mc, seed=4))

@@ -1,17 +1,18 @@
 """Loaders on tiny fixture trees in each dataset's exact layout."""
+
 import json
 import os
 import sys
 import types
 from pathlib import Path
 
+import fixtures_builders as fb
 import numpy as np
 import pytest
 import scipy.io
 
-import fixtures_builders as fb
-from reid_utils.data import datasets
 from reid_utils.config import get_config
+from reid_utils.data import datasets
 from reid_utils.data.datasets import DatasetError, load_dataset
 
 
@@ -35,7 +36,7 @@ def test_mars_torchreid_split(mars):
     assert len(ds.train) == len(rows["train"])
     for t, (s, e, pid, cam) in zip(ds.train, rows["train"]):
         assert (t.pid, t.camid) == (pid, cam - 1)
-        names = mars["names"]["train"][s - 1:e]
+        names = mars["names"]["train"][s - 1 : e]
         assert t.frames == tuple(_expected_path(mars["root"], "train", n) for n in names)
         assert all(os.path.isabs(p) for p in t.frames)
     qrows = [r - 1 for r in mars["query_idx"]]
@@ -87,16 +88,20 @@ def test_mars_statistics_match_fixture(mars, capsys):
 
 
 def _rewrite_mat(root, split, rows):
-    scipy.io.savemat(str(root / "info" / f"tracks_{split}_info.mat"),
-                     {f"track_{split}_info": np.asarray(rows, dtype=np.float64)})
+    scipy.io.savemat(
+        str(root / "info" / f"tracks_{split}_info.mat"), {f"track_{split}_info": np.asarray(rows, dtype=np.float64)}
+    )
 
 
-@pytest.mark.parametrize("mutate, expect", [
-    (lambda r: r.__setitem__((0, 2), 7), "pid=7"),            # pid disagrees with names
-    (lambda r: r.__setitem__((1, 3), 4), "camid=4"),          # camid disagrees with names
-    (lambda r: r.__setitem__((2, 1), 10_000), "outside"),     # row beyond the name list
-    (lambda r: r.__setitem__((2, 0), r[2, 1] + 1), "empty tracklet"),
-])
+@pytest.mark.parametrize(
+    "mutate, expect",
+    [
+        (lambda r: r.__setitem__((0, 2), 7), "pid=7"),  # pid disagrees with names
+        (lambda r: r.__setitem__((1, 3), 4), "camid=4"),  # camid disagrees with names
+        (lambda r: r.__setitem__((2, 1), 10_000), "outside"),  # row beyond the name list
+        (lambda r: r.__setitem__((2, 0), r[2, 1] + 1), "empty tracklet"),
+    ],
+)
 def test_mars_inconsistent_rows(mars, mutate, expect):
     rows = mars["rows"]["test"].copy()
     mutate(rows)
@@ -106,13 +111,16 @@ def test_mars_inconsistent_rows(mars, mutate, expect):
     assert "tracks_test_info.mat" in str(ei.value)
 
 
-@pytest.mark.parametrize("remove, expect", [
-    ("info/query_IDX.mat", "query_IDX.mat"),
-    ("info/train_name.txt", "train_name.txt"),
-    ("info/tracks_train_info.mat", "tracks_train_info.mat"),
-    ("bbox_test", "bbox_test"),
-    ("info", "info"),
-])
+@pytest.mark.parametrize(
+    "remove, expect",
+    [
+        ("info/query_IDX.mat", "query_IDX.mat"),
+        ("info/train_name.txt", "train_name.txt"),
+        ("info/tracks_train_info.mat", "tracks_train_info.mat"),
+        ("bbox_test", "bbox_test"),
+        ("info", "info"),
+    ],
+)
 def test_mars_missing_layout_parts(mars, remove, expect):
     import shutil
 
@@ -138,7 +146,7 @@ def test_mars_bad_mat_contents(mars):
 
 def test_mars_missing_and_broken_frames(mars):
     root = mars["root"]
-    name = mars["names"]["test"][-1]                  # last frame of the last tracklet
+    name = mars["names"]["test"][-1]  # last frame of the last tracklet
     missing = Path(_expected_path(root, "test", name))
     missing.unlink()
     with pytest.raises(DatasetError, match="does not exist") as ei:
@@ -168,7 +176,7 @@ def test_missing_root_and_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="unknown option"):
         load_dataset("mars", tmp_path, split_id=3)
     with pytest.raises(DatasetError, match="MARS info"):
-        load_dataset("mars", tmp_path)          # exists, wrong layout
+        load_dataset("mars", tmp_path)  # exists, wrong layout
 
 
 # ---------------------------------------------------------------------------
@@ -176,7 +184,8 @@ def test_missing_root_and_bad_arguments(tmp_path):
 # ---------------------------------------------------------------------------
 def _patch_ensure_synthetic(monkeypatch, fn):
     try:
-        import reid_utils.synth.benchmark as synth   # the real module, once it exists
+        import reid_utils.synth.benchmark as synth  # the real module, once it exists
+
         monkeypatch.setattr(synth, "ensure_synthetic", fn)
     except ImportError:
         fake = types.ModuleType("reid_utils.synth.benchmark")
@@ -208,8 +217,9 @@ def test_synthetic_reads_mars_layout_with_annotations(tmp_path, monkeypatch):
         assert not a.flags.writeable
     # the same tracklet counts as the plain MARS loader
     plain = load_dataset("mars", fix["root"])
-    assert [len(getattr(plain, s)) for s in ("train", "query", "gallery")] == \
-           [len(getattr(ds, s)) for s in ("train", "query", "gallery")]
+    assert [len(getattr(plain, s)) for s in ("train", "query", "gallery")] == [
+        len(getattr(ds, s)) for s in ("train", "query", "gallery")
+    ]
     assert all(t.annotations is None for t in plain.train)
     off = load_dataset("synthetic", fix["root"], official=True)
     assert off.protocol == "official-mars" and off.gallery[0].annotations is not None
@@ -261,13 +271,16 @@ def test_duke_orders_frames_by_f_index(tmp_path):
     assert ds.train_pid2label == {1: 0, 7: 1}
 
 
-@pytest.mark.parametrize("breakage, expect", [
-    ("empty_tracklet", "holds no frames"),
-    ("missing_split", "gallery"),
-    ("bad_name", "does not match"),
-    ("mixed_cams", "one camera per tracklet"),
-    ("pid_mismatch", "folder says"),
-])
+@pytest.mark.parametrize(
+    "breakage, expect",
+    [
+        ("empty_tracklet", "holds no frames"),
+        ("missing_split", "gallery"),
+        ("bad_name", "does not match"),
+        ("mixed_cams", "one camera per tracklet"),
+        ("pid_mismatch", "folder says"),
+    ],
+)
 def test_duke_bad_input(tmp_path, breakage, expect):
     import shutil
 
@@ -301,7 +314,7 @@ def test_prid_eligibility_split_and_numeric_order(prid):
     ds = load_dataset("prid2011", root)
     train_p = sorted({t.pid for t in ds.train})
     test_p = sorted({t.pid for t in ds.query})
-    assert sorted(train_p + test_p) == prid["eligible"]            # persons 7, 8, 9 excluded
+    assert sorted(train_p + test_p) == prid["eligible"]  # persons 7, 8, 9 excluded
     assert len(train_p) == len(prid["eligible"]) // 2 and not set(train_p) & set(test_p)
     assert sorted({t.pid for t in ds.gallery}) == test_p
     assert {t.camid for t in ds.query} == {0} and {t.camid for t in ds.gallery} == {1}
@@ -310,8 +323,7 @@ def test_prid_eligibility_split_and_numeric_order(prid):
     for t in ds.train + ds.query + ds.gallery:
         nums = [int(Path(p).stem) for p in t.frames]
         assert nums == list(range(1, prid["counts"][(t.pid, t.camid)] + 1))
-        assert np.allclose([fb.decode_green(t.frames[i]) for i in (0, 9, -1)],
-                           [nums[i] for i in (0, 9, -1)], atol=2)
+        assert np.allclose([fb.decode_green(t.frames[i]) for i in (0, 9, -1)], [nums[i] for i in (0, 9, -1)], atol=2)
     assert any(Path(t.frames[0]).name == "1.png" for t in ds.train + ds.query)
 
 
@@ -340,8 +352,7 @@ def test_prid_splits_generated_deterministically_and_saved(prid, tmp_path):
 
 def test_prid_reads_given_splits_json(prid):
     root = prid["root"]
-    given = [{"train": ["person_0001", "person_0002", "person_0003"],
-              "test": [4, 5, 6]}] * 10
+    given = [{"train": ["person_0001", "person_0002", "person_0003"], "test": [4, 5, 6]}] * 10
     (root / datasets.PRID_SPLITS_FILE).write_text(json.dumps(given))
     ds = load_dataset("prid2011", root, split_id=9)
     assert sorted({t.pid for t in ds.train}) == [1, 2, 3]
@@ -398,13 +409,21 @@ def test_real_synthetic_set_reads_back_consistently(tmp_path):
     synth = pytest.importorskip("reid_utils.synth.benchmark")
     from dataclasses import replace
 
-    scfg = replace(get_config("smoke").synth, num_train_ids=4, num_test_ids=4, max_len=16,
-                   num_distractor_tracklets=2, num_junk_tracklets=2)
+    scfg = replace(
+        get_config("smoke").synth,
+        num_train_ids=4,
+        num_test_ids=4,
+        max_len=16,
+        num_distractor_tracklets=2,
+        num_junk_tracklets=2,
+    )
     root = Path(synth.ensure_synthetic(scfg, tmp_path / "artifacts"))
     ds = load_dataset("synthetic", root, official=True)
     info = root / "info"
-    rows = {s: scipy.io.loadmat(str(info / f"tracks_{s}_info.mat"))[f"track_{s}_info"].astype(int)
-            for s in ("train", "test")}
+    rows = {
+        s: scipy.io.loadmat(str(info / f"tracks_{s}_info.mat"))[f"track_{s}_info"].astype(int)
+        for s in ("train", "test")
+    }
     qidx = scipy.io.loadmat(str(info / "query_IDX.mat"))["query_IDX"].ravel().astype(int) - 1
     assert len(ds.gallery) == len(rows["test"]) and len(ds.query) == len(qidx)
     assert len(ds.train) == int((rows["train"][:, 2] != -1).sum())
@@ -415,13 +434,15 @@ def test_real_synthetic_set_reads_back_consistently(tmp_path):
             assert t.annotations is not None and len(t.annotations) == len(t)
     assert all(os.path.isfile(p) for t in ds.query for p in t.frames)
     plain = load_dataset("synthetic", root)
-    assert len(plain.gallery) == int(sum(1 for i, r in enumerate(rows["test"])
-                                         if i not in set(qidx.tolist()) and r[2] != -1))
+    assert len(plain.gallery) == int(
+        sum(1 for i, r in enumerate(rows["test"]) if i not in set(qidx.tolist()) and r[2] != -1)
+    )
 
 
 def test_most_affected_orders_by_nuisance_frames_and_skips_unannotated():
-    import numpy as np
     from types import SimpleNamespace
+
+    import numpy as np
 
     from reid_utils.data.datasets import most_affected
 

@@ -1,10 +1,17 @@
 """Tests for reid_utils.distances against direct formulas."""
+
 import numpy as np
 import pytest
 import torch
 
-from reid_utils.eval.distances import (cosine_distance, cosine_similarity, euclidean_distance,
-                                  pairwise_distance, reranking_inputs, similarity_to_distance)
+from reid_utils.eval.distances import (
+    cosine_distance,
+    cosine_similarity,
+    euclidean_distance,
+    pairwise_distance,
+    reranking_inputs,
+    similarity_to_distance,
+)
 
 
 def direct_euclidean(x, y):
@@ -45,8 +52,7 @@ def test_cosine(feats):
     # for unit vectors cosine distance is half the squared Euclidean distance
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     yn = y / np.linalg.norm(y, axis=1, keepdims=True)
-    np.testing.assert_allclose(cosine_distance(xn, yn), euclidean_distance(xn, yn, squared=True) / 2,
-                               atol=1e-12)
+    np.testing.assert_allclose(cosine_distance(xn, yn), euclidean_distance(xn, yn, squared=True) / 2, atol=1e-12)
 
 
 def test_batched_inputs():

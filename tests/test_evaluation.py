@@ -1,11 +1,19 @@
 """Tests for reid_utils.evaluation: hand-worked cases, agreement with plain
 per-query loops written from the two protocols' definitions, bad input."""
+
 import numpy as np
 import pytest
 import torch
 
-from reid_utils.eval.ranking import (RankResult, cmc_at, evaluate_rank, evaluate_splits,
-                                   mars_official_gallery, stable_topk_smallest, summarize_splits)
+from reid_utils.eval.ranking import (
+    RankResult,
+    cmc_at,
+    evaluate_rank,
+    evaluate_splits,
+    mars_official_gallery,
+    stable_topk_smallest,
+    summarize_splits,
+)
 
 
 # ----------------------------------------------------------------------------
@@ -155,8 +163,7 @@ def test_official_junk_and_distractors():
 def test_official_query_without_match_counts_as_zero():
     dist = np.array([[0.1, 0.2], [0.3, 0.1]])
     with pytest.warns(UserWarning, match="no good match"):
-        cmc, mAP = evaluate_rank(dist, [1, 9], [1, 2], [0, 0], [1, 1], max_rank=2,
-                                 protocol="mars_official")
+        cmc, mAP = evaluate_rank(dist, [1, 9], [1, 2], [0, 0], [1, 1], max_rank=2, protocol="mars_official")
     np.testing.assert_allclose(cmc, [0.5, 0.5])
     assert mAP == pytest.approx(0.5)
 
@@ -184,20 +191,20 @@ def test_mars_official_gallery_appends_queries():
 def test_matches_loop_on_random_problems(protocol, ties):
     rng = np.random.default_rng(len(str(ties)))
     for trial in range(3):
-        dist, qp, gp, qc, gc = random_problem(rng, 40, 120, num_ids=15, ties=ties,
-                                              junk_pids=protocol == "mars_official")
+        dist, qp, gp, qc, gc = random_problem(
+            rng, 40, 120, num_ids=15, ties=ties, junk_pids=protocol == "mars_official"
+        )
         ref_cmc, ref_map, ref_ap, ref_orders = loop_evaluate(dist, qp, gp, qc, gc, 20, protocol)
         with _no_warning_check(protocol, ref_ap):
-            res = evaluate_rank(dist, qp, gp, qc, gc, max_rank=20, protocol=protocol,
-                                return_details=True, chunk_size=7)
+            res = evaluate_rank(dist, qp, gp, qc, gc, max_rank=20, protocol=protocol, return_details=True, chunk_size=7)
         np.testing.assert_allclose(res.cmc, ref_cmc, atol=1e-12)
         assert res.mAP == pytest.approx(ref_map, abs=1e-12)
         np.testing.assert_allclose(res.ap, ref_ap, atol=1e-12)
         for q, order in enumerate(ref_orders):
             top = order[:20]
-            np.testing.assert_array_equal(res.ranked_indices[q, :len(top)], top)
-            assert (res.ranked_indices[q, len(top):] == -1).all()
-            np.testing.assert_array_equal(res.ranked_matches[q, :len(top)], gp[top] == qp[q])
+            np.testing.assert_array_equal(res.ranked_indices[q, : len(top)], top)
+            assert (res.ranked_indices[q, len(top) :] == -1).all()
+            np.testing.assert_array_equal(res.ranked_matches[q, : len(top)], gp[top] == qp[q])
 
 
 class _no_warning_check:
@@ -208,6 +215,7 @@ class _no_warning_check:
 
     def __enter__(self):
         import warnings
+
         self._cm = warnings.catch_warnings()
         self._cm.__enter__()
         warnings.simplefilter("ignore" if self.expect else "error")
@@ -220,8 +228,14 @@ def test_torch_and_numpy_inputs_agree_and_float32_ok():
     rng = np.random.default_rng(5)
     dist, qp, gp, qc, gc = random_problem(rng, 30, 80, num_ids=10)
     a = evaluate_rank(dist, qp, gp, qc, gc, max_rank=10)
-    b = evaluate_rank(torch.from_numpy(dist), torch.from_numpy(qp), torch.from_numpy(gp),
-                      torch.from_numpy(qc), torch.from_numpy(gc), max_rank=10)
+    b = evaluate_rank(
+        torch.from_numpy(dist),
+        torch.from_numpy(qp),
+        torch.from_numpy(gp),
+        torch.from_numpy(qc),
+        torch.from_numpy(gc),
+        max_rank=10,
+    )
     np.testing.assert_allclose(a[0], b[0])
     assert a[1] == b[1]
     c = evaluate_rank(dist.astype(np.float32), qp, gp, qc, gc, max_rank=10)
@@ -238,8 +252,7 @@ def test_small_gallery_truncates_cmc_with_warning():
 
 
 def test_details_type():
-    res = evaluate_rank(np.array([[0.2, 0.1, 0.3]]), [1], [1, 2, 1], [0], [1, 1, 2],
-                        max_rank=2, return_details=True)
+    res = evaluate_rank(np.array([[0.2, 0.1, 0.3]]), [1], [1, 2, 1], [0], [1, 1, 2], max_rank=2, return_details=True)
     assert isinstance(res, RankResult)
     assert res.ranked_indices.shape == (1, 2) and res.first_match_rank[0] == 2
     assert res.num_matches[0] == 2
@@ -262,8 +275,9 @@ def test_summarize_splits_and_cmc_at():
     np.testing.assert_allclose(s.cmc_std, [0.1, 0.0])
     assert s.mAP_mean == pytest.approx(0.5) and s.mAP_std == pytest.approx(0.1)
     assert s.num_splits == 2
-    assert summarize_splits([(np.array([0.5]), 0.4), (np.array([0.7]), 0.6)], ddof=1).mAP_std \
-        == pytest.approx(np.sqrt(0.02))
+    assert summarize_splits([(np.array([0.5]), 0.4), (np.array([0.7]), 0.6)], ddof=1).mAP_std == pytest.approx(
+        np.sqrt(0.02)
+    )
     assert cmc_at(np.array([0.1, 0.2, 0.3, 0.4, 0.5]), ranks=(1, 5)) == {"R1": 0.1, "R5": 0.5}
     with pytest.raises(ValueError, match="ranks"):
         cmc_at(np.array([0.1]), ranks=(5,))
@@ -321,8 +335,7 @@ def test_plot_ranked_results_borders_follow_matches():
     from reid_utils.viz.core import plot_ranked_results
 
     dist = np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]])
-    res = evaluate_rank(dist, [1, 2], [1, 2, 3, 1], [0, 0], [1, 1, 1, 1], max_rank=3,
-                        return_details=True)
+    res = evaluate_rank(dist, [1, 2], [1, 2, 3, 1], [0, 0], [1, 1, 1, 1], max_rank=3, return_details=True)
     rng = np.random.default_rng(0)
     frames = [[rng.integers(0, 255, (32, 16, 3), dtype=np.uint8) for _ in range(2)] for _ in range(4)]
     gallery = [[frames[i] for i in row] for row in res.ranked_indices]

@@ -1,20 +1,20 @@
 """Tests for reid_utils.experiments_agg (notebooks 04-05: Table 2 sweep, Sec. 4.4)."""
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from reid_utils.training import aggregator as agg_train
-from reid_utils.experiments import corruption_sweep as E
 from reid_utils.config import get_config
+from reid_utils.experiments import corruption_sweep as E
+from reid_utils.training import aggregator as agg_train
 from reid_utils.training.features import FeatureBank
 
 M, D = 4, 12
 
 
 def _cfg(tmp_path, **agg):
-    base = dict(num_clips=M, hidden=8, P=3, K=2, iterations=3, lr=1e-3, max_corrupted=(0, 2),
-                t_percents=(20, 50, 100))
+    base = dict(num_clips=M, hidden=8, P=3, K=2, iterations=3, lr=1e-3, max_corrupted=(0, 2), t_percents=(20, 50, 100))
     base.update(agg)
     return get_config("smoke", artifacts_dir=str(tmp_path / "art"), agg=base)
 
@@ -32,18 +32,23 @@ def _bank(num_ids, per_id, seed, tag, cams=2, corrupted=False):
             feats.append(x)
             pids.append(p + 1)
             camids.append(k % cams)
-    return FeatureBank(torch.stack(feats).abs(), np.array(pids), np.array(camids),
-                       np.zeros((len(pids), M, 4), np.int64), meta={"key": f"{tag}-{seed}"})
+    return FeatureBank(
+        torch.stack(feats).abs(),
+        np.array(pids),
+        np.array(camids),
+        np.zeros((len(pids), M, 4), np.int64),
+        meta={"key": f"{tag}-{seed}"},
+    )
 
 
 def _banks():
-    clean = {"train": _bank(5, 3, 0, "tr"), "query": _bank(4, 1, 1, "q", cams=1),
-             "gallery": _bank(4, 3, 2, "g")}
+    clean = {"train": _bank(5, 3, 0, "tr"), "query": _bank(4, 1, 1, "q", cams=1), "gallery": _bank(4, 3, 2, "g")}
     # queries on camera 0, gallery on cameras 1 (and 0): every query has a cross-camera match
     clean["gallery"].camids[:] = 1
-    bad = {s: _bank(len(np.unique(b.pids)), len(b) // len(np.unique(b.pids)), 10 + k, s + "-bad",
-                    corrupted=True)
-           for k, (s, b) in enumerate(clean.items())}
+    bad = {
+        s: _bank(len(np.unique(b.pids)), len(b) // len(np.unique(b.pids)), 10 + k, s + "-bad", corrupted=True)
+        for k, (s, b) in enumerate(clean.items())
+    }
     return clean, bad
 
 
@@ -57,7 +62,7 @@ def test_test_plans_are_deterministic_and_bounded(tmp_path):
             assert np.array_equal(a, b)
             counts = a.sum(1)
             assert counts.min() >= 0 and counts.max() <= mc
-        if mc > 0:   # the two test splits are corrupted independently
+        if mc > 0:  # the two test splits are corrupted independently
             assert not np.array_equal(E.test_plan(cfg, "query", 50, mc), E.test_plan(cfg, "gallery", 50, mc))
     with pytest.raises(ValueError, match="split"):
         E.test_plan(cfg, "val", 5, 1)
@@ -80,8 +85,7 @@ def test_methods_for_config(tmp_path):
     ms = E.methods_for(cfg)
     assert [m.kind for m in ms][:2] == ["learned", "topt-eval"]
     assert [m.t for m in ms if m.kind == "topt-train-eval"] == [20.0, 50.0, 70.0, 100.0]
-    assert [m.t for m in E.methods_for(_cfg(tmp_path, t_percents=(30, 50)))
-            if m.kind == "topt-train-eval"] == [50.0]
+    assert [m.t for m in E.methods_for(_cfg(tmp_path, t_percents=(30, 50))) if m.kind == "topt-train-eval"] == [50.0]
 
 
 def test_sweep_assembles_table2_and_caches(tmp_path, monkeypatch):
@@ -135,8 +139,7 @@ def test_get_aggregator_resumes_interrupted_training(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     cfg = _cfg(tmp_path, iterations=8)
     clean, bad = _banks()
-    ref, _ = E.get_aggregator(_cfg(tmp_path / "ref", iterations=8), E.Method("learned"), 2, clean, bad,
-                              progress=False)
+    ref, _ = E.get_aggregator(_cfg(tmp_path / "ref", iterations=8), E.Method("learned"), 2, clean, bad, progress=False)
     real = agg_train.train_aggregator
     calls = {"n": 0}
 
@@ -150,12 +153,13 @@ def test_get_aggregator_resumes_interrupted_training(tmp_path, monkeypatch):
             if calls["n"] == at:
                 raise KeyboardInterrupt
             return tf(idx, x, rng)
+
         return f
 
     monkeypatch.setattr(E, "train_aggregator", crash_after_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         E.get_aggregator(cfg, E.Method("learned"), 2, clean, bad, progress=False)
-    assert list((tmp_path / "art" / "smoke").glob("agg-checkpoint-*.pt"))   # the resume point
+    assert list((tmp_path / "art" / "smoke").glob("agg-checkpoint-*.pt"))  # the resume point
     monkeypatch.setattr(E, "train_aggregator", real)
     model, info = E.get_aggregator(cfg, E.Method("learned"), 2, clean, bad, progress=False)
     assert list(info["history"]["iteration"]) == list(range(1, 9))
@@ -167,11 +171,13 @@ def test_get_aggregator_resumes_interrupted_training(tmp_path, monkeypatch):
 def _fake_results(learned, best_e, best_te):
     rows = []
     for mc, (l, e, te) in enumerate(zip(learned, best_e, best_te)):
-        rows += [{"method": "learned", "t": np.nan, "Mc_max": mc, "mAP": l, "rank1": l},
-                 {"method": "topt-e", "t": 20.0, "Mc_max": mc, "mAP": e, "rank1": e},
-                 {"method": "topt-e", "t": 50.0, "Mc_max": mc, "mAP": e - 0.05, "rank1": e},
-                 {"method": "topt-te", "t": 20.0, "Mc_max": mc, "mAP": te, "rank1": te},
-                 {"method": "mean", "t": np.nan, "Mc_max": mc, "mAP": 0.1, "rank1": 0.1}]
+        rows += [
+            {"method": "learned", "t": np.nan, "Mc_max": mc, "mAP": l, "rank1": l},
+            {"method": "topt-e", "t": 20.0, "Mc_max": mc, "mAP": e, "rank1": e},
+            {"method": "topt-e", "t": 50.0, "Mc_max": mc, "mAP": e - 0.05, "rank1": e},
+            {"method": "topt-te", "t": 20.0, "Mc_max": mc, "mAP": te, "rank1": te},
+            {"method": "mean", "t": np.nan, "Mc_max": mc, "mAP": 0.1, "rank1": 0.1},
+        ]
     return pd.DataFrame(rows)
 
 
@@ -186,7 +192,7 @@ def test_claim_check_reads_the_numbers():
     c2 = E.claim_check(worse)
     assert not c2["holds"] and "does not hold" in c2["text"]
     paper = E.claim_check(E.paper_results(), scale=1.0, source="MARS (paper)")
-    assert paper["holds"]          # the paper's own numbers support its claim
+    assert paper["holds"]  # the paper's own numbers support its claim
 
 
 def test_paper_table2_package_data():
@@ -231,7 +237,7 @@ def test_topt_scores_all_t_equal_per_t_models():
     with torch.no_grad():
         model.proj.weight.add_(0.1 * torch.randn(D, D, generator=torch.Generator().manual_seed(0)))
     ts = (5, 10, 30, 50, 100)
-    all_t = E.topt_scores_all_t(model, q, g, ts, max_elems=3 * len(g) * M * M)   # 3 query rows per chunk
+    all_t = E.topt_scores_all_t(model, q, g, ts, max_elems=3 * len(g) * M * M)  # 3 query rows per chunk
     for t in ts:
         for kind in ("topt-eval", "topt-train-eval"):
             ref = agg_train.build_aggregator(kind, D, t_percent=t)
@@ -241,9 +247,11 @@ def test_topt_scores_all_t_equal_per_t_models():
 
 def test_collapse_check_flags_a_flat_loss_at_the_margin():
     it = np.arange(1, 101)
-    converged = pd.DataFrame({"iteration": it, "loss": 0.05 + 0.001 * np.sin(it),
-                              "hard_pos_sim": 0.8, "hard_neg_sim": 0.4})
-    collapsed = pd.DataFrame({"iteration": it, "loss": 0.3 + 1e-4 * np.sin(it),
-                              "hard_pos_sim": 0.9991, "hard_neg_sim": 0.9993})
+    converged = pd.DataFrame(
+        {"iteration": it, "loss": 0.05 + 0.001 * np.sin(it), "hard_pos_sim": 0.8, "hard_neg_sim": 0.4}
+    )
+    collapsed = pd.DataFrame(
+        {"iteration": it, "loss": 0.3 + 1e-4 * np.sin(it), "hard_pos_sim": 0.9991, "hard_neg_sim": 0.9993}
+    )
     c = E.collapse_check({"ok": converged, "bad": collapsed}, margin=0.3)
     assert c.loc["bad", "collapsed"] and not c.loc["ok", "collapsed"]

@@ -1,6 +1,5 @@
 from types import SimpleNamespace
 
-import numpy as np
 import pandas as pd
 import torch
 

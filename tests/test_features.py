@@ -1,14 +1,15 @@
 """Tests of reid_utils.features: sampling methods, shapes, the corruption hook, caching."""
+
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from reid_utils.training import features as F
 from reid_utils.config import get_config
 from reid_utils.data.datasets import Tracklet, VideoDataset
 from reid_utils.models.i3d import InceptionI3d
+from reid_utils.training import features as F
 
 SIZE = (32, 16)
 
@@ -68,8 +69,7 @@ def _tracklets(ds):
     return ds.train + ds.query + ds.gallery
 
 
-@pytest.mark.parametrize("method,M,L", [("clips", 3, 4), ("consec", 2, 4), ("random", 1, 4),
-                                        ("evenly", 1, 8)])
+@pytest.mark.parametrize("method,M,L", [("clips", 3, 4), ("consec", 2, 4), ("random", 1, 4), ("evenly", 1, 8)])
 def test_shapes_and_indices(tiny, net, method, M, L):
     tr = _tracklets(tiny)
     bank = F.extract_clip_features(net, tr, M, L, method, size=SIZE, progress=False, batch_size=5)
@@ -89,8 +89,7 @@ def test_features_equal_direct_forward_and_do_not_depend_on_batching(tiny, net):
 
     tr = _tracklets(tiny)
     a = F.extract_clip_features(net, tr, 2, 4, "clips", size=SIZE, progress=False, batch_size=3)
-    b = F.extract_clip_features(net, tr, 2, 4, "clips", size=SIZE, progress=False, batch_size=64,
-                                num_workers=2)
+    b = F.extract_clip_features(net, tr, 2, 4, "clips", size=SIZE, progress=False, batch_size=64, num_workers=2)
     assert torch.allclose(a.feats, b.feats, rtol=1e-4, atol=1e-4)
     t, idx = tr[3], a.indices[3, 1]
     with torch.no_grad():
@@ -101,8 +100,7 @@ def test_features_equal_direct_forward_and_do_not_depend_on_batching(tiny, net):
 def test_random_methods_are_seeded_per_tracklet(tiny, net):
     tr = _tracklets(tiny)
     a = F.extract_clip_features(net, tr, 1, 3, "random", size=SIZE, seed=1, progress=False)
-    b = F.extract_clip_features(net, tr, 1, 3, "random", size=SIZE, seed=1, progress=False,
-                                batch_size=2)
+    b = F.extract_clip_features(net, tr, 1, 3, "random", size=SIZE, seed=1, progress=False, batch_size=2)
     assert np.array_equal(a.indices, b.indices)  # independent of batching
     assert torch.allclose(a.feats, b.feats, rtol=1e-4, atol=1e-4)
     c = F.extract_clip_features(net, tr, 1, 3, "random", size=SIZE, seed=2, progress=False)
@@ -124,8 +122,7 @@ def test_all_sampling_variable_lengths_and_chunking(tiny, net):
     bounds = [(k * T) // n for k in range(n + 1)]
     clip = load_clip(tr[i].frames, SIZE)
     with torch.no_grad():
-        ref = sum(net.extract_features(clip[None, :, a:b])[0] * (b - a) / T
-                  for a, b in zip(bounds[:-1], bounds[1:]))
+        ref = sum(net.extract_features(clip[None, :, a:b])[0] * (b - a) / T for a, b in zip(bounds[:-1], bounds[1:]))
         full = net.extract_features(clip[None])[0]
     assert n > 1
     assert torch.allclose(chunked.feats[i, 0], ref, rtol=1e-4, atol=1e-4)
@@ -143,8 +140,7 @@ def test_frame_transform_hook_applied_to_selected_clips_only(tiny, net):
         return 255 - frames if (i, m) == (2, 1) else frames
 
     clean = F.extract_clip_features(net, tr, 3, 4, "clips", size=SIZE, progress=False)
-    hooked = F.extract_clip_features(net, tr, 3, 4, "clips", size=SIZE, progress=False,
-                                     frame_transform=hook)
+    hooked = F.extract_clip_features(net, tr, 3, 4, "clips", size=SIZE, progress=False, frame_transform=hook)
     assert len(calls) == 3 * len(tr)
     assert all(s == (4, *SIZE, 3) and d == np.uint8 for _, _, s, d in calls)
     diff = (clean.feats - hooked.feats).norm(dim=-1) / clean.feats.norm(dim=-1)
@@ -152,13 +148,15 @@ def test_frame_transform_hook_applied_to_selected_clips_only(tiny, net):
     diff[2, 1] = 0
     assert diff.max() < 1e-5
     with pytest.raises(ValueError, match="frame_transform"):
-        F.extract_clip_features(net, tr, 1, 4, "clips", size=SIZE, progress=False,
-                                frame_transform=lambda f, i, m: f[:, :8])
+        F.extract_clip_features(
+            net, tr, 1, 4, "clips", size=SIZE, progress=False, frame_transform=lambda f, i, m: f[:, :8]
+        )
 
 
 def test_get_features_caches_by_key(tiny, net, tmp_path):
-    cfg = get_config("smoke", artifacts_dir=str(tmp_path), device="cpu",
-                     model={"input_height": SIZE[0], "input_width": SIZE[1]})
+    cfg = get_config(
+        "smoke", artifacts_dir=str(tmp_path), device="cpu", model={"input_height": SIZE[0], "input_width": SIZE[1]}
+    )
     tr = tiny.query + tiny.gallery
     with pytest.raises(ValueError, match="reid_key"):
         F.get_features(cfg, net, tr, 2, 4, progress=False)
@@ -167,21 +165,23 @@ def test_get_features_caches_by_key(tiny, net, tmp_path):
     assert len(files) == 1
     b = F.get_features(cfg, net, tr, 2, 4, model_key="m0", progress=False)
     assert torch.equal(a.feats, b.feats) and b.meta["key"] == a.meta["key"]
-    assert len(list(cfg.cache_root.glob("features-*.pt"))) == 1   # loaded, not recomputed
+    assert len(list(cfg.cache_root.glob("features-*.pt"))) == 1  # loaded, not recomputed
     F.get_features(cfg, net, tr, 1, 4, model_key="m0", progress=False)
     F.get_features(cfg, net, tr, 2, 4, model_key="m1", progress=False)
     with pytest.raises(ValueError, match="transform_key"):
         F.get_features(cfg, net, tr, 2, 4, model_key="m0", frame_transform=lambda f, i, m: f)
-    F.get_features(cfg, net, tr, 2, 4, model_key="m0", frame_transform=lambda f, i, m: f,
-                   transform_key="identity", progress=False)
+    F.get_features(
+        cfg, net, tr, 2, 4, model_key="m0", frame_transform=lambda f, i, m: f, transform_key="identity", progress=False
+    )
     assert len(list(cfg.cache_root.glob("features-*.pt"))) == 4
 
 
 def test_average_clips_and_tracklets_key(tiny):
     x = torch.tensor([[[3.0, 4.0], [0.0, 2.0], [1.0, 0.0]]])
     assert torch.allclose(F.average_clips(x), torch.tensor([[4 / 3, 2.0]]))
-    assert torch.allclose(F.average_clips(x, normalise_clips=True),
-                          torch.tensor([[(0.6 + 0 + 1) / 3, (0.8 + 1 + 0) / 3]]))
+    assert torch.allclose(
+        F.average_clips(x, normalise_clips=True), torch.tensor([[(0.6 + 0 + 1) / 3, (0.8 + 1 + 0) / 3]])
+    )
     assert F.average_clips(x, num=1).shape == (1, 2)
     assert torch.allclose(F.average_clips(x, num=1), x[:, 1])  # the middle clip
     assert F.tracklets_key(tiny.train) == F.tracklets_key(list(tiny.train))

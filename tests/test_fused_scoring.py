@@ -8,6 +8,7 @@ computes every case at once and returns the numbers as JSON, which the tests
 below check. Sizes are tiny (the interpreter executes each tile op in numpy).
 Skipped, with the reason, when triton is not installed.
 """
+
 import json
 import os
 import subprocess
@@ -18,14 +19,17 @@ import pytest
 import torch
 
 from reid_utils.models.aggregation import LearnedClipAggregator
-from reid_utils.models.fused_scoring import (fused_similarity_matrix, kernel_flops_per_pair,
-                                      should_use_kernel, triton_available)
+from reid_utils.models.fused_scoring import (
+    fused_similarity_matrix,
+    kernel_flops_per_pair,
+    should_use_kernel,
+    triton_available,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-needs_triton = pytest.mark.skipif(not triton_available(),
-                                  reason="triton is not installed: the fused kernel cannot run")
+needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed: the fused kernel cannot run")
 
-WORKER = r'''
+WORKER = r"""
 import json, torch, torch.nn as nn
 torch.set_num_threads(1)
 from reid_utils.models.aggregation import LearnedClipAggregator
@@ -80,7 +84,7 @@ for name, S in (("ref", m.similarity_matrix(q, g, progress=False, kernel=False))
     res[name] = {"mAP": float(mAP), "rank1": float(cmc[0]), "S": S.tolist()}
 out["rank"] = res
 print("RESULT " + json.dumps(out))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +93,10 @@ def interp():
     if not triton_available():
         pytest.skip("triton is not installed: the fused kernel cannot run")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-c", WORKER], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", WORKER], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"interpreter run failed:\n{r.stderr[-3000:]}"
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def _rel_to_scale(a, ref):
@@ -120,7 +123,7 @@ def test_odd_sizes_match_fp32_reference(interp):
 @needs_triton
 def test_dispatch_and_chunking_give_the_same_numbers(interp):
     r = interp["odd"]
-    assert torch.equal(torch.tensor(r["via"]), torch.tensor(r["fused"]))   # similarity_matrix(kernel=True)
+    assert torch.equal(torch.tensor(r["via"]), torch.tensor(r["fused"]))  # similarity_matrix(kernel=True)
     # several query chunks, several blocks per persistent program (workspace reused)
     assert torch.allclose(torch.tensor(r["small"]), torch.tensor(r["fused"]), rtol=0, atol=1e-6)
 
@@ -128,7 +131,7 @@ def test_dispatch_and_chunking_give_the_same_numbers(interp):
 @needs_triton
 def test_ranking_unchanged(interp):
     ref, fused = interp["rank"]["ref"], interp["rank"]["fused"]
-    assert 0.0 < ref["mAP"] < 1.0                       # a non-trivial ranking problem
+    assert 0.0 < ref["mAP"] < 1.0  # a non-trivial ranking problem
     assert abs(100 * (fused["mAP"] - ref["mAP"])) <= 0.1
     assert _rel_to_scale(fused["S"], ref["S"]) < 1e-2
 
@@ -136,13 +139,14 @@ def test_ranking_unchanged(interp):
 def test_selection_on_cpu():
     m = LearnedClipAggregator(8, 8).eval()
     q = torch.randn(2, 2, 8)
-    assert not should_use_kernel(m, q, None)            # CPU: never automatic
+    assert not should_use_kernel(m, q, None)  # CPU: never automatic
     assert not should_use_kernel(m, q, False)
     m.use_fused_kernel = False
     assert not should_use_kernel(m, q, None)
     g = torch.randn(3, 2, 8)
-    assert torch.equal(m.similarity_matrix(q, g, progress=False),
-                       m.similarity_matrix(q, g, progress=False, kernel=False))
+    assert torch.equal(
+        m.similarity_matrix(q, g, progress=False), m.similarity_matrix(q, g, progress=False, kernel=False)
+    )
 
 
 @needs_triton

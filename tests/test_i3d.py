@@ -1,4 +1,5 @@
 """Tests of reid_utils.i3d: reference layout, TF SAME padding, shapes, width multiplier."""
+
 import json
 import math
 import os
@@ -12,9 +13,11 @@ from reid_utils.models.i3d import InceptionI3d, MaxPool3dSame, Unit3D, same_padd
 
 # Parameter names and shapes of the widely used PyTorch I3D port (a copy of
 # shared/reference/pytorch_i3d_rgb_state_dict.json, kept in the repo so CI always checks it).
-REF = Path(os.environ.get(
-    "REID_I3D_REFERENCE",
-    Path(__file__).resolve().parent / "fixtures" / "pytorch_i3d_rgb_state_dict.json"))
+REF = Path(
+    os.environ.get(
+        "REID_I3D_REFERENCE", Path(__file__).resolve().parent / "fixtures" / "pytorch_i3d_rgb_state_dict.json"
+    )
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +83,9 @@ def test_unit3d_asymmetric_padding_puts_extra_at_end():
     assert torch.allclose(y, explicit, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel,stride", [((3, 3, 3), (1, 1, 1)), ((1, 3, 3), (1, 2, 2)),
-                                           ((2, 2, 2), (2, 2, 2)), ((3, 3, 3), (2, 2, 2))])
+@pytest.mark.parametrize(
+    "kernel,stride", [((3, 3, 3), (1, 1, 1)), ((1, 3, 3), (1, 2, 2)), ((2, 2, 2), (2, 2, 2)), ((3, 3, 3), (2, 2, 2))]
+)
 def test_maxpool_same_equals_zero_padding_on_nonnegative_input(kernel, stride):
     x = torch.rand(1, 2, 3, 7, 5)
     pool = MaxPool3dSame(kernel, stride)

@@ -1,4 +1,5 @@
 """Tests for reid_utils.importance (importance vs nuisance, Fig. 7) and reid_utils.viz_importance."""
+
 from types import SimpleNamespace
 
 import matplotlib
@@ -44,7 +45,7 @@ def test_roc_auc_extremes_and_ties():
     assert I.roc_auc([5, 5, 5, 5], [1, 0, 1, 0]) == 0.5
 
 
-@pytest.mark.parametrize("decimals", [None, 1, 3])   # continuous; few distinct values (table path); ties, many values
+@pytest.mark.parametrize("decimals", [None, 1, 3])  # continuous; few distinct values (table path); ties, many values
 def test_cluster_decomposition_matches_auc_and_explicit_resampling(decimals):
     s, lab, cl = _data(1500, 12, 4, decimals, effect=0.5)
     parts = I.cluster_auc_parts(s, lab, cl)
@@ -63,7 +64,7 @@ def test_bootstrap_interval_contains_estimate_and_shrinks_with_more_clusters():
         rng = np.random.default_rng(11)
         cl = np.repeat(np.arange(C), 40)
         lab = rng.random(len(cl)) < 0.4
-        s = rng.normal(size=len(cl)) + 0.6 * lab + rng.normal(size=C)[cl]   # cluster random effect
+        s = rng.normal(size=len(cl)) + 0.6 * lab + rng.normal(size=C)[cl]  # cluster random effect
         r = I.cluster_bootstrap_auc(s, lab, cl, num_boot=400, seed=0)
         assert r["lo"] <= r["auc"] <= r["hi"]
         assert r["auc"] == pytest.approx(I.roc_auc(s, lab))
@@ -77,18 +78,21 @@ def test_bootstrap_without_positives_is_nan_not_an_error():
     assert np.isnan(r["auc"]) and r["n_pos"] == 0 and r["boot_valid"] == 0
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: I.roc_auc([1.0, 2.0], [1, 0, 1]), "labels"),
-    (lambda: I.roc_auc([1.0, np.nan], [1, 0]), "finite"),
-    (lambda: I.roc_auc([1.0, 2.0], [2, 0]), "0/1"),
-    (lambda: I.roc_auc([1.0, 2.0], [1, 1]), "positive and one negative"),
-    (lambda: I.cluster_auc_parts([1.0, 2.0], [1, 0], [0.5, 1.0]), "clusters"),
-    (lambda: I.cluster_bootstrap_auc([1.0, 2.0], [1, 0], [0, 1], num_boot=0), "num_boot"),
-    (lambda: I.cluster_bootstrap_auc([1.0, 2.0], [1, 0], [0, 1], level=1.5), "level"),
-    (lambda: I.clip_labels(np.zeros((2, 3, 1)), min_fraction=0), "min_fraction"),
-    (lambda: I.sample_pairs(0, 3), "num_query"),
-    (lambda: I.sample_pairs(2, 3, max_pairs=0), "max_pairs"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: I.roc_auc([1.0, 2.0], [1, 0, 1]), "labels"),
+        (lambda: I.roc_auc([1.0, np.nan], [1, 0]), "finite"),
+        (lambda: I.roc_auc([1.0, 2.0], [2, 0]), "0/1"),
+        (lambda: I.roc_auc([1.0, 2.0], [1, 1]), "positive and one negative"),
+        (lambda: I.cluster_auc_parts([1.0, 2.0], [1, 0], [0.5, 1.0]), "clusters"),
+        (lambda: I.cluster_bootstrap_auc([1.0, 2.0], [1, 0], [0, 1], num_boot=0), "num_boot"),
+        (lambda: I.cluster_bootstrap_auc([1.0, 2.0], [1, 0], [0, 1], level=1.5), "level"),
+        (lambda: I.clip_labels(np.zeros((2, 3, 1)), min_fraction=0), "min_fraction"),
+        (lambda: I.sample_pairs(0, 3), "num_query"),
+        (lambda: I.sample_pairs(2, 3, max_pairs=0), "max_pairs"),
+    ],
+)
 def test_bad_input_raises_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -108,8 +112,12 @@ def test_labels_from_annotations_hand_built_case():
     # tracklet 0: 6 frames, occlusion on frames 0-2, empty on 5; tracklet 1: blur on frame 1
     t0 = SimpleNamespace(tid="a", annotations=_ann(occlusion=[1, 1, 1, 0, 0, 0], empty=[0, 0, 0, 0, 0, 1]))
     t1 = SimpleNamespace(tid="b", annotations=_ann(blur=[0, 1, 0, 0]))
-    frames = np.array([[[0, 1], [2, 3], [4, 5]],          # (N=2, M=3, L=2)
-                       [[0, 1], [1, 2], [3, 3]]])
+    frames = np.array(
+        [
+            [[0, 1], [2, 3], [4, 5]],  # (N=2, M=3, L=2)
+            [[0, 1], [1, 2], [3, 3]],
+        ]
+    )
     fr = I.clip_nuisance_fractions([t0, t1], frames)
     k = {n: i for i, n in enumerate(I.NUISANCES)}
     assert fr[0, :, k["occlusion"]].tolist() == [1.0, 0.5, 0.0]
@@ -170,7 +178,7 @@ def test_clip_pair_table_is_the_forward_pass():
     np.testing.assert_allclose(tab["alpha"].to_numpy().reshape(3, 9), a.numpy(), rtol=1e-6)
     np.testing.assert_allclose(tab.groupby(["q", "g"], sort=False)["similarity"].first(), s.numpy(), rtol=1e-6)
     np.testing.assert_allclose(tab.groupby(["q", "g"])["alpha_rel"].mean(), 1.0, rtol=1e-9)
-    r = tab.iloc[9 + 5]        # second pair (3, 4), t = 5 -> i = 1, j = 2
+    r = tab.iloc[9 + 5]  # second pair (3, 4), t = 5 -> i = 1, j = 2
     assert (r["q"], r["g"], r["i"], r["j"]) == (3, 4, 1, 2)
     assert r["q_frames"] == tuple(qi[3, 1]) and r["g_frames"] == tuple(gi[4, 2])
     cos = torch.nn.functional.cosine_similarity(qf[3, 1], gf[4, 2], dim=0).item()
@@ -192,12 +200,11 @@ def test_topt_columns_select_the_top_t_projected_cosines():
         assert grp["topt_selected"].sum() == k
         assert grp.loc[grp["topt_selected"], "topt_cos"].min() >= grp.loc[~grp["topt_selected"], "topt_cos"].max()
         assert grp["topt_rank"].max() == 1.0 and grp["topt_rank"].min() == 0.0
-    assert topt.t_percent == 100.0          # the caller's model is untouched
+    assert topt.t_percent == 100.0  # the caller's model is untouched
 
 
 def test_choose_examples_true_match_and_hardest_non_match():
-    S = np.array([[0.9, 0.8, 0.7, 0.95, 0.1],
-                  [0.1, 0.2, 0.3, 0.4, 0.5]])
+    S = np.array([[0.9, 0.8, 0.7, 0.95, 0.1], [0.1, 0.2, 0.3, 0.4, 0.5]])
     q_pids, g_pids = np.array([1, 2]), np.array([1, 1, 3, 1, -1])
     q_cam, g_cam = np.array([0, 0]), np.array([0, 1, 1, 0, 1])
     ex = I.choose_examples(S, q_pids, g_pids, q_cam, g_cam, queries=[0])
@@ -223,10 +230,19 @@ def test_importance_auc_and_words_follow_the_numbers():
     q = np.repeat(np.arange(n_seq) % 20, T)
     bad = rng.random(n_seq * T) < 0.3
     unrelated = rng.random(n_seq * T) < 0.3
-    alpha = np.exp(rng.normal(size=n_seq * T) - 1.5 * bad)          # bad pairs get low weight
-    tab = pd.DataFrame({"q": q, "g": np.repeat(np.arange(n_seq), T), "alpha_rel": alpha,
-                        "topt_selected": rng.random(n_seq * T) < 0.5, "topt_rank": rng.random(n_seq * T),
-                        "occlusion": bad, "blur": unrelated, "empty": ~bad})
+    alpha = np.exp(rng.normal(size=n_seq * T) - 1.5 * bad)  # bad pairs get low weight
+    tab = pd.DataFrame(
+        {
+            "q": q,
+            "g": np.repeat(np.arange(n_seq), T),
+            "alpha_rel": alpha,
+            "topt_selected": rng.random(n_seq * T) < 0.5,
+            "topt_rank": rng.random(n_seq * T),
+            "occlusion": bad,
+            "blur": unrelated,
+            "empty": ~bad,
+        }
+    )
     auc, reps = I.importance_auc(tab, ["occlusion", "blur", "empty"], num_boot=300, return_replicates=True)
     a = auc[auc["method"] == "learned"].set_index("nuisance")
     assert a.loc["occlusion", "auc"] == pytest.approx(I.roc_auc(-alpha, bad))
@@ -247,8 +263,7 @@ def test_step_adjustment_removes_a_visiting_order_effect():
     n_seq, T = 200, 16
     t = np.tile(np.arange(T), n_seq)
     alpha = np.where(t < 4, 0.3, 1.2) * np.exp(0.3 * rng.normal(size=len(t)))
-    tab = pd.DataFrame({"q": np.repeat(np.arange(n_seq) % 25, T), "t": t, "alpha_rel": alpha,
-                        "early": t < 4})
+    tab = pd.DataFrame({"q": np.repeat(np.arange(n_seq) % 25, T), "t": t, "alpha_rel": alpha, "early": t < 4})
     auc = I.importance_auc(tab, ["early"], num_boot=200).set_index("method")
     assert auc.loc["learned", "auc"] > 0.9
     assert auc.loc["learned-step", "lo"] < 0.5 < auc.loc["learned-step", "hi"]
@@ -273,8 +288,16 @@ def test_figures_draw():
     torch.manual_seed(0)
     model = LearnedClipAggregator(6, 8).eval()
     qf, gf = _feats(2)
-    ex = pd.DataFrame({"q": [0, 1], "g": [2, 3], "kind": ["true match", "hard non-match"],
-                       "similarity": [0.5, 0.4], "q_pid": [1, 2], "g_pid": [1, 3]})
+    ex = pd.DataFrame(
+        {
+            "q": [0, 1],
+            "g": [2, 3],
+            "kind": ["true match", "hard non-match"],
+            "similarity": [0.5, 0.4],
+            "q_pid": [1, 2],
+            "g_pid": [1, 3],
+        }
+    )
     idx_q, idx_g = np.arange(4 * 3 * 2).reshape(4, 3, 2), np.arange(5 * 3 * 2).reshape(5, 3, 2)
     tab = I.clip_pair_table(model, qf, gf, ex[["q", "g"]].to_numpy(), idx_q, idx_g)
     fig = VI.plot_fig7(ex, tab, _FakeSource(), _FakeSource())
@@ -282,12 +305,22 @@ def test_figures_draw():
     png = VI.figure_png(fig)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     plt.close(fig)
-    img = VI.clip_pair_image(_FakeSource().frames(0, [0, 1]), _FakeSource().frames(1, [0, 1]), 16,
-                             [[], ["occlusion"]], [[], []])
+    img = VI.clip_pair_image(
+        _FakeSource().frames(0, [0, 1]), _FakeSource().frames(1, [0, 1]), 16, [[], ["occlusion"]], [[], []]
+    )
     assert img.dtype == np.uint8 and img.shape[0] == 16 + 6
-    auc = pd.DataFrame({"level": 0, "method": ["learned", "topt-select"], "method_label": ["a", "b"],
-                        "nuisance": "blur", "auc": [0.6, np.nan], "lo": [0.55, np.nan], "hi": [0.65, np.nan],
-                        "prevalence": 0.2})
+    auc = pd.DataFrame(
+        {
+            "level": 0,
+            "method": ["learned", "topt-select"],
+            "method_label": ["a", "b"],
+            "nuisance": "blur",
+            "auc": [0.6, np.nan],
+            "lo": [0.55, np.nan],
+            "hi": [0.65, np.nan],
+            "prevalence": 0.2,
+        }
+    )
     fig = VI.plot_importance_auc(auc)
     plt.close(fig)
     with pytest.raises(ValueError, match="methods"):
@@ -302,9 +335,13 @@ def _tiny_setup(tmp_path):
     from reid_utils.training.features import FeatureBank
 
     Mc, Lc, Dc = 4, 2, 8
-    cfg = get_config("smoke", artifacts_dir=str(tmp_path / "art"),
-                     agg=dict(num_clips=Mc, clip_len=Lc, hidden=8, P=3, K=2, iterations=3,
-                              max_corrupted=(0, 2), t_percents=(50, 100)))
+    cfg = get_config(
+        "smoke",
+        artifacts_dir=str(tmp_path / "art"),
+        agg=dict(
+            num_clips=Mc, clip_len=Lc, hidden=8, P=3, K=2, iterations=3, max_corrupted=(0, 2), t_percents=(50, 100)
+        ),
+    )
     rng = np.random.default_rng(0)
     protos = rng.normal(size=(6, Dc))
 
@@ -313,16 +350,26 @@ def _tiny_setup(tmp_path):
         if junk:
             x = np.ones_like(x) + 0.2 * rng.normal(size=x.shape)
         idx = np.tile((np.arange(Mc * Lc).reshape(Mc, Lc))[None], (len(pids), 1, 1))
-        return FeatureBank(torch.tensor(np.abs(x), dtype=torch.float32), np.array(pids), np.array(cams),
-                           idx, meta={"key": tag})
+        return FeatureBank(
+            torch.tensor(np.abs(x), dtype=torch.float32), np.array(pids), np.array(cams), idx, meta={"key": tag}
+        )
 
-    splits = {"train": ([1, 1, 2, 2, 3, 3, 4, 4], [0, 1] * 4), "query": ([5, 6], [0, 0]),
-              "gallery": ([5, 5, 6, 6, 1], [1, 1, 1, 1, 1])}
+    splits = {
+        "train": ([1, 1, 2, 2, 3, 3, 4, 4], [0, 1] * 4),
+        "query": ([5, 6], [0, 0]),
+        "gallery": ([5, 5, 6, 6, 1], [1, 1, 1, 1, 1]),
+    }
     clean = {s: bank(p, c, s) for s, (p, c) in splits.items()}
     bad = {s: bank(p, c, s + "-bad", junk=True) for s, (p, c) in splits.items()}
-    tracks = {s: [SimpleNamespace(tid=f"{s}{n}", annotations=_ann(
-        **{k: (rng.random(Mc * Lc) < 0.3).astype(int) for k in I.NUISANCES})) for n in range(len(clean[s]))]
-        for s in ("query", "gallery")}
+    tracks = {
+        s: [
+            SimpleNamespace(
+                tid=f"{s}{n}", annotations=_ann(**{k: (rng.random(Mc * Lc) < 0.3).astype(int) for k in I.NUISANCES})
+            )
+            for n in range(len(clean[s]))
+        ]
+        for s in ("query", "gallery")
+    }
     return cfg, SimpleNamespace(**tracks), clean, bad
 
 
@@ -349,8 +396,14 @@ def test_measure_end_to_end(tmp_path):
 
 
 def test_extremes_vs_labels_counts_the_selected_pairs():
-    tab = pd.DataFrame({"q": 0, "g": np.repeat([0, 1], 4), "alpha": [4.0, 3.0, 2.0, 1.0, 1.0, 2.0, 3.0, 4.0],
-                        "bad": [False, False, True, True, True, False, False, False]})
+    tab = pd.DataFrame(
+        {
+            "q": 0,
+            "g": np.repeat([0, 1], 4),
+            "alpha": [4.0, 3.0, 2.0, 1.0, 1.0, 2.0, 3.0, 4.0],
+            "bad": [False, False, True, True, True, False, False, False],
+        }
+    )
     out = I.extremes_vs_labels(tab, ["bad"], n=2)
     assert out.loc["2 lowest", "bad"] == 0.75 and out.loc["2 highest", "bad"] == 0.0
     assert out.loc["all clip pairs", "bad"] == 3 / 8 and out.loc["2 lowest", "clip pairs"] == 4

@@ -1,11 +1,11 @@
 """Tests for reid_utils.losses (Eq. 7, Eq. 8, Sec. 3.2)."""
+
 import math
 
 import pytest
 import torch
 
-from reid_utils.models.losses import (batch_hard_triplet, batch_hard_triplet_similarity,
-                               pairwise_euclidean, softmax_ce)
+from reid_utils.models.losses import batch_hard_triplet, batch_hard_triplet_similarity, pairwise_euclidean, softmax_ce
 
 
 def _hand_case():

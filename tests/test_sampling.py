@@ -1,4 +1,5 @@
 """Frame sampling (Table 1), M clips per sequence (Sec. 3.1), P x K batches (Sec. 3.2)."""
+
 import numpy as np
 import pytest
 
@@ -40,7 +41,7 @@ def test_random_reaches_every_frame_and_is_seeded():
         seen[sample_clip(30, 4, "random", rng)] = True
     assert seen.all()
     a = sample_clip(50, 8, "random", np.random.default_rng(7))
-    b = sample_clip(50, 8, "random", 7)          # int seed accepted
+    b = sample_clip(50, 8, "random", 7)  # int seed accepted
     assert np.array_equal(a, b)
 
 
@@ -54,7 +55,7 @@ def test_evenly_is_deterministic_and_spans_the_sequence():
                 assert gaps.size == 0 or gaps.max() - gaps.min() <= 1, "even spacing"
                 # the L segments' middles: first in the first segment, last in the last
                 assert a[0] < np.ceil(n / L) and a[-1] >= n - np.ceil(n / L)
-    assert sample_clip(9, 1, "evenly").tolist() == [4]          # middle frame
+    assert sample_clip(9, 1, "evenly").tolist() == [4]  # middle frame
     assert sample_clip(100, 4, "evenly").tolist() == [12, 37, 62, 87]
 
 
@@ -79,7 +80,7 @@ def test_sample_clip_bad_arguments():
         sample_clip(10, 0, "evenly")
     with pytest.raises(ValueError, match="rng"):
         sample_clip(10, 4, "random", None)
-    assert sample_clip(5, 0, "all").tolist() == list(range(5))   # length unused by 'all'
+    assert sample_clip(5, 0, "all").tolist() == list(range(5))  # length unused by 'all'
 
 
 @pytest.mark.parametrize("M, L", [(1, 4), (4, 4), (8, 4), (3, 8)])
@@ -101,7 +102,7 @@ def test_sample_clips_shape_and_overlap(M, L):
 
 def test_sample_clips_centred_and_jitter_reproducible():
     c = sample_clips(100, 4, 4)
-    assert c[:, 0].tolist() == [10, 35, 60, 85]      # centred in 4 segments of 25 frames
+    assert c[:, 0].tolist() == [10, 35, 60, 85]  # centred in 4 segments of 25 frames
     assert np.array_equal(sample_clips(100, 4, 4), c)
     a = sample_clips(100, 4, 4, rng=np.random.default_rng(9))
     b = sample_clips(100, 4, 4, rng=9)
@@ -136,7 +137,7 @@ def test_pk_batch():
 
 
 def test_pk_sampler_epochs():
-    pids = np.repeat(np.arange(20) * 3 + 1, 5)           # non-contiguous pids
+    pids = np.repeat(np.arange(20) * 3 + 1, 5)  # non-contiguous pids
     s = PKSampler(pids, P=4, K=2, seed=3)
     assert len(s) == 5
     e0 = list(s)

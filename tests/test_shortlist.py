@@ -1,13 +1,14 @@
 """Tests for reid_utils.shortlist (mean-feature shortlist + learned rescoring)."""
+
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
-from reid_utils.experiments import corruption_sweep as E
 from reid_utils.eval import shortlist as SL
-from reid_utils.models.aggregation import LearnedClipAggregator, MeanFeatureAggregator
 from reid_utils.eval.ranking import evaluate_rank
+from reid_utils.experiments import corruption_sweep as E
+from reid_utils.models.aggregation import LearnedClipAggregator, MeanFeatureAggregator
 from reid_utils.training.features import FeatureBank
 
 D, H, M = 12, 10, 3
@@ -23,7 +24,7 @@ def _model(seed=0):
                 mod.running_mean.copy_(torch.randn(H, generator=gen) * 0.3)
                 mod.running_var.copy_(torch.rand(H, generator=gen) + 0.5)
         for i in (0, 4, 8):
-            m.importance_net[i].weight.mul_(3.0)   # alphas that vary: learned != mean ranking
+            m.importance_net[i].weight.mul_(3.0)  # alphas that vary: learned != mean ranking
     return m.eval()
 
 
@@ -37,8 +38,9 @@ def _banks(Q=6, G=15, seed=0, n_id=5):
 
 
 def _map(S, qp, gp):
-    cmc, mAP = evaluate_rank(-S.double().numpy(), qp, gp, np.zeros(len(qp), dtype=np.int64),
-                             np.ones(len(gp), dtype=np.int64), max_rank=5)
+    cmc, mAP = evaluate_rank(
+        -S.double().numpy(), qp, gp, np.zeros(len(qp), dtype=np.int64), np.ones(len(gp), dtype=np.int64), max_rank=5
+    )
     return mAP, cmc
 
 
@@ -52,7 +54,7 @@ def test_k_equal_gallery_is_the_full_scoring():
     model = _model()
     q, g, qp, gp = _banks()
     full = model.similarity_matrix(q, g, progress=False)
-    S = SL.shortlist_similarity(model, q, g, g.shape[0], max_pairs=40)   # several query groups
+    S = SL.shortlist_similarity(model, q, g, g.shape[0], max_pairs=40)  # several query groups
     assert torch.allclose(S, full, rtol=0, atol=1e-6)
     assert torch.equal(S.argsort(dim=1, descending=True), full.argsort(dim=1, descending=True))
     assert _map(S, qp, gp)[0] == _map(full, qp, gp)[0]
@@ -108,8 +110,8 @@ def test_query_groups_cover_every_shortlist_within_bounds():
     groups = SL._query_groups(idx, 30, max_pairs=60, max_waste=2.0, min_pairs=20)
     assert groups[0][0] == 0 and groups[-1][1] == 11
     for (s, e, u), nxt in zip(groups, groups[1:] + [(11, None, None)]):
-        assert e == nxt[0]                                           # consecutive, no gaps
-        assert set(idx[s:e].flatten().tolist()) <= set(u.tolist())   # union covers the rows
+        assert e == nxt[0]  # consecutive, no gaps
+        assert set(idx[s:e].flatten().tolist()) <= set(u.tolist())  # union covers the rows
         assert e - s == 1 or ((e - s) * len(u) <= 60 and (len(u) <= 10 or (e - s) * len(u) <= 20))
 
 
@@ -117,9 +119,11 @@ def test_sweep_rows_and_ends(monkeypatch):
     """shortlist_sweep's logic on small fake banks (the experiment plumbing is stubbed)."""
     q, g, qp, gp = _banks(Q=8, G=20)
     mk = lambda f, p, c: FeatureBank(f, p, c, None, {"key": "x"})  # noqa: E731
-    banks = {"train": mk(g, gp, np.ones(len(gp), dtype=np.int64)),
-             "query": mk(q, qp, np.zeros(len(qp), dtype=np.int64)),
-             "gallery": mk(g, gp, np.ones(len(gp), dtype=np.int64))}
+    banks = {
+        "train": mk(g, gp, np.ones(len(gp), dtype=np.int64)),
+        "query": mk(q, qp, np.zeros(len(qp), dtype=np.int64)),
+        "gallery": mk(g, gp, np.ones(len(gp), dtype=np.int64)),
+    }
     model = _model()
     monkeypatch.setattr(E, "get_backbone", lambda cfg, ds, progress=True: None)
     monkeypatch.setattr(E, "clip_banks", lambda cfg, m, ds, progress=True: banks)
@@ -133,7 +137,7 @@ def test_sweep_rows_and_ends(monkeypatch):
     full_map = _map(model.similarity_matrix(q, g, progress=False), qp, gp)[0]
     mean_map = _map(SL.mean_feature_similarity(q, g), qp, gp)[0]
     assert df["mAP"].iloc[-1] == pytest.approx(full_map) and df["mAP"].iloc[0] == pytest.approx(mean_map)
-    assert df["rank1"].iloc[1] == pytest.approx(df["rank1"].iloc[0])   # K = 1 keeps the mean top-1
+    assert df["rank1"].iloc[1] == pytest.approx(df["rank1"].iloc[0])  # K = 1 keeps the mean top-1
     assert (df["seconds"] > 0).all() and df["time_vs_full"].iloc[-1] == 1.0
     with pytest.raises(ValueError, match="k must be"):
         SL.shortlist_sweep(None, [21], dataset=object())
@@ -141,12 +145,19 @@ def test_sweep_rows_and_ends(monkeypatch):
 
 def test_recommend_k():
     import pandas as pd
-    df = pd.DataFrame({"mode": ["mean-feature", "shortlist", "shortlist", "shortlist", "full"],
-                       "K": [0, 1, 5, 10, 50], "mAP": [0.40, 0.41, 0.447, 0.46, 0.45],
-                       "rank1": [0.5, 0.5, 0.6, 0.6, 0.6], "seconds": [0.01, 0.1, 0.2, 0.4, 2.0]})
+
+    df = pd.DataFrame(
+        {
+            "mode": ["mean-feature", "shortlist", "shortlist", "shortlist", "full"],
+            "K": [0, 1, 5, 10, 50],
+            "mAP": [0.40, 0.41, 0.447, 0.46, 0.45],
+            "rank1": [0.5, 0.5, 0.6, 0.6, 0.6],
+            "seconds": [0.01, 0.1, 0.2, 0.4, 2.0],
+        }
+    )
     r = SL.recommend_k(df, tol=0.005)
     assert r["K"] == 5 and r["speedup"] == pytest.approx(10.0)
     assert SL.recommend_k(df, tol=0.0)["K"] == 10
-    assert SL.recommend_k(df.assign(mAP=[0.4, 0.1, 0.1, 0.1, 0.45]), tol=0.0)["K"] == 50   # only the full one
+    assert SL.recommend_k(df.assign(mAP=[0.4, 0.1, 0.1, 0.1, 0.45]), tol=0.0)["K"] == 50  # only the full one
     with pytest.raises(ValueError, match="metric"):
         SL.recommend_k(df, metric="nope")

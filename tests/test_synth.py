@@ -1,29 +1,41 @@
 """The synthetic benchmark generator: exact MARS layout, consistency, determinism,
 nuisance statistics, caching (reid_utils.synth, reid_utils.synth_render)."""
+
 import csv
 import dataclasses
-import hashlib
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
 
-from reid_utils.synth import benchmark as synth
-from reid_utils.synth import render as R
 from reid_utils.cache import COMPLETE_MARKER
 from reid_utils.config import SynthConfig, get_config
+from reid_utils.synth import benchmark as synth
+from reid_utils.synth import render as R
 
 NAME_RE = re.compile(r"^(\d{4}|00-1)C([1-6])T(\d{4})F(\d{3})\.jpg$")
 
 # tiny, with frequent nuisances so that every kind occurs
-TINY = SynthConfig(seed=3, num_train_ids=4, num_test_ids=6, num_cameras=3, min_len=2,
-                   median_len=6, max_len=14, tracklets_per_id_cam=0.8, num_distractor_tracklets=3,
-                   num_junk_tracklets=3, p_occlusion=0.2, p_empty=0.15, p_id_switch=0.2,
-                   p_bad_crop=0.2, p_blur=0.2)
+TINY = SynthConfig(
+    seed=3,
+    num_train_ids=4,
+    num_test_ids=6,
+    num_cameras=3,
+    min_len=2,
+    median_len=6,
+    max_len=14,
+    tracklets_per_id_cam=0.8,
+    num_distractor_tracklets=3,
+    num_junk_tracklets=3,
+    p_occlusion=0.2,
+    p_empty=0.15,
+    p_id_switch=0.2,
+    p_bad_crop=0.2,
+    p_blur=0.2,
+)
 
 
 def _pid(prefix: str) -> int:
@@ -54,20 +66,28 @@ def test_layout_and_naming_exactly_as_mars(tiny):
     root, stats = tiny
     assert sorted(p.name for p in root.iterdir()) == ["bbox_test", "bbox_train", "info"]
     assert sorted(p.name for p in (root / "info").iterdir()) == sorted(
-        ["train_name.txt", "test_name.txt", "tracks_train_info.mat", "tracks_test_info.mat",
-         "query_IDX.mat", "annotations.csv", "synth_meta.json"])
+        [
+            "train_name.txt",
+            "test_name.txt",
+            "tracks_train_info.mat",
+            "tracks_test_info.mat",
+            "query_IDX.mat",
+            "annotations.csv",
+            "synth_meta.json",
+        ]
+    )
     total = 0
     for split in ("train", "test"):
         names = _names(root, split)
         on_disk = sorted((root / f"bbox_{split}").rglob("*"))
         files = [p for p in on_disk if p.is_file()]
-        assert all(p.parent.parent == root / f"bbox_{split}" for p in files)     # <pid>/<frame>
-        assert sorted(names) == sorted(p.name for p in files)                     # same set
+        assert all(p.parent.parent == root / f"bbox_{split}" for p in files)  # <pid>/<frame>
+        assert sorted(names) == sorted(p.name for p in files)  # same set
         assert len(set(names)) == len(names)
         for p in files:
             m = NAME_RE.match(p.name)
             assert m, p.name
-            assert p.parent.name == m.group(1)                                   # folder = pid
+            assert p.parent.name == m.group(1)  # folder = pid
         total += len(names)
     assert total == stats["frames"]
     # real MARS conventions: junk '00-1' and distractors '0000' only in the test split
@@ -84,24 +104,24 @@ def test_mat_files_consistent_with_name_lists(tiny):
         names, info = _names(root, split), _tracks(root, split)
         assert info.dtype == np.float64 and info.ndim == 2 and info.shape[1] == 4
         assert info[0, 0] == 1 and info[-1, 1] == len(names)
-        assert np.all(info[1:, 0] == info[:-1, 1] + 1)                          # contiguous
+        assert np.all(info[1:, 0] == info[:-1, 1] + 1)  # contiguous
         assert np.all(info[:, 1] >= info[:, 0])
         prefixes = []
         for s, e, pid, cam in info.astype(int):
-            chunk = names[s - 1:e]
+            chunk = names[s - 1 : e]
             ms = [NAME_RE.match(n) for n in chunk]
-            assert {n[:11] for n in chunk} == {chunk[0][:11]}                    # one tracklet
+            assert {n[:11] for n in chunk} == {chunk[0][:11]}  # one tracklet
             assert _pid(ms[0].group(1)) == pid and int(ms[0].group(2)) == cam
-            assert [int(m.group(4)) for m in ms] == list(range(1, len(chunk) + 1))   # F001.. in order
+            assert [int(m.group(4)) for m in ms] == list(range(1, len(chunk) + 1))  # F001.. in order
             prefixes.append(chunk[0][:11])
-        assert len(set(prefixes)) == len(prefixes)                               # each tracklet once
+        assert len(set(prefixes)) == len(prefixes)  # each tracklet once
         assert set(info[:, 3].astype(int)) <= set(range(1, TINY.num_cameras + 1))
         n_tracks += len(info)
     assert n_tracks == stats["tracklets"]
     test = _tracks(root, "test")
     assert (test[:, 2] == -1).sum() == TINY.num_junk_tracklets
     assert (test[:, 2] == 0).sum() == TINY.num_distractor_tracklets
-    assert len(set(_tracks(root, "train")[:, 2]) & set(test[:, 2])) == 0         # disjoint ids
+    assert len(set(_tracks(root, "train")[:, 2]) & set(test[:, 2])) == 0  # disjoint ids
 
 
 def test_query_idx_valid_with_cross_camera_matches(tiny):
@@ -115,8 +135,8 @@ def test_query_idx_valid_with_cross_camera_matches(tiny):
     seen = set()
     for i in qi:
         pid, cam = test[i, 2], test[i, 3]
-        assert pid > 0                                                          # never junk/distractor
-        assert (pid, cam) not in seen                                           # <= 1 per id per camera
+        assert pid > 0  # never junk/distractor
+        assert (pid, cam) not in seen  # <= 1 per id per camera
         seen.add((pid, cam))
         g = test[gal]
         assert np.any((g[:, 2] == pid) & (g[:, 3] != cam)), f"query row {i} has no gallery match"
@@ -188,7 +208,7 @@ def test_deterministic_from_seed(tiny, tmp_path):
     a, b = _files(root), _files(again)
     assert [p.relative_to(root) for p in a] == [p.relative_to(again) for p in b]
     for pa, pb in zip(a, b):
-        assert pa.read_bytes() == pb.read_bytes(), pa.name                     # byte-identical
+        assert pa.read_bytes() == pb.read_bytes(), pa.name  # byte-identical
     # another seed gives another dataset (plans differ; no need to render)
     other = synth.plan_dataset(dataclasses.replace(TINY, seed=4))[1]
     mine = synth.plan_dataset(TINY)[1]
@@ -201,8 +221,9 @@ def test_generate_refuses_a_non_empty_dir(tmp_path):
         synth.generate(TINY, tmp_path, progress=False)
 
 
-@pytest.mark.parametrize("field,value", [("num_cameras", 7), ("max_len", 1000), ("p_occlusion", 0.5),
-                                         ("min_len", 0), ("num_test_ids", 1)])
+@pytest.mark.parametrize(
+    "field,value", [("num_cameras", 7), ("max_len", 1000), ("p_occlusion", 0.5), ("min_len", 0), ("num_test_ids", 1)]
+)
 def test_bad_config_is_rejected_with_the_field_named(field, value):
     with pytest.raises(ValueError, match=field):
         synth.plan_dataset(dataclasses.replace(TINY, **{field: value}))
@@ -226,8 +247,18 @@ def _rates(cfg):
 
 @pytest.mark.parametrize("p", [0.04, 0.2])
 def test_nuisance_rates_track_the_knobs(p):
-    cfg = SynthConfig(seed=11, num_train_ids=150, num_test_ids=150, median_len=20, max_len=80,
-                      p_occlusion=p, p_empty=p / 2, p_id_switch=p, p_bad_crop=p / 2, p_blur=p)
+    cfg = SynthConfig(
+        seed=11,
+        num_train_ids=150,
+        num_test_ids=150,
+        median_len=20,
+        max_len=80,
+        p_occlusion=p,
+        p_empty=p / 2,
+        p_id_switch=p,
+        p_bad_crop=p / 2,
+        p_blur=p,
+    )
     rates = _rates(cfg)
     for k, (rate, se, plans) in rates.items():
         want = getattr(cfg, f"p_{k}")
@@ -255,15 +286,21 @@ def test_length_distribution_heavy_tailed_and_bounded():
     L = np.array([p.length for p in plans if p.kind == "normal"])
     assert L.min() >= 3 and L.max() <= 200
     assert abs(np.median(L) - 20) <= 3
-    assert L.mean() > np.median(L)                         # right-skewed
+    assert L.mean() > np.median(L)  # right-skewed
     assert np.mean(L <= 8) > 0.08 and np.mean(L >= 60) > 0.03
 
 
 # --------------------------------------------------------------------------
 def test_viewpoint_changes_what_is_visible():
     rng = np.random.default_rng(0)
-    p = dataclasses.replace(R.sample_person(rng), bag="backpack", bag_color=[200, 20, 200],
-                            upper_pattern="logo", upper_color=[20, 20, 20], upper_color2=[240, 240, 0])
+    p = dataclasses.replace(
+        R.sample_person(rng),
+        bag="backpack",
+        bag_color=[200, 20, 200],
+        upper_pattern="logo",
+        upper_color=[20, 20, 20],
+        upper_color2=[240, 240, 0],
+    )
 
     def count(view, rgb):
         a = R.render_atlas(p, view, 64)
@@ -273,15 +310,22 @@ def test_viewpoint_changes_what_is_visible():
         return int((close & (alpha[..., 0] > 0.5)).sum())
 
     magenta, yellow = (200, 20, 200), (240, 240, 0)
-    assert count("back", magenta) > 3 * count("front", magenta) > 0      # pack vs straps
-    assert count("front", yellow) > 0 and count("back", yellow) == 0       # logo only in front
+    assert count("back", magenta) > 3 * count("front", magenta) > 0  # pack vs straps
+    assert count("front", yellow) > 0 and count("back", yellow) == 0  # logo only in front
     a = R.render_atlas(p, "right", 64)
-    assert a.shape[0] == R.NPH and not np.allclose(a[0], a[R.NPH // 4])    # the gait animates
+    assert a.shape[0] == R.NPH and not np.allclose(a[0], a[R.NPH // 4])  # the gait animates
 
 
 def test_ensure_synthetic_caches_and_rebuilds(tmp_path, capsys, monkeypatch):
-    cfg = dataclasses.replace(TINY, num_train_ids=2, num_test_ids=3, num_cameras=2,
-                              num_distractor_tracklets=1, num_junk_tracklets=1, max_len=8)
+    cfg = dataclasses.replace(
+        TINY,
+        num_train_ids=2,
+        num_test_ids=3,
+        num_cameras=2,
+        num_distractor_tracklets=1,
+        num_junk_tracklets=1,
+        max_len=8,
+    )
     path = synth.ensure_synthetic(cfg, tmp_path)
     out = capsys.readouterr().out
     for word in ("identities", "tracklets", "frames", "MB", "generation took"):
@@ -294,14 +338,14 @@ def test_ensure_synthetic_caches_and_rebuilds(tmp_path, capsys, monkeypatch):
     calls = []
     real = synth.generate
     monkeypatch.setattr(synth, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
-    assert synth.ensure_synthetic(cfg, tmp_path) == path and calls == []      # reused
+    assert synth.ensure_synthetic(cfg, tmp_path) == path and calls == []  # reused
     assert "cached" in capsys.readouterr().out
 
-    frame.unlink()                                                             # partial entry
+    frame.unlink()  # partial entry
     with pytest.warns(UserWarning, match="incomplete or corrupt"):
         assert synth.ensure_synthetic(cfg, tmp_path, verbose=False) == path
-    assert calls == [1] and frame.read_bytes() == good                        # rebuilt identically
-    (path / COMPLETE_MARKER).unlink()                                          # interrupted build
+    assert calls == [1] and frame.read_bytes() == good  # rebuilt identically
+    (path / COMPLETE_MARKER).unlink()  # interrupted build
     with pytest.warns(UserWarning):
         synth.ensure_synthetic(cfg, tmp_path, verbose=False)
     assert calls == [1, 1] and (path / COMPLETE_MARKER).is_file()

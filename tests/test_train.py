@@ -1,11 +1,12 @@
 """Tests of reid_utils.train: a tiny run, the cache, and exact resumption after an interruption."""
+
 import numpy as np
 import pytest
 import torch
-
-from reid_utils.training import i3d as T
-from reid_utils.config import get_config
 from test_features import make_tiny_dataset
+
+from reid_utils.config import get_config
+from reid_utils.training import i3d as T
 
 
 @pytest.fixture(scope="module")
@@ -16,8 +17,9 @@ def tiny(tmp_path_factory):
 def _cfg(root, **train):
     t = dict(P=2, K=2, iterations=6, eval_every=3, lr=1e-3, clip_len=4, sampling="consec")
     t.update(train)
-    return get_config("smoke", artifacts_dir=str(root), device="cpu",
-                      model={"input_height": 32, "input_width": 16}, train=t)
+    return get_config(
+        "smoke", artifacts_dir=str(root), device="cpu", model={"input_height": 32, "input_width": 16}, train=t
+    )
 
 
 class Interrupt(Exception):
@@ -56,8 +58,7 @@ def test_training_reduces_loss(tiny, tmp_path):
 
 
 def test_resume_after_interruption_reproduces_uninterrupted_run(tiny, tmp_path):
-    ref_model, ref_hist = T.train_i3d(_cfg(tmp_path / "a"), tiny, progress=False,
-                                      checkpoint_every=2)
+    ref_model, ref_hist = T.train_i3d(_cfg(tmp_path / "a"), tiny, progress=False, checkpoint_every=2)
 
     cfg = _cfg(tmp_path / "b")
 
@@ -67,11 +68,10 @@ def test_resume_after_interruption_reproduces_uninterrupted_run(tiny, tmp_path):
 
     with pytest.raises(Interrupt):
         T.train_i3d(cfg, tiny, progress=False, checkpoint_every=2, callback=stop_at_5)
-    assert len(list(cfg.cache_root.glob("i3d-checkpoint-*.pt"))) == 1   # saved at iteration 4
+    assert len(list(cfg.cache_root.glob("i3d-checkpoint-*.pt"))) == 1  # saved at iteration 4
     seen = []
-    model, hist = T.train_i3d(cfg, tiny, progress=False, checkpoint_every=2,
-                              callback=lambda n, r: seen.append(n))
-    assert seen == [5, 6]                                               # resumed, not restarted
+    model, hist = T.train_i3d(cfg, tiny, progress=False, checkpoint_every=2, callback=lambda n, r: seen.append(n))
+    assert seen == [5, 6]  # resumed, not restarted
     cols = ["iteration", "loss", "triplet", "softmax", "lr", "mAP", "rank1"]
     assert hist[cols].equals(ref_hist[cols])
     for (k, v), v2 in zip(ref_model.state_dict().items(), model.state_dict().values()):
@@ -104,10 +104,9 @@ def test_warm_started_ablation_models(tiny, tmp_path):
     from reid_utils.experiments import i3d_ablations as ex
 
     cfg = _cfg(tmp_path, iterations=4, eval_every=0)
-    cfg = dataclasses.replace(cfg, ablation=dataclasses.replace(cfg.ablation, finetune_iterations=2,
-                                                                finetune_lr=1e-4))
+    cfg = dataclasses.replace(cfg, ablation=dataclasses.replace(cfg.ablation, finetune_iterations=2, finetune_lr=1e-4))
     runs = ex.train_models(cfg, tiny, [4, 8])
-    trunk, _ = T.train_i3d(cfg, tiny, 4, progress=False)          # cached: the shared trunk
+    trunk, _ = T.train_i3d(cfg, tiny, 4, progress=False)  # cached: the shared trunk
     for L in (4, 8):
         model, hist = runs[L]
         assert list(hist["phase"]) == ["trunk"] * 4 + ["finetune"] * 2

@@ -1,14 +1,24 @@
 """Frame loading: RGB, [-1, 1], (B, C, T, H, W), resize, cache, clear errors."""
+
+import fixtures_builders as fb
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import fixtures_builders as fb
 from reid_utils.config import get_config
 from reid_utils.data.datasets import DatasetError, Tracklet
-from reid_utils.data.transforms import (FrameCache, clip_paths, frames_to_tensor, input_size, load_clip,
-                                   load_clips, load_frame, tensor_to_frames, thumbnails)
+from reid_utils.data.transforms import (
+    FrameCache,
+    clip_paths,
+    frames_to_tensor,
+    input_size,
+    load_clip,
+    load_clips,
+    load_frame,
+    tensor_to_frames,
+    thumbnails,
+)
 
 
 def _png(path, colour, size=(8, 4), mode="RGB"):
@@ -31,7 +41,7 @@ def test_load_clip_values_layout_and_rgb_order(tmp_path):
 
 def test_resize_grayscale_and_batch(tmp_path):
     a = _png(tmp_path / "a.png", (10, 200, 30), size=(20, 10))
-    g = _png(tmp_path / "g.png", 90, size=(5, 7), mode="L")     # grayscale, other size
+    g = _png(tmp_path / "g.png", 90, size=(5, 7), mode="L")  # grayscale, other size
     x = load_clip([a, g], size=(16, 8))
     assert x.shape == (3, 2, 16, 8)
     assert torch.allclose(x[:, 1], torch.full((3, 16, 8), 90 / 127.5 - 1), atol=1e-6), "L -> RGB"
@@ -73,8 +83,8 @@ def test_frame_cache_lru(tmp_path):
     assert cache.misses == 1 and len(cache) == 1
     assert load_frame(paths[0], None, cache) is first and cache.hits == 1
     load_frame(paths[1], None, cache)
-    load_frame(paths[0], None, cache)              # 0 is now most recent
-    load_frame(paths[2], None, cache)              # evicts 1
+    load_frame(paths[0], None, cache)  # 0 is now most recent
+    load_frame(paths[2], None, cache)  # evicts 1
     assert len(cache) == 2 and cache.nbytes <= cache.max_bytes
     assert (paths[1], None) not in cache._data and (paths[0], None) in cache._data
     x = load_clips([[paths[0], paths[2]]] * 3, size=None, cache=cache, progress=False)
@@ -112,7 +122,7 @@ def test_augment_clip_identity_jitter_and_erasing():
     p = augment_params(np.random.default_rng(1), 0.3, 1.0)
     y = augment_clip(x, p)
     assert y.shape == x.shape and y.dtype == x.dtype and float(y.abs().max()) <= 1.0
-    assert torch.equal(y, augment_clip(x, p))                 # deterministic given params
+    assert torch.equal(y, augment_clip(x, p))  # deterministic given params
     assert not torch.allclose(y, x)
     # the erased box is the same on every frame (an occluder, not flicker)
     changed = (augment_clip(x, {**p, "gain": np.ones(3, np.float32), "offset": 0.0}) != x).any(0)

@@ -1,4 +1,5 @@
 """Tests for reid_utils.widgets.ImportanceExplorer, driven in Python on tiny random data."""
+
 import logging
 import re
 
@@ -34,9 +35,15 @@ def _explorer(**kw):
     qf, gf = torch.randn(Q, M, D, generator=gen), torch.randn(G, M, D, generator=gen)
     q_pids, g_pids = np.array([1, 2, 3, 1]), np.array([1, 2, 3, 4, 1, 2, 5])
     q_cam, g_cam = np.zeros(Q, int), np.array([1, 1, 0, 1, 0, 1, 1])
-    args = dict(similarity=None, q_clip_frames=np.arange(Q * M * L).reshape(Q, M, L),
-                g_clip_frames=np.arange(G * M * L).reshape(G, M, L), q_source=FakeSource(),
-                g_source=FakeSource(), topk=3, thumb_height=12)
+    args = dict(
+        similarity=None,
+        q_clip_frames=np.arange(Q * M * L).reshape(Q, M, L),
+        g_clip_frames=np.arange(G * M * L).reshape(G, M, L),
+        q_source=FakeSource(),
+        g_source=FakeSource(),
+        topk=3,
+        thumb_height=12,
+    )
     args.update(kw)
     return ImportanceExplorer(model, qf, gf, q_pids, g_pids, q_cam, g_cam, **args)
 
@@ -44,13 +51,19 @@ def _explorer(**kw):
 def test_dom_classes_and_initial_state():
     ex = _explorer()
     assert CLASSES["container"] in ex.widget._dom_classes
-    for w, key in ((ex.query, "query"), (ex.gallery, "gallery"), (ex.ranking, "ranking"),
-                   (ex.heatmap, "heatmap"), (ex.title, "title"), (ex.status, "status")):
+    for w, key in (
+        (ex.query, "query"),
+        (ex.gallery, "gallery"),
+        (ex.ranking, "ranking"),
+        (ex.heatmap, "heatmap"),
+        (ex.title, "title"),
+        (ex.status, "status"),
+    ):
         assert CLASSES[key] in w._dom_classes
     assert ex.status.value == "ready"
     assert "query 0" in ex.ranking_text.value
     assert ex.heatmap.value[:8] == b"\x89PNG\r\n\x1a\n" and ex.ranking_image.value[:4] == b"\x89PNG"
-    assert int(ex.heatmap.width) > 0 and int(ex.ranking_image.width) > 0   # shown at natural size
+    assert int(ex.heatmap.width) > 0 and int(ex.ranking_image.width) > 0  # shown at natural size
     assert re.fullmatch(r"query 0 vs gallery \d+: similarity -?\d+\.\d{3}", ex.title.value)
     assert len(ex.gallery.options) == 3
 

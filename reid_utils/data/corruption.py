@@ -23,17 +23,16 @@ corrupted versions of every clip), and each M_c^max experiment is assembled
 from them by :func:`assemble_corrupted` with a :func:`corruption_plan`,
 instead of re-running the network.
 """
+
 from __future__ import annotations
 
 import io
-from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["corrupt_frame", "corrupt_clip", "corruption_plan", "assemble_corrupted",
-           "DOWNSCALE", "JPEG_QUALITY"]
+__all__ = ["corrupt_frame", "corrupt_clip", "corruption_plan", "assemble_corrupted", "DOWNSCALE", "JPEG_QUALITY"]
 
 DOWNSCALE = 5
 JPEG_QUALITY = 20
@@ -43,8 +42,9 @@ _RESAMPLE = Image.Resampling.BILINEAR
 def _check_frame(frame: np.ndarray, name: str) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"{name}: expected a uint8 array of shape (H, W, 3), "
-                         f"got dtype {frame.dtype} and shape {frame.shape}")
+        raise ValueError(
+            f"{name}: expected a uint8 array of shape (H, W, 3), got dtype {frame.dtype} and shape {frame.shape}"
+        )
     return frame
 
 
@@ -87,20 +87,21 @@ def corrupt_clip(frames, factor: int = DOWNSCALE, quality: int = JPEG_QUALITY):
     """
     if isinstance(frames, np.ndarray):
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
-            raise ValueError(f"frames: expected a uint8 array of shape (T, H, W, 3), "
-                             f"got dtype {frames.dtype} and shape {frames.shape}")
+            raise ValueError(
+                f"frames: expected a uint8 array of shape (T, H, W, 3), "
+                f"got dtype {frames.dtype} and shape {frames.shape}"
+            )
         if len(frames) == 0:
             return frames.copy()
         return np.stack([corrupt_frame(f, factor, quality) for f in frames])
     if isinstance(frames, (list, tuple)):
-        return [corrupt_frame(_check_frame(f, f"frames[{i}]"), factor, quality)
-                for i, f in enumerate(frames)]
-    raise ValueError(f"frames: expected a (T, H, W, 3) uint8 array or a list of (H, W, 3) "
-                     f"uint8 arrays, got {type(frames).__name__}")
+        return [corrupt_frame(_check_frame(f, f"frames[{i}]"), factor, quality) for i, f in enumerate(frames)]
+    raise ValueError(
+        f"frames: expected a (T, H, W, 3) uint8 array or a list of (H, W, 3) uint8 arrays, got {type(frames).__name__}"
+    )
 
 
-def corruption_plan(num_sequences: int, M: int, max_corrupted: int,
-                    seed: int | np.random.Generator) -> np.ndarray:
+def corruption_plan(num_sequences: int, M: int, max_corrupted: int, seed: int | np.random.Generator) -> np.ndarray:
     """Which clips of each sequence are corrupted (Sec. 4.4).
 
     Per sequence, M_c ~ Uniform{0, ..., max_corrupted} and M_c of its M clips
@@ -145,10 +146,11 @@ def assemble_corrupted(clean, corrupted, plan):
     x = torch.as_tensor(corrupted)
     p = torch.as_tensor(np.asarray(plan) if not torch.is_tensor(plan) else plan)
     if c.dim() != 3 or x.shape != c.shape:
-        raise ValueError(f"clean, corrupted: expected two arrays of the same shape (N, M, D), "
-                         f"got {tuple(c.shape)} and {tuple(x.shape)}")
+        raise ValueError(
+            f"clean, corrupted: expected two arrays of the same shape (N, M, D), "
+            f"got {tuple(c.shape)} and {tuple(x.shape)}"
+        )
     if p.dtype != torch.bool or tuple(p.shape) != tuple(c.shape[:2]):
-        raise ValueError(f"plan: expected a bool array of shape {tuple(c.shape[:2])}, "
-                         f"got {p.dtype} {tuple(p.shape)}")
+        raise ValueError(f"plan: expected a bool array of shape {tuple(c.shape[:2])}, got {p.dtype} {tuple(p.shape)}")
     out = torch.where(p.to(c.device)[..., None], x.to(c.device, c.dtype), c)
     return out.numpy() if is_np else out

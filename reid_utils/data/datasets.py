@@ -62,6 +62,7 @@ tracklets, unparsable frame names, undecodable sample frame) raises one
 loader (``reid_utils.transforms``) raises :class:`DatasetError` naming the file
 when one cannot be decoded.
 """
+
 from __future__ import annotations
 
 import csv
@@ -69,9 +70,10 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -117,9 +119,11 @@ class Tracklet:
 
     def __repr__(self) -> str:
         first = self.frames[0] if self.frames else None
-        return (f"Tracklet(tid={self.tid!r}, pid={self.pid}, camid={self.camid}, "
-                f"num_frames={len(self.frames)}, first={first!r}"
-                f"{', annotated' if self.annotations is not None else ''})")
+        return (
+            f"Tracklet(tid={self.tid!r}, pid={self.pid}, camid={self.camid}, "
+            f"num_frames={len(self.frames)}, first={first!r}"
+            f"{', annotated' if self.annotations is not None else ''})"
+        )
 
 
 @dataclass
@@ -162,9 +166,11 @@ class VideoDataset:
         return dataset_statistics(self, verbose=verbose)
 
     def __repr__(self) -> str:
-        return (f"VideoDataset({self.name!r}, protocol={self.protocol!r}, "
-                f"train={len(self.train)}, query={len(self.query)}, "
-                f"gallery={len(self.gallery)}, train_pids={self.num_train_pids}, root={self.root!r})")
+        return (
+            f"VideoDataset({self.name!r}, protocol={self.protocol!r}, "
+            f"train={len(self.train)}, query={len(self.query)}, "
+            f"gallery={len(self.gallery)}, train_pids={self.num_train_pids}, root={self.root!r})"
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -186,10 +192,8 @@ def _require_file(path: Path, what: str) -> Path:
 
 def _root(root, name: str, expected: str) -> Path:
     if root is None or str(root) == "":
-        raise DatasetError(f"load_dataset({name!r}): no root given; expected the "
-                           f"dataset directory holding {expected}")
-    return _require_dir(os.path.abspath(os.path.expanduser(str(root))),
-                        f"the {name} root holding {expected}")
+        raise DatasetError(f"load_dataset({name!r}): no root given; expected the dataset directory holding {expected}")
+    return _require_dir(os.path.abspath(os.path.expanduser(str(root))), f"the {name} root holding {expected}")
 
 
 def _probe_frame(path: str) -> None:
@@ -202,8 +206,7 @@ def _probe_frame(path: str) -> None:
     except FileNotFoundError:
         raise DatasetError(f"{path} does not exist: expected a frame image") from None
     except Exception as e:  # PIL raises several types for undecodable files
-        raise DatasetError(f"{path} cannot be decoded as an image ({e}); "
-                           f"expected a JPEG/PNG frame") from None
+        raise DatasetError(f"{path} cannot be decoded as an image ({e}); expected a JPEG/PNG frame") from None
 
 
 def _probe_splits(*splits: Sequence[Tracklet]) -> None:
@@ -239,15 +242,17 @@ def _read_mat(path: Path, var: str, ncols: int | None = None) -> np.ndarray:
     try:
         mat = scipy.io.loadmat(str(path))
     except Exception as e:
-        raise DatasetError(f"{path} cannot be read as a .mat file ({e}); "
-                           f"expected a MATLAB file holding {var!r}") from None
+        raise DatasetError(
+            f"{path} cannot be read as a .mat file ({e}); expected a MATLAB file holding {var!r}"
+        ) from None
     if var not in mat:
         found = sorted(k for k in mat if not k.startswith("__"))
         raise DatasetError(f"{path} has no variable {var!r} (found {found})")
     arr = np.asarray(mat[var])
     if ncols is not None and (arr.ndim != 2 or arr.shape[1] < ncols):
-        raise DatasetError(f"{path}: {var!r} has shape {arr.shape}; expected "
-                           f"(num_tracks, {ncols}) rows of start, end, pid, camid")
+        raise DatasetError(
+            f"{path}: {var!r} has shape {arr.shape}; expected (num_tracks, {ncols}) rows of start, end, pid, camid"
+        )
     return arr.astype(np.int64)
 
 
@@ -255,39 +260,58 @@ def _mars_pid(prefix: str) -> int:
     return -1 if prefix == "00-1" else int(prefix)
 
 
-def _mars_tracks(root: Path, split: str, names: list[str], info: np.ndarray,
-                 mat_path: Path, names_path: Path, check_frames: str,
-                 ann: "_Annotations | None") -> list[Tracklet]:
+def _mars_tracks(
+    root: Path,
+    split: str,
+    names: list[str],
+    info: np.ndarray,
+    mat_path: Path,
+    names_path: Path,
+    check_frames: str,
+    ann: _Annotations | None,
+) -> list[Tracklet]:
     folder = root / f"bbox_{split}"
     n = len(names)
     out = []
     for r, row in enumerate(info):
         start, end, pid, cam = (int(v) for v in row[:4])
         if start > end:
-            raise DatasetError(f"{mat_path}: row {r + 1} is an empty tracklet "
-                               f"(start={start} > end={end}); expected start <= end")
+            raise DatasetError(
+                f"{mat_path}: row {r + 1} is an empty tracklet (start={start} > end={end}); expected start <= end"
+            )
         if start < 1 or end > n:
-            raise DatasetError(f"{mat_path}: row {r + 1} (start={start}, end={end}) points "
-                               f"outside {names_path} which has {n} names; expected "
-                               f"1 <= start <= end <= {n}")
-        tnames = names[start - 1:end]
+            raise DatasetError(
+                f"{mat_path}: row {r + 1} (start={start}, end={end}) points "
+                f"outside {names_path} which has {n} names; expected "
+                f"1 <= start <= end <= {n}"
+            )
+        tnames = names[start - 1 : end]
         prefixes = {nm[:6] for nm in tnames}
         m = _MARS_NAME.match(tnames[0])
         if m is None:
-            raise DatasetError(f"{names_path}: frame name {tnames[0]!r} does not match "
-                               f"the MARS pattern PPPPCcTttttFfff.jpg")
+            raise DatasetError(
+                f"{names_path}: frame name {tnames[0]!r} does not match the MARS pattern PPPPCcTttttFfff.jpg"
+            )
         if len(prefixes) != 1 or _mars_pid(m.group(1)) != pid or int(m.group(2)) != cam:
             raise DatasetError(
                 f"{mat_path}: row {r + 1} says pid={pid}, camid={cam} but its frames in "
                 f"{names_path} (lines {start}-{end}) are named {sorted(prefixes)[:3]}; "
-                f"expected every name to start with the row's pid and camera")
+                f"expected every name to start with the row's pid and camera"
+            )
         if not 1 <= cam <= 9:
             raise DatasetError(f"{mat_path}: row {r + 1} has camid={cam}; expected 1-based camera ids")
         sub = os.path.join(str(folder), tnames[0][:4])
         frames = tuple(os.path.join(sub, nm) for nm in tnames)
-        out.append(Tracklet(frames=frames, pid=pid, camid=cam - 1,
-                            tid=f"bbox_{split}/{tnames[0][:11]}", index=r,
-                            annotations=None if ann is None else ann.lookup(split, tnames)))
+        out.append(
+            Tracklet(
+                frames=frames,
+                pid=pid,
+                camid=cam - 1,
+                tid=f"bbox_{split}/{tnames[0][:11]}",
+                index=r,
+                annotations=None if ann is None else ann.lookup(split, tnames),
+            )
+        )
     _check_exist(out, check_frames, folder)
     return out
 
@@ -301,29 +325,29 @@ def _check_exist(tracks: list[Tracklet], mode: str, folder: Path) -> None:
         paths = t.frames if mode == "all" else (t.frames[0], t.frames[-1])
         for p in paths:
             if not os.path.isfile(p):
-                raise DatasetError(f"{p} does not exist: expected frame of tracklet {t.tid} "
-                                   f"under {folder}/<pid>/")
+                raise DatasetError(f"{p} does not exist: expected frame of tracklet {t.tid} under {folder}/<pid>/")
 
 
 class _Annotations:
     """Per-frame annotation table (``info/annotations.csv``) indexed by (split, name)."""
 
     def __init__(self, path: Path):
-        self.path = _require_file(path, "the per-frame annotation table "
-                                        "(split,name,true_pid,occlusion,...)")
+        self.path = _require_file(path, "the per-frame annotation table (split,name,true_pid,occlusion,...)")
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
         if not rows or rows[0][:2] != ["split", "name"] or len(rows[0]) < 3:
-            raise DatasetError(f"{path}: expected a header starting with 'split,name,' "
-                               f"followed by annotation columns; got {rows[0] if rows else 'nothing'}")
+            raise DatasetError(
+                f"{path}: expected a header starting with 'split,name,' "
+                f"followed by annotation columns; got {rows[0] if rows else 'nothing'}"
+            )
         header, body = rows[0], [r for r in rows[1:] if r]
         bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
         if bad:
-            raise DatasetError(f"{path}: line {bad[0]} has a different number of fields "
-                               f"than the header ({len(header)})")
+            raise DatasetError(
+                f"{path}: line {bad[0]} has a different number of fields than the header ({len(header)})"
+            )
         cols = list(zip(*body)) if body else [()] * len(header)
-        arrays = [_parse_column(np.array(c, dtype=str), path, h)
-                  for h, c in zip(header[2:], cols[2:])]
+        arrays = [_parse_column(np.array(c, dtype=str), path, h) for h, c in zip(header[2:], cols[2:])]
         self.table = np.rec.fromarrays(arrays, names=header[2:]).view(np.ndarray)
         self.table.setflags(write=False)
         self.index = {}
@@ -335,8 +359,10 @@ class _Annotations:
         try:
             idx = np.array([self.index[(split, n)] for n in names], dtype=np.int64)
         except KeyError as e:
-            raise DatasetError(f"{self.path}: no annotation row for frame {e.args[0][1]!r} "
-                               f"of split {split!r}; expected one row per frame") from None
+            raise DatasetError(
+                f"{self.path}: no annotation row for frame {e.args[0][1]!r} "
+                f"of split {split!r}; expected one row per frame"
+            ) from None
         sub = self.table[idx]
         sub.setflags(write=False)
         return sub
@@ -354,9 +380,14 @@ def _parse_column(col: np.ndarray, path: Path, name: str) -> np.ndarray:
     return col
 
 
-def load_mars(root, official: bool = False, gallery_includes_queries: bool | None = None,
-              check_frames: str = "first", annotations: str | Path | None = None,
-              name: str = "mars") -> VideoDataset:
+def load_mars(
+    root,
+    official: bool = False,
+    gallery_includes_queries: bool | None = None,
+    check_frames: str = "first",
+    annotations: str | Path | None = None,
+    name: str = "mars",
+) -> VideoDataset:
     """Load MARS (layout in the module docstring).
 
     Args:
@@ -375,7 +406,7 @@ def load_mars(root, official: bool = False, gallery_includes_queries: bool | Non
         official = bool(gallery_includes_queries)
     expected = "bbox_train/, bbox_test/ and info/ (MARS layout)"
     root = _root(root, name, expected)
-    info = _require_dir(root / "info", f"the MARS info/ folder with *_name.txt and *.mat files")
+    info = _require_dir(root / "info", "the MARS info/ folder with *_name.txt and *.mat files")
     for split in ("train", "test"):
         _require_dir(root / f"bbox_{split}", f"the MARS frame folder bbox_{split}/<pid>/")
     ann = _Annotations(Path(annotations)) if annotations is not None else None
@@ -385,15 +416,16 @@ def load_mars(root, official: bool = False, gallery_includes_queries: bool | Non
         mat_path = info / f"tracks_{split}_info.mat"
         names = _read_names(names_path)
         rows = _read_mat(mat_path, f"track_{split}_info", ncols=4)
-        tracks[split] = _mars_tracks(root, split, names, rows, mat_path, names_path,
-                                     check_frames, ann)
+        tracks[split] = _mars_tracks(root, split, names, rows, mat_path, names_path, check_frames, ann)
     q_path = info / "query_IDX.mat"
     qidx = _read_mat(q_path, "query_IDX").ravel() - 1
     test = tracks["test"]
     if qidx.size == 0 or qidx.min() < 0 or qidx.max() >= len(test):
-        raise DatasetError(f"{q_path}: query_IDX must hold 1-based rows of "
-                           f"tracks_test_info.mat in 1..{len(test)}; got range "
-                           f"{qidx.min() + 1 if qidx.size else None}..{qidx.max() + 1 if qidx.size else None}")
+        raise DatasetError(
+            f"{q_path}: query_IDX must hold 1-based rows of "
+            f"tracks_test_info.mat in 1..{len(test)}; got range "
+            f"{qidx.min() + 1 if qidx.size else None}..{qidx.max() + 1 if qidx.size else None}"
+        )
     if len(np.unique(qidx)) != len(qidx):
         raise DatasetError(f"{q_path}: query_IDX has repeated rows; expected distinct test tracks")
     train = [t for t in tracks["train"] if t.pid != -1]
@@ -412,8 +444,9 @@ def load_mars(root, official: bool = False, gallery_includes_queries: bool | Non
         meta["annotation_fields"] = ann.fields
     if check_frames != "none":
         _probe_splits(train, query, gallery)
-    return VideoDataset(name=name, root=str(root), train=train, query=query,
-                        gallery=gallery, protocol=protocol, meta=meta)
+    return VideoDataset(
+        name=name, root=str(root), train=train, query=query, gallery=gallery, protocol=protocol, meta=meta
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -425,18 +458,21 @@ _DUKE_NAME = re.compile(r"^(-?\d+)_?C(\d+)_?F(\d+)(?:_?X(\d+))?\.\w+$", re.IGNOR
 def _duke_tracklet(tdir: Path, split: str, pid: int) -> Tracklet:
     entries = sorted(e for e in os.listdir(tdir) if _is_image(e))
     if not entries:
-        raise DatasetError(f"{tdir} holds no frames: expected a non-empty tracklet of "
-                           f"<pid>C<cam>F<frame>X<...>.jpg images")
+        raise DatasetError(
+            f"{tdir} holds no frames: expected a non-empty tracklet of <pid>C<cam>F<frame>X<...>.jpg images"
+        )
     keyed = []
     cams = set()
     for e in entries:
         m = _DUKE_NAME.match(e)
         if m is None:
-            raise DatasetError(f"{tdir / e}: frame name does not match 0001C6F0099X30823.jpg "
-                               f"or 0001_C6_F0099_X30823.jpg")
+            raise DatasetError(
+                f"{tdir / e}: frame name does not match 0001C6F0099X30823.jpg or 0001_C6_F0099_X30823.jpg"
+            )
         if int(m.group(1)) != pid:
-            raise DatasetError(f"{tdir / e}: frame name has pid {int(m.group(1))} but the "
-                               f"folder says {pid}; expected them to agree")
+            raise DatasetError(
+                f"{tdir / e}: frame name has pid {int(m.group(1))} but the folder says {pid}; expected them to agree"
+            )
         cams.add(int(m.group(2)))
         keyed.append((int(m.group(3)), e))
     if len(cams) != 1:
@@ -450,8 +486,7 @@ def _duke_tracklet(tdir: Path, split: str, pid: int) -> Tracklet:
     if cam < 1:
         raise DatasetError(f"{tdir}: camera C{cam}; expected 1-based camera ids")
     frames = tuple(os.path.join(str(tdir), e) for _, e in keyed)
-    return Tracklet(frames=frames, pid=pid, camid=cam - 1,
-                    tid=f"{split}/{tdir.parent.name}/{tdir.name}")
+    return Tracklet(frames=frames, pid=pid, camid=cam - 1, tid=f"{split}/{tdir.parent.name}/{tdir.name}")
 
 
 def _duke_split(root: Path, split: str) -> list[Tracklet]:
@@ -461,8 +496,9 @@ def _duke_split(root: Path, split: str) -> list[Tracklet]:
         try:
             pid = int(pdir.name)
         except ValueError:
-            raise DatasetError(f"{pdir}: folder name is not a person id; expected "
-                               f"{split}/<pid digits>/<tracklet>/") from None
+            raise DatasetError(
+                f"{pdir}: folder name is not a person id; expected {split}/<pid digits>/<tracklet>/"
+            ) from None
         tdirs = sorted(t for t in pdir.iterdir() if t.is_dir())
         if not tdirs:
             raise DatasetError(f"{pdir} holds no tracklet folders; expected {split}/<pid>/<tracklet>/")
@@ -478,8 +514,9 @@ def load_duke(root) -> VideoDataset:
     root = _root(root, "dukemtmc-videoreid", "train/, query/ and gallery/")
     train, query, gallery = (_duke_split(root, s) for s in ("train", "query", "gallery"))
     _probe_splits(train, query, gallery)
-    return VideoDataset(name="dukemtmc-videoreid", root=str(root), train=train,
-                        query=query, gallery=gallery, protocol="duke")
+    return VideoDataset(
+        name="dukemtmc-videoreid", root=str(root), train=train, query=query, gallery=gallery, protocol="duke"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -542,19 +579,26 @@ def read_prid_splits(path: str | Path) -> list[dict]:
     except OSError as e:
         raise DatasetError(f"{path} cannot be read ({e}); expected a PRID2011 splits JSON") from None
     except ValueError as e:
-        raise DatasetError(f"{path} is not valid JSON ({e}); expected a list of "
-                           f"{{'train': [...], 'test': [...]}}") from None
-    if not isinstance(raw, list) or not raw or not all(
-            isinstance(s, dict) and "train" in s and "test" in s for s in raw):
-        raise DatasetError(f"{path}: expected a non-empty JSON list of objects with "
-                           f"'train' and 'test' lists of person ids")
+        raise DatasetError(
+            f"{path} is not valid JSON ({e}); expected a list of {{'train': [...], 'test': [...]}}"
+        ) from None
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(isinstance(s, dict) and "train" in s and "test" in s for s in raw)
+    ):
+        raise DatasetError(
+            f"{path}: expected a non-empty JSON list of objects with 'train' and 'test' lists of person ids"
+        )
     out = []
     for k, s in enumerate(raw):
         tr = sorted(_person_id(x, path) for x in s["train"])
         te = sorted(_person_id(x, path) for x in s["test"])
         if set(tr) & set(te):
-            raise DatasetError(f"{path}: split {k} has persons in both train and test "
-                               f"({sorted(set(tr) & set(te))[:5]}); expected disjoint sets")
+            raise DatasetError(
+                f"{path}: split {k} has persons in both train and test "
+                f"({sorted(set(tr) & set(te))[:5]}); expected disjoint sets"
+            )
         out.append({"train": tr, "test": te})
     return out
 
@@ -574,8 +618,14 @@ def make_prid_splits(persons: Iterable[int], num_splits: int = 10, seed: int = 0
     return out
 
 
-def load_prid(root, split_id: int = 0, splits_path: str | Path | None = None,
-              seed: int = 0, min_frames: int = 21, num_splits: int = 10) -> VideoDataset:
+def load_prid(
+    root,
+    split_id: int = 0,
+    splits_path: str | Path | None = None,
+    seed: int = 0,
+    min_frames: int = 21,
+    num_splits: int = 10,
+) -> VideoDataset:
     """Load PRID2011 multi-shot with split ``split_id`` (see module docstring).
 
     Args:
@@ -588,13 +638,16 @@ def load_prid(root, split_id: int = 0, splits_path: str | Path | None = None,
     """
     root = _root(root, "prid2011", "multi_shot/cam_a and multi_shot/cam_b")
     ms = _require_dir(root / "multi_shot", "the PRID2011 multi_shot/ folder")
-    cams = [_prid_camera(_require_dir(ms / c, f"the PRID2011 camera folder {c}/person_XXXX/"))
-            for c in ("cam_a", "cam_b")]
+    cams = [
+        _prid_camera(_require_dir(ms / c, f"the PRID2011 camera folder {c}/person_XXXX/")) for c in ("cam_a", "cam_b")
+    ]
     both = sorted(set(cams[0]) & set(cams[1]))
     eligible = [p for p in both if min(len(cams[0][p]), len(cams[1][p])) >= min_frames]
     if not eligible:
-        raise DatasetError(f"{ms}: no person has >= {min_frames} frames in both cam_a and cam_b; "
-                           f"expected person_XXXX folders present in both cameras")
+        raise DatasetError(
+            f"{ms}: no person has >= {min_frames} frames in both cam_a and cam_b; "
+            f"expected person_XXXX folders present in both cameras"
+        )
     spath = Path(splits_path) if splits_path is not None else root / PRID_SPLITS_FILE
     if spath.is_file():
         splits = read_prid_splits(spath)
@@ -608,29 +661,44 @@ def load_prid(root, split_id: int = 0, splits_path: str | Path | None = None,
             atomic_write_text(spath, json.dumps(splits, indent=1))
             source = f"{source} -> {spath}"
         except OSError as e:
-            warnings.warn(f"PRID2011: could not save the generated splits to {spath} ({e}); "
-                          f"using them unsaved (pass splits_path= to save elsewhere)")
+            warnings.warn(
+                f"PRID2011: could not save the generated splits to {spath} ({e}); "
+                f"using them unsaved (pass splits_path= to save elsewhere)"
+            )
     if not 0 <= split_id < len(splits):
         raise ValueError(f"split_id={split_id}: expected 0..{len(splits) - 1} ({source})")
     split = splits[split_id]
     missing = sorted(set(split["train"] + split["test"]) - set(both))
     if missing:
-        raise DatasetError(f"{spath}: split {split_id} names persons {missing[:5]} that are not "
-                           f"in both {ms}/cam_a and cam_b")
+        raise DatasetError(
+            f"{spath}: split {split_id} names persons {missing[:5]} that are not in both {ms}/cam_a and cam_b"
+        )
 
     def tracks(pids, cam_ids):
-        return [Tracklet(frames=cams[c][p], pid=p, camid=c,
-                         tid=f"{('cam_a', 'cam_b')[c]}/person_{p:04d}", index=p)
-                for p in pids for c in cam_ids]
+        return [
+            Tracklet(frames=cams[c][p], pid=p, camid=c, tid=f"{('cam_a', 'cam_b')[c]}/person_{p:04d}", index=p)
+            for p in pids
+            for c in cam_ids
+        ]
 
     train = tracks(split["train"], (0, 1))
     query = tracks(split["test"], (0,))
     gallery = tracks(split["test"], (1,))
     _probe_splits(train, query, gallery)
-    return VideoDataset(name="prid2011", root=str(root), train=train, query=query,
-                        gallery=gallery, protocol=f"prid-split{split_id}",
-                        meta={"split_id": split_id, "splits_source": source,
-                              "num_eligible_persons": len(eligible), "min_frames": min_frames})
+    return VideoDataset(
+        name="prid2011",
+        root=str(root),
+        train=train,
+        query=query,
+        gallery=gallery,
+        protocol=f"prid-split{split_id}",
+        meta={
+            "split_id": split_id,
+            "splits_source": source,
+            "num_eligible_persons": len(eligible),
+            "min_frames": min_frames,
+        },
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -647,15 +715,16 @@ def load_synthetic(root=None, synth_cfg=None, cache_root=None, **mars_options) -
     """
     if root is None:
         if synth_cfg is None or cache_root is None:
-            raise ValueError("load_dataset('synthetic'): give either root= (a generated tree) "
-                             "or both synth_cfg= and cache_root= (to generate/reuse one)")
+            raise ValueError(
+                "load_dataset('synthetic'): give either root= (a generated tree) "
+                "or both synth_cfg= and cache_root= (to generate/reuse one)"
+            )
         import importlib
 
         synth = importlib.import_module("reid_utils.synth.benchmark")
         root = synth.ensure_synthetic(synth_cfg, cache_root)
     root = _root(root, "synthetic", "a MARS-layout tree with info/annotations.csv")
-    return load_mars(root, annotations=root / "info" / "annotations.csv",
-                     name="synthetic", **mars_options)
+    return load_mars(root, annotations=root / "info" / "annotations.csv", name="synthetic", **mars_options)
 
 
 # ---------------------------------------------------------------------------
@@ -667,8 +736,12 @@ _LOADERS = {
     "prid2011": load_prid,
     "synthetic": load_synthetic,
 }
-_ALIASES = {"duke": "dukemtmc-videoreid", "dukemtmcvidreid": "dukemtmc-videoreid",
-            "dukemtmc_videoreid": "dukemtmc-videoreid", "prid": "prid2011"}
+_ALIASES = {
+    "duke": "dukemtmc-videoreid",
+    "dukemtmcvidreid": "dukemtmc-videoreid",
+    "dukemtmc_videoreid": "dukemtmc-videoreid",
+    "prid": "prid2011",
+}
 
 
 def canonical_name(name: str) -> str:
@@ -704,8 +777,7 @@ def load_dataset(name: str, root=None, **options) -> VideoDataset:
     allowed = _option_names(key)
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise ValueError(f"load_dataset({key!r}): unknown option(s) {unknown}; "
-                         f"expected some of {sorted(allowed)}")
+        raise ValueError(f"load_dataset({key!r}): unknown option(s) {unknown}; expected some of {sorted(allowed)}")
     return _LOADERS[key](root, **options)
 
 
@@ -715,8 +787,11 @@ def _option_names(key: str) -> set:
     fns = [_LOADERS[key]] + ([load_mars] if key == "synthetic" else [])
     names = set()
     for fn in fns:
-        names |= {p.name for p in inspect.signature(fn).parameters.values()
-                  if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY}
+        names |= {
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY
+        }
     return names - {"root", "annotations", "name"}
 
 
@@ -730,11 +805,12 @@ def load_dataset_for_config(cfg, **options) -> VideoDataset:
     if cfg.dataset == "synthetic":
         if cfg.data_root:
             return load_dataset("synthetic", cfg.data_root, **options)
-        return load_dataset("synthetic", None, synth_cfg=cfg.synth,
-                            cache_root=cfg.cache_root, **options)
+        return load_dataset("synthetic", None, synth_cfg=cfg.synth, cache_root=cfg.cache_root, **options)
     if not cfg.data_root:
-        raise DatasetError(f"profile {cfg.profile!r} uses dataset {cfg.dataset!r} but no data_root "
-                           f"is set; expected the dataset directory (set $REID_DATA_ROOT)")
+        raise DatasetError(
+            f"profile {cfg.profile!r} uses dataset {cfg.dataset!r} but no data_root "
+            f"is set; expected the dataset directory (set $REID_DATA_ROOT)"
+        )
     return load_dataset(cfg.dataset, cfg.data_root, **options)
 
 
@@ -762,12 +838,18 @@ def dataset_statistics(ds: VideoDataset, verbose: bool = True) -> dict:
         lens = np.array([len(t) for t in tr], dtype=np.int64)
         lengths[name] = lens
         pids[name] = np.array(sorted({t.pid for t in tr}), dtype=np.int64)
-        rows.append({"split": name, "identities": len(pids[name]), "tracklets": len(tr),
-                     "frames": int(lens.sum()),
-                     "min_len": int(lens.min()) if len(lens) else 0,
-                     "median_len": float(np.median(lens)) if len(lens) else 0.0,
-                     "mean_len": float(lens.mean()) if len(lens) else 0.0,
-                     "max_len": int(lens.max()) if len(lens) else 0})
+        rows.append(
+            {
+                "split": name,
+                "identities": len(pids[name]),
+                "tracklets": len(tr),
+                "frames": int(lens.sum()),
+                "min_len": int(lens.min()) if len(lens) else 0,
+                "median_len": float(np.median(lens)) if len(lens) else 0.0,
+                "mean_len": float(lens.mean()) if len(lens) else 0.0,
+                "max_len": int(lens.max()) if len(lens) else 0,
+            }
+        )
         if name != "total":
             cams[name] = pd.Series([t.camid for t in tr], dtype="int64").value_counts()
     summary = pd.DataFrame(rows).set_index("split")
@@ -782,8 +864,7 @@ def dataset_statistics(ds: VideoDataset, verbose: bool = True) -> dict:
     return out
 
 
-def nuisance_summary(ds: VideoDataset,
-                     nuisances=("occlusion", "empty", "id_switch", "bad_crop", "blur")):
+def nuisance_summary(ds: VideoDataset, nuisances=("occlusion", "empty", "id_switch", "bad_crop", "blur")):
     """Per-split nuisance rates from the per-frame annotations (synthetic benchmark).
 
     Returns:
@@ -803,19 +884,18 @@ def nuisance_summary(ds: VideoDataset,
                 continue
             per_frame = np.concatenate([np.asarray(a[n], dtype=np.float64) > 0 for a in anns])
             per_track = np.array([bool((np.asarray(a[n], dtype=np.float64) > 0).any()) for a in anns])
-            rows.append({"split": split, "nuisance": n, "frames": per_frame.mean(),
-                         "tracklets": per_track.mean()})
+            rows.append({"split": split, "nuisance": n, "frames": per_frame.mean(), "tracklets": per_track.mean()})
     if not rows:
         return pd.DataFrame(columns=["frames", "tracklets"])
     return pd.DataFrame(rows).set_index(["split", "nuisance"])
 
 
-def most_affected(tracklets, num: int,
-                  nuisances=("occlusion", "empty", "id_switch", "bad_crop", "blur")) -> list:
+def most_affected(tracklets, num: int, nuisances=("occlusion", "empty", "id_switch", "bad_crop", "blur")) -> list:
     """The ``num`` annotated tracklets with the most nuisance frames (for contact sheets).
 
     Tracklets without annotations (real datasets) are skipped, so the result may be empty.
     """
+
     def load(t):
         a = t.annotations
         return sum(int((np.asarray(a[n], dtype=np.float64) > 0).sum()) for n in nuisances if n in a.dtype.names)

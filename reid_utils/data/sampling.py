@@ -29,9 +29,10 @@
   following Hermans et al. [11]): P distinct identities, K tracklets each,
   sampled without replacement unless an identity has fewer than K tracklets.
 """
+
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -49,8 +50,7 @@ def _as_rng(rng) -> np.random.Generator:
         return rng
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return np.random.default_rng(int(rng))
-    raise ValueError(f"rng={rng!r}: expected a numpy Generator (or an int seed) for a "
-                     f"random sampling method")
+    raise ValueError(f"rng={rng!r}: expected a numpy Generator (or an int seed) for a random sampling method")
 
 
 def _evenly(num_frames: int, length: int) -> np.ndarray:
@@ -58,8 +58,9 @@ def _evenly(num_frames: int, length: int) -> np.ndarray:
     return ((2 * i + 1) * num_frames) // (2 * length)
 
 
-def sample_clip(num_frames: int, length: int, method: str = "evenly",
-                rng: np.random.Generator | int | None = None) -> np.ndarray:
+def sample_clip(
+    num_frames: int, length: int, method: str = "evenly", rng: np.random.Generator | int | None = None
+) -> np.ndarray:
     """Frame indices of one clip (Table 1).
 
     Args:
@@ -88,8 +89,9 @@ def sample_clip(num_frames: int, length: int, method: str = "evenly",
     return np.sort(rng.choice(n, size=L, replace=False)).astype(np.int64)
 
 
-def sample_clips(num_frames: int, num_clips: int, length: int,
-                 rng: np.random.Generator | int | None = None) -> np.ndarray:
+def sample_clips(
+    num_frames: int, num_clips: int, length: int, rng: np.random.Generator | int | None = None
+) -> np.ndarray:
     """M clips of L consecutive frames spread uniformly over a sequence (Sec. 3.1).
 
     Args:
@@ -113,7 +115,7 @@ def sample_clips(num_frames: int, num_clips: int, length: int,
     if n >= M * L:
         # centred in M equal segments: non-overlapping
         starts = ((2 * i + 1) * n - M * L) // (2 * M)
-        lo, hi = (i * n) // M, ((i + 1) * n) // M - L    # stay inside the segment
+        lo, hi = (i * n) // M, ((i + 1) * n) // M - L  # stay inside the segment
     else:
         # overlapping: starts evenly spread over [0, T-L] (first clip at the
         # start, last at the end); equals the centred rule at T = M L
@@ -189,18 +191,17 @@ class PKSampler:
         int64 arrays of shape (P*K,), identity-major.
     """
 
-    def __init__(self, pids: Sequence[int], P: int, K: int, seed: int = 0,
-                 num_batches: int | None = None):
+    def __init__(self, pids: Sequence[int], P: int, K: int, seed: int = 0, num_batches: int | None = None):
         self.P = _check_pos_int(P, "P")
         self.K = _check_pos_int(K, "K")
         self.groups = _group(pids)
         self.keys = np.array(sorted(self.groups))
         if len(self.keys) < self.P:
-            raise ValueError(f"P={P}: only {len(self.keys)} distinct identities in pids; "
-                             f"expected at least P")
+            raise ValueError(f"P={P}: only {len(self.keys)} distinct identities in pids; expected at least P")
         self.seed = int(seed)
-        self.num_batches = (len(self.keys) // self.P if num_batches is None
-                            else _check_pos_int(num_batches, "num_batches"))
+        self.num_batches = (
+            len(self.keys) // self.P if num_batches is None else _check_pos_int(num_batches, "num_batches")
+        )
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -218,7 +219,6 @@ class PKSampler:
             if pos + self.P > len(order):
                 order = rng.permutation(self.keys)
                 pos = 0
-            chosen = order[pos:pos + self.P]
+            chosen = order[pos : pos + self.P]
             pos += self.P
-            yield np.concatenate([_pick(self.groups[int(k)], self.K, rng)
-                                  for k in chosen]).astype(np.int64)
+            yield np.concatenate([_pick(self.groups[int(k)], self.K, rng) for k in chosen]).astype(np.int64)

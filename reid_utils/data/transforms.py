@@ -12,10 +12,11 @@ An optional :class:`FrameCache` keeps decoded, resized uint8 frames in memory
 same tracklets are read every epoch. An undecodable or missing frame raises
 ``reid_utils.datasets.DatasetError`` naming the file.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -113,8 +114,9 @@ def load_frame(path: str, size=None, cache: FrameCache | None = None) -> np.ndar
     except FileNotFoundError:
         raise DatasetError(f"{path} does not exist: expected a frame image") from None
     except Exception as e:  # PIL raises several types for broken files
-        raise DatasetError(f"{path} cannot be decoded as an image ({type(e).__name__}: {e}); "
-                           f"expected a JPEG/PNG frame") from None
+        raise DatasetError(
+            f"{path} cannot be decoded as an image ({type(e).__name__}: {e}); expected a JPEG/PNG frame"
+        ) from None
     if cache is not None:
         cache.put(key, arr)
     return arr
@@ -127,8 +129,9 @@ def load_frames(paths: Sequence[str], size=None, cache: FrameCache | None = None
     frames = [load_frame(p, size, cache) for p in paths]
     shapes = {f.shape for f in frames}
     if len(shapes) != 1:
-        raise DatasetError(f"frames of different sizes {sorted(shapes)} (first: {paths[0]}); "
-                           f"pass size=(height, width) to resize them")
+        raise DatasetError(
+            f"frames of different sizes {sorted(shapes)} (first: {paths[0]}); pass size=(height, width) to resize them"
+        )
     return np.stack(frames)
 
 
@@ -163,8 +166,13 @@ def load_clip(paths: Sequence[str], size=None, cache: FrameCache | None = None) 
     return frames_to_tensor(load_frames(paths, size, cache))
 
 
-def load_clips(clips: Sequence[Sequence[str]], size=None, progress: bool = True,
-               cache: FrameCache | None = None, desc: str = "loading clips") -> torch.Tensor:
+def load_clips(
+    clips: Sequence[Sequence[str]],
+    size=None,
+    progress: bool = True,
+    cache: FrameCache | None = None,
+    desc: str = "loading clips",
+) -> torch.Tensor:
     """Load B clips of equal length T into one batch.
 
     Args:
@@ -200,8 +208,9 @@ def clip_paths(tracklet: Tracklet, indices: Sequence[int]) -> list[str]:
     return [tracklet.frames[i] for i in idx]
 
 
-def thumbnails(tracklet, num: int = 8, size=None, indices: Sequence[int] | None = None,
-               cache: FrameCache | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+def thumbnails(
+    tracklet, num: int = 8, size=None, indices: Sequence[int] | None = None, cache: FrameCache | None = None
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """A few frames of a tracklet for figures (contact sheets, sampling plots).
 
     Args:
@@ -266,5 +275,5 @@ def augment_clip(x: torch.Tensor, params: dict) -> torch.Tensor:
         w = min(W, max(1, int(round((area * H * W / aspect) ** 0.5))))
         y0, x0 = int(fy * (H - h)), int(fx * (W - w))
         g = torch.Generator().manual_seed(seed)
-        y[:, :, y0:y0 + h, x0:x0 + w] = torch.rand(3, 1, h, w, generator=g) * 2 - 1
+        y[:, :, y0 : y0 + h, x0 : x0 + w] = torch.rand(3, 1, h, w, generator=g) * 2 - 1
     return y

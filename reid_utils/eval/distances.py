@@ -11,6 +11,7 @@ Inputs are (N, D) and (M, D), or batched (B, N, D) and (B, M, D); outputs are
 (N, M) or (B, N, M). Rows of ``x`` are processed ``chunk_size`` at a time so
 the temporaries stay small; the output itself is allocated once.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -77,7 +78,7 @@ def euclidean_distance(x, y=None, squared: bool = False, chunk_size: int = 4096)
     out = torch.empty(tx.shape[:-1] + ty.shape[-2:-1], dtype=tx.dtype, device=tx.device)
     n = tx.shape[-2]
     for a in range(0, n, chunk_size):
-        xa = tx[..., a:a + chunk_size, :]
+        xa = tx[..., a : a + chunk_size, :]
         d = (xa * xa).sum(-1, keepdim=True) + y2 - 2.0 * (xa @ ty.transpose(-1, -2))
         d.clamp_(min=0)
         if same:
@@ -85,7 +86,7 @@ def euclidean_distance(x, y=None, squared: bool = False, chunk_size: int = 4096)
             d[..., idx - a, idx] = 0
         if not squared:
             d.sqrt_()
-        out[..., a:a + xa.shape[-2], :] = d
+        out[..., a : a + xa.shape[-2], :] = d
     return _out(out, is_np)
 
 
@@ -103,7 +104,7 @@ def cosine_similarity(x, y=None, eps: float = 1e-12, chunk_size: int = 4096):
     ty = tx if y is None else ty / ty.norm(dim=-1, keepdim=True).clamp(min=eps)
     out = torch.empty(tx.shape[:-1] + ty.shape[-2:-1], dtype=tx.dtype, device=tx.device)
     for a in range(0, tx.shape[-2], chunk_size):
-        out[..., a:a + chunk_size, :] = (tx[..., a:a + chunk_size, :] @ ty.transpose(-1, -2)).clamp_(-1, 1)
+        out[..., a : a + chunk_size, :] = (tx[..., a : a + chunk_size, :] @ ty.transpose(-1, -2)).clamp_(-1, 1)
     return _out(out, is_np)
 
 
@@ -137,9 +138,11 @@ def reranking_inputs(query, gallery, metric: str = "euclidean", chunk_size: int 
     Returns:
         ``(q_g (Q, G), q_q (Q, Q), g_g (G, G))``.
     """
-    return (pairwise_distance(query, gallery, metric, chunk_size),
-            pairwise_distance(query, None, metric, chunk_size),
-            pairwise_distance(gallery, None, metric, chunk_size))
+    return (
+        pairwise_distance(query, gallery, metric, chunk_size),
+        pairwise_distance(query, None, metric, chunk_size),
+        pairwise_distance(gallery, None, metric, chunk_size),
+    )
 
 
 def similarity_to_distance(sim):

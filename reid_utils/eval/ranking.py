@@ -54,11 +54,12 @@ query) or with the same sorted search (pid -1 junk of ``mars_official``).
 No Python loop runs over gallery items; one cheap binary search per query
 remains. ``benchmarks/bench_evaluation.py`` compares it with per-query loops.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -195,8 +196,7 @@ class _PidIndex:
 
     def __init__(self, g_pids: np.ndarray):
         self.order = np.argsort(g_pids, kind="stable")  # ascending gallery index within a pid
-        self.uniq, self.start, self.count = np.unique(g_pids[self.order], return_index=True,
-                                                      return_counts=True)
+        self.uniq, self.start, self.count = np.unique(g_pids[self.order], return_index=True, return_counts=True)
 
     def lookup(self, q_pids: np.ndarray):
         """(C, S) gallery indices with the query's pid (ascending, -1 padded) and a validity mask."""
@@ -232,14 +232,14 @@ def _count_before(d, sorted32, gd, gi, gvalid, cols, self_in_set: bool, batch: i
     npos = gvalid.sum(axis=1)
     count = np.zeros((C, P), dtype=np.int64)
     for r in np.flatnonzero(npos):  # a binary search per good; cheap next to the sort
-        count[r, :npos[r]] = np.searchsorted(sorted32[r], g32[r, :npos[r]], side="left")
+        count[r, : npos[r]] = np.searchsorted(sorted32[r], g32[r, : npos[r]], side="left")
     # more than one (or, for foreign sets, any) equal float32 value -> compare exactly
     nxt = count + (1 if self_in_set else 0)
     eq_next = np.take_along_axis(sorted32, np.minimum(nxt, n - 1), 1) == g32
     tr, tk = np.nonzero(gvalid & (nxt < n) & eq_next)
     colidx = np.arange(d.shape[1]) if cols is None else cols
     for b in range(0, tr.size, batch):
-        r, k = tr[b:b + batch], tk[b:b + batch]
+        r, k = tr[b : b + batch], tk[b : b + batch]
         sub = d[r] if cols is None else d[r][:, cols]  # (T, n) exact distances
         gdv, giv = gd[r, k][:, None], gi[r, k][:, None]
         before = (sub < gdv) | ((sub == gdv) & (colidx[None, :] < giv))
@@ -337,9 +337,17 @@ def _rank_chunk(d, qp, qc, gp, gc, pid_index, junk_cols, official: bool, max_ran
     return out
 
 
-def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
-                  protocol: str = "torchreid", return_details: bool = False,
-                  chunk_size: int = 256):
+def evaluate_rank(
+    distmat,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    max_rank: int = 50,
+    protocol: str = "torchreid",
+    return_details: bool = False,
+    chunk_size: int = 256,
+):
     """CMC and mAP of a query-gallery distance matrix (smaller = more similar).
 
     See the module docstring for the exact definition of both protocols.
@@ -389,8 +397,7 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
     ranked_good = np.empty((Q, max_rank), dtype=bool) if return_details else None
     for a in range(0, Q, chunk_size):
         b = min(a + chunk_size, Q)
-        r = _rank_chunk(d[a:b], qp[a:b], qc[a:b], gp, gc, pid_index, junk_cols, official,
-                        max_rank, return_details)
+        r = _rank_chunk(d[a:b], qp[a:b], qc[a:b], gp, gc, pid_index, junk_cols, official, max_rank, return_details)
         ap[a:b], first[a:b], nmatch[a:b] = r["ap"], r["first"], r["nmatch"]
         if return_details:
             ranked[a:b], ranked_good[a:b] = r["ranked"], r["ranked_good"]
@@ -398,13 +405,17 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
     valid = nmatch > 0
     if official:
         if not valid.all():
-            warnings.warn(f"evaluate_rank(mars_official): {int((~valid).sum())} queries have no good "
-                          "match; they count as AP 0 and CMC 0 (MATLAB would give NaN)")
+            warnings.warn(
+                f"evaluate_rank(mars_official): {int((~valid).sum())} queries have no good "
+                "match; they count as AP 0 and CMC 0 (MATLAB would give NaN)"
+            )
         counted = np.ones(Q, dtype=bool)
     else:
         if not valid.any():
-            raise ValueError("evaluate_rank: no query has a true match in the gallery "
-                             "(all query identities are absent or only in the query's camera)")
+            raise ValueError(
+                "evaluate_rank: no query has a true match in the gallery "
+                "(all query identities are absent or only in the query's camera)"
+            )
         counted = valid
     hits = first[counted & valid]
     hist = np.bincount(np.minimum(hits, max_rank + 1) - 1, minlength=max_rank + 1)[:max_rank]
@@ -414,9 +425,17 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
         return cmc, mAP
     if not official:
         ap[~valid] = np.nan
-    return RankResult(cmc=cmc, mAP=mAP, ap=ap, valid=valid, first_match_rank=first,
-                      num_matches=nmatch, ranked_indices=ranked, ranked_matches=ranked_good,
-                      protocol=protocol)
+    return RankResult(
+        cmc=cmc,
+        mAP=mAP,
+        ap=ap,
+        valid=valid,
+        first_match_rank=first,
+        num_matches=nmatch,
+        ranked_indices=ranked,
+        ranked_matches=ranked_good,
+        protocol=protocol,
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -470,11 +489,21 @@ def evaluate_features(qf: torch.Tensor, gf: torch.Tensor, dataset, max_rank: int
     """
     dist = torch.cdist(qf.double(), gf.double()).numpy()
     q, g = dataset.query, dataset.gallery
-    cmc, mAP = evaluate_rank(dist, np.array([t.pid for t in q]), np.array([t.pid for t in g]),
-                             np.array([t.camid for t in q]), np.array([t.camid for t in g]),
-                             max_rank=min(max_rank, len(g)), protocol=protocol_of(dataset))
-    return {"mAP": float(mAP), "rank1": float(cmc[0]), "rank5": float(cmc[min(4, len(cmc) - 1)]),
-            "cmc": np.asarray(cmc)}
+    cmc, mAP = evaluate_rank(
+        dist,
+        np.array([t.pid for t in q]),
+        np.array([t.pid for t in g]),
+        np.array([t.camid for t in q]),
+        np.array([t.camid for t in g]),
+        max_rank=min(max_rank, len(g)),
+        protocol=protocol_of(dataset),
+    )
+    return {
+        "mAP": float(mAP),
+        "rank1": float(cmc[0]),
+        "rank5": float(cmc[min(4, len(cmc) - 1)]),
+        "cmc": np.asarray(cmc),
+    }
 
 
 def cmc_at(cmc, ranks: Sequence[int] = (1, 5, 10, 20)) -> dict:
@@ -534,13 +563,17 @@ def summarize_splits(results: Iterable, ddof: int = 0) -> SplitSummary:
     if len(cmcs) <= ddof:
         raise ValueError(f"ddof: {ddof} needs more than {len(cmcs)} splits")
     cmc_arr, map_arr = np.stack(cmcs), np.asarray(maps)
-    return SplitSummary(cmc_mean=cmc_arr.mean(0), cmc_std=cmc_arr.std(0, ddof=ddof),
-                        mAP_mean=float(map_arr.mean()), mAP_std=float(map_arr.std(ddof=ddof)),
-                        num_splits=len(cmcs), ddof=ddof)
+    return SplitSummary(
+        cmc_mean=cmc_arr.mean(0),
+        cmc_std=cmc_arr.std(0, ddof=ddof),
+        mAP_mean=float(map_arr.mean()),
+        mAP_std=float(map_arr.std(ddof=ddof)),
+        num_splits=len(cmcs),
+        ddof=ddof,
+    )
 
 
-def evaluate_splits(splits: Iterable, max_rank: int = 20, protocol: str = "torchreid",
-                    ddof: int = 0) -> SplitSummary:
+def evaluate_splits(splits: Iterable, max_rank: int = 20, protocol: str = "torchreid", ddof: int = 0) -> SplitSummary:
     """Evaluate several splits and summarise them (PRID2011: 10 splits).
 
     Args:
@@ -548,5 +581,4 @@ def evaluate_splits(splits: Iterable, max_rank: int = 20, protocol: str = "torch
         max_rank, protocol: as for :func:`evaluate_rank`.
         ddof: as for :func:`summarize_splits`.
     """
-    return summarize_splits((evaluate_rank(*s, max_rank=max_rank, protocol=protocol) for s in splits),
-                            ddof=ddof)
+    return summarize_splits((evaluate_rank(*s, max_rank=max_rank, protocol=protocol) for s in splits), ddof=ddof)

@@ -43,6 +43,7 @@ without exact distance ties:
 Peak memory above the inputs is the (Q, G) float32 output plus O(chunk x N)
 temporaries; see ``benchmarks/bench_reranking.py`` for measured figures.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,8 +57,12 @@ def _as_numpy(x, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
-    if arr.dtype == object or arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) \
-            or np.issubdtype(arr.dtype, np.complexfloating):
+    if (
+        arr.dtype == object
+        or arr.dtype == bool
+        or not np.issubdtype(arr.dtype, np.number)
+        or np.issubdtype(arr.dtype, np.complexfloating)
+    ):
         raise ValueError(f"{name}: expected a real numeric matrix, got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D matrix, got shape {arr.shape}")
@@ -82,8 +87,10 @@ def _check_inputs(q_g_dist, q_q_dist, g_g_dist):
         if not np.isfinite(a).all():
             raise ValueError(f"{name}: contains NaN or infinite distances")
         if a.min() < 0:
-            raise ValueError(f"{name}: contains negative distances (min {a.min():.4g}); the method squares "
-                             "its inputs, so they must be non-negative distances, not similarities")
+            raise ValueError(
+                f"{name}: contains negative distances (min {a.min():.4g}); the method squares "
+                "its inputs, so they must be non-negative distances, not similarities"
+            )
     return qg, qq, gg, dtype
 
 
@@ -124,8 +131,10 @@ class _FullMatrix:
 
     def column_max_sq(self) -> np.ndarray:
         """``max_k D[k, i]**2`` per column, float32 like the reference."""
+
         def mx(a, axis):
             return np.maximum(np.abs(a.max(axis=axis)), np.abs(a.min(axis=axis))).astype(self.dtype) ** 2
+
         cq = np.maximum(mx(self.qq, 0), mx(self.qg, 1))
         cg = np.maximum(mx(self.qg, 0), mx(self.gg, 0))
         return np.concatenate([cq, cg]).astype(np.float32)
@@ -160,18 +169,19 @@ def _jaccard_min_sums(vq: sp.csr_matrix, vg_csc: sp.csc_matrix, max_triples: int
     """
     Q, G = vq.shape[0], vg_csc.shape[0]
     col_nnz = np.diff(vg_csc.indptr)
-    triples_per_row = np.add.reduceat(np.r_[col_nnz[vq.indices], 0], vq.indptr[:-1]) \
-        if vq.nnz else np.zeros(Q, dtype=np.int64)
+    triples_per_row = (
+        np.add.reduceat(np.r_[col_nnz[vq.indices], 0], vq.indptr[:-1]) if vq.nnz else np.zeros(Q, dtype=np.int64)
+    )
     triples_per_row[np.diff(vq.indptr) == 0] = 0
     out = np.empty((Q, G), dtype=np.float32)
     max_rows = max(1, max_triples // (4 * G))  # bounds the dense float64 accumulator too
     a = 0
     while a < Q:
         # grow the chunk until it holds max_triples (at least one row)
-        cum = np.cumsum(triples_per_row[a:a + max_rows])
+        cum = np.cumsum(triples_per_row[a : a + max_rows])
         b = a + max(1, int(np.searchsorted(cum, max_triples, side="right")))
         s, e = vq.indptr[a], vq.indptr[b]
-        row_of = np.repeat(np.arange(b - a), np.diff(vq.indptr[a:b + 1]))  # local query row per entry
+        row_of = np.repeat(np.arange(b - a), np.diff(vq.indptr[a : b + 1]))  # local query row per entry
         l, v = vq.indices[s:e], vq.data[s:e]
         cnt = col_nnz[l]
         rep = np.repeat(np.arange(l.size), cnt)
@@ -184,8 +194,16 @@ def _jaccard_min_sums(vq: sp.csr_matrix, vg_csc: sp.csc_matrix, max_triples: int
     return out
 
 
-def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-               chunk_size: int = 1024, max_triples: int = 4_000_000):
+def re_ranking(
+    q_g_dist,
+    q_q_dist,
+    g_g_dist,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    chunk_size: int = 1024,
+    max_triples: int = 4_000_000,
+):
     """k-reciprocal re-ranking of query-gallery distances (Zhong et al. 2017).
 
     Same semantics and outputs as the common reference implementation; the
@@ -222,8 +240,10 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_v
     colmax = full.column_max_sq()
     if (colmax == 0).any():
         i = int(np.flatnonzero(colmax == 0)[0])
-        raise ValueError(f"q_g_dist/q_q_dist/g_g_dist: every distance involving item {i} "
-                         "(queries first, then gallery) is zero; the normalisation would divide by 0")
+        raise ValueError(
+            f"q_g_dist/q_q_dist/g_g_dist: every distance involving item {i} "
+            "(queries first, then gallery) is zero; the normalisation would divide by 0"
+        )
 
     # step 2: the K nearest of every row of the normalised matrix
     kh = int(np.around(k1 / 2.0))

@@ -37,18 +37,18 @@ evaluation and may take shortlist slots, as it would in any deployed system.
 list of K on a profile's benchmark, with the mean-feature ranking (K = 0) and
 the full learned scoring (K = G) as the two ends.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import pandas as pd
 import torch
 
 from reid_utils.models.aggregation import MeanFeatureAggregator
 
-__all__ = ["mean_feature_similarity", "shortlist_indices", "shortlist_similarity", "shortlist_sweep",
-           "recommend_k"]
+__all__ = ["mean_feature_similarity", "shortlist_indices", "shortlist_similarity", "shortlist_sweep", "recommend_k"]
 
 
 def _check_banks(q, g, who: str) -> None:
@@ -57,8 +57,7 @@ def _check_banks(q, g, who: str) -> None:
             shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"{who}: {name} must be a tensor of shape (N, M, D), got {shape}")
     if q.shape[-1] != g.shape[-1]:
-        raise ValueError(f"{who}: q and g must have the same feature dimension D, "
-                         f"got {q.shape[-1]} and {g.shape[-1]}")
+        raise ValueError(f"{who}: q and g must have the same feature dimension D, got {q.shape[-1]} and {g.shape[-1]}")
 
 
 def mean_feature_similarity(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -99,10 +98,18 @@ def shortlist_indices(coarse: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def shortlist_similarity(model, q: torch.Tensor, g: torch.Tensor, k: int, *,
-                         coarse: torch.Tensor | None = None, max_pairs: int = 4096,
-                         max_waste: float = 2.0, min_pairs: int = 128,
-                         progress: bool = False) -> torch.Tensor:
+def shortlist_similarity(
+    model,
+    q: torch.Tensor,
+    g: torch.Tensor,
+    k: int,
+    *,
+    coarse: torch.Tensor | None = None,
+    max_pairs: int = 4096,
+    max_waste: float = 2.0,
+    min_pairs: int = 128,
+    progress: bool = False,
+) -> torch.Tensor:
     """(Q, G) similarities: the learned aggregator on each query's mean-feature top k.
 
     Args:
@@ -134,7 +141,7 @@ def shortlist_similarity(model, q: torch.Tensor, g: torch.Tensor, k: int, *,
         coarse = mean_feature_similarity(q, g)
     elif tuple(coarse.shape) != (Q, G):
         raise ValueError(f"{who}: coarse must have shape ({Q}, {G}), got {tuple(coarse.shape)}")
-    idx = shortlist_indices(coarse, k).cpu()                     # (Q, k)
+    idx = shortlist_indices(coarse, k).cpu()  # (Q, k)
     learned = torch.empty(Q, k, dtype=torch.float32)
     groups = _query_groups(idx, G, int(max_pairs), float(max_waste), int(min_pairs))
     pos = torch.empty(G, dtype=torch.long)
@@ -143,14 +150,13 @@ def shortlist_similarity(model, q: torch.Tensor, g: torch.Tensor, k: int, *,
         pos[union] = torch.arange(len(union))
         learned[s:e] = S.float().cpu().gather(1, pos[idx[s:e]])
     m = coarse.detach().float().cpu().clamp(-1.0, 1.0)
-    low = learned.min(dim=1, keepdim=True).values                # L_q
-    out = low - 2.0 + m                                          # <= L_q - 1 everywhere
+    low = learned.min(dim=1, keepdim=True).values  # L_q
+    out = low - 2.0 + m  # <= L_q - 1 everywhere
     out.scatter_(1, idx.cpu(), learned)
     return out.to(q.device)
 
 
-def _query_groups(idx: torch.Tensor, G: int, max_pairs: int, max_waste: float,
-                  min_pairs: int = 0) -> list:
+def _query_groups(idx: torch.Tensor, G: int, max_pairs: int, max_waste: float, min_pairs: int = 0) -> list:
     """Greedy groups of consecutive queries scored together against their shortlists' union.
 
     A group [s, e) with union U of its rows of ``idx`` (Q, k) is extended while
@@ -189,13 +195,14 @@ def _best_time(fn, repeats: int):
         t0 = time.perf_counter()
         res = fn()
         if torch.cuda.is_available():
-            torch.cuda.synchronize()      # GPU work is asynchronous
+            torch.cuda.synchronize()  # GPU work is asynchronous
         best = min(best, time.perf_counter() - t0)
     return best, res
 
 
-def shortlist_sweep(cfg, ks: Iterable[int], *, dataset=None, repeats: int = 1, progress: bool = False,
-                    num_threads: int | None = 1) -> pd.DataFrame:
+def shortlist_sweep(
+    cfg, ks: Iterable[int], *, dataset=None, repeats: int = 1, progress: bool = False, num_threads: int | None = 1
+) -> pd.DataFrame:
     """mAP, rank-1 and scoring time vs shortlist length K on a profile's benchmark.
 
     Uses the clean clip banks and the learned aggregator trained at
@@ -217,8 +224,8 @@ def shortlist_sweep(cfg, ks: Iterable[int], *, dataset=None, repeats: int = 1, p
         ``seconds`` (scoring wall time, ranking/evaluation excluded; the
         shortlist rows include their mean-feature stage) and ``time_vs_full``.
     """
-    from reid_utils.experiments import corruption_sweep as E
     from reid_utils.data.datasets import load_dataset_for_config
+    from reid_utils.experiments import corruption_sweep as E
 
     ks = [int(k) for k in ks]
     ds = dataset if dataset is not None else load_dataset_for_config(cfg)
@@ -228,22 +235,30 @@ def shortlist_sweep(cfg, ks: Iterable[int], *, dataset=None, repeats: int = 1, p
     Q, G = qb.feats.shape[0], gb.feats.shape[0]
     for k in ks:
         _check_k(k, G, "shortlist_sweep")
-    model = E.scoring_model(cfg, model)      # on CUDA: the fused kernel
+    model = E.scoring_model(cfg, model)  # on CUDA: the fused kernel
     q, g = qb.feats.to(cfg.torch_device()), gb.feats.to(cfg.torch_device())
     protocol = E.dataset_protocol(ds)
     rows = []
 
     def add(mode, k, seconds, S):
         r = E.evaluate_similarity(S.cpu(), qb, gb, protocol)
-        rows.append({"mode": mode, "K": int(k), "pairs_rescored": int(Q * k), "mAP": r["mAP"],
-                     "rank1": r["rank1"], "seconds": seconds})
+        rows.append(
+            {
+                "mode": mode,
+                "K": int(k),
+                "pairs_rescored": int(Q * k),
+                "mAP": r["mAP"],
+                "rank1": r["rank1"],
+                "seconds": seconds,
+            }
+        )
 
     with E.torch_threads(num_threads):
         t, S = _best_time(lambda: mean_feature_similarity(q, g), repeats)
         add("mean-feature", 0, t, S)
         for k in sorted(set(ks)):
             if k == G:
-                continue       # the full scoring's row below
+                continue  # the full scoring's row below
             t, S = _best_time(lambda: shortlist_similarity(model, q, g, k), repeats)
             add("shortlist", k, t, S)
         t, S = _best_time(lambda: model.similarity_matrix(q, g, progress=False), repeats)
@@ -270,6 +285,12 @@ def recommend_k(df: pd.DataFrame, tol: float = 0.005, metric: str = "mAP") -> di
     full = df[df["mode"] == "full"].iloc[0]
     ok = df[(df["mode"] != "mean-feature") & (df[metric] >= full[metric] - tol)].sort_values("K")
     best = ok.iloc[0] if len(ok) else full
-    return {"K": int(best["K"]), "metric": metric, "value": float(best[metric]), "full": float(full[metric]),
-            "seconds": float(best["seconds"]), "full_seconds": float(full["seconds"]),
-            "speedup": float(full["seconds"] / best["seconds"])}
+    return {
+        "K": int(best["K"]),
+        "metric": metric,
+        "value": float(best[metric]),
+        "full": float(full[metric]),
+        "seconds": float(best["seconds"]),
+        "full_seconds": float(full["seconds"]),
+        "speedup": float(full["seconds"] / best["seconds"]),
+    }

@@ -27,10 +27,11 @@ Descriptor (choices documented here, none of them from the paper):
   ``max_frames`` evenly spaced ones), square-rooted (Hellinger) and
   L2-normalised, so Euclidean distance between features ranks the gallery.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -42,7 +43,7 @@ def _load_rgb(path, size: tuple[int, int]) -> np.ndarray:
     try:
         with Image.open(path) as im:
             if im.format == "JPEG":
-                im.draft("RGB", (w, h))          # fast DCT downscale of large JPEGs
+                im.draft("RGB", (w, h))  # fast DCT downscale of large JPEGs
             im = im.convert("RGB")
             if im.size != (w, h):
                 im = im.resize((w, h), Image.BILINEAR)
@@ -69,11 +70,16 @@ def _evenly(n: int, k: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(int))
 
 
-def color_histogram_features(frame_paths_per_tracklet: Sequence[Sequence[str | Path]],
-                             bins: tuple[int, int, int] = (8, 3, 3), stripes: int = 3,
-                             size: tuple[int, int] = (64, 32), max_frames: int | None = None,
-                             center_sigma: float | None = 0.15, grey_world: bool = True,
-                             progress: bool = False) -> np.ndarray:
+def color_histogram_features(
+    frame_paths_per_tracklet: Sequence[Sequence[str | Path]],
+    bins: tuple[int, int, int] = (8, 3, 3),
+    stripes: int = 3,
+    size: tuple[int, int] = (64, 32),
+    max_frames: int | None = None,
+    center_sigma: float | None = 0.15,
+    grey_world: bool = True,
+    progress: bool = False,
+) -> np.ndarray:
     """Colour-histogram descriptors of tracklets.
 
     Args:
@@ -108,10 +114,10 @@ def color_histogram_features(frame_paths_per_tracklet: Sequence[Sequence[str | P
         raise ValueError(f"center_sigma: expected a positive float or None, got {center_sigma!r}")
     nb = bh * bs * bv
     F = stripes * nb
-    band = (np.arange(H) * stripes // H).astype(np.int64)[:, None]            # (H, 1)
+    band = (np.arange(H) * stripes // H).astype(np.int64)[:, None]  # (H, 1)
     xs = (np.arange(W) + 0.5) / W - 0.5
     wx = np.ones(W) if center_sigma is None else np.exp(-0.5 * (xs / center_sigma) ** 2)
-    wpix = np.broadcast_to(wx[None, :], (H, W))                                # (H, W)
+    wpix = np.broadcast_to(wx[None, :], (H, W))  # (H, W)
     out = np.zeros((len(frame_paths_per_tracklet), F), np.float64)
     it = tqdm(frame_paths_per_tracklet, desc="colour histograms", unit="tracklet", disable=not progress)
     for i, paths in enumerate(it):
@@ -120,16 +126,17 @@ def color_histogram_features(frame_paths_per_tracklet: Sequence[Sequence[str | P
             raise ValueError(f"color_histogram_features: tracklet {i} has no frames")
         sel = _evenly(len(paths), max_frames)
         rgb = np.stack([_load_rgb(paths[j], (H, W)) for j in sel]).astype(np.float32) / 255.0
-        if grey_world:   # per-frame channel gains: removes a global colour cast
-            m = np.einsum("nhwc,hw->nc", rgb, wpix / wpix.sum(), optimize=True)   # (n, 3)
+        if grey_world:  # per-frame channel gains: removes a global colour cast
+            m = np.einsum("nhwc,hw->nc", rgb, wpix / wpix.sum(), optimize=True)  # (n, 3)
             rgb = np.clip(rgb * (0.45 / np.maximum(m, 1e-3))[:, None, None, :], 0, 1)
         hsv = rgb_to_hsv(rgb)
         q = [np.minimum((hsv[..., c] * k).astype(np.int64), k - 1) for c, k in enumerate((bh, bs, bv))]
         idx = (q[0] * bs + q[1]) * bv + q[2]
-        idx = idx + band * nb                                                  # (n, H, W)
+        idx = idx + band * nb  # (n, H, W)
         out[i] = np.bincount(idx.ravel(), weights=np.broadcast_to(wpix, idx.shape).ravel(), minlength=F)
-    counts = np.bincount(np.broadcast_to(band, (H, W)).ravel(), weights=wpix.ravel(),
-                         minlength=stripes)                                    # weight per band
+    counts = np.bincount(
+        np.broadcast_to(band, (H, W)).ravel(), weights=wpix.ravel(), minlength=stripes
+    )  # weight per band
     # per-frame band normalisation commutes with the tracklet average
     nfr = np.asarray([len(_evenly(len(p), max_frames)) for p in frame_paths_per_tracklet], np.float64)
     out = out / (np.repeat(counts, nb)[None, :] * nfr[:, None])
@@ -138,8 +145,9 @@ def color_histogram_features(frame_paths_per_tracklet: Sequence[Sequence[str | P
     return out.astype(np.float32)
 
 
-def color_histogram_baseline(dataset, protocol: str = "torchreid", max_rank: int = 20,
-                             progress: bool = True, **feature_kwargs) -> dict:
+def color_histogram_baseline(
+    dataset, protocol: str = "torchreid", max_rank: int = 20, progress: bool = True, **feature_kwargs
+) -> dict:
     """Evaluate the colour-histogram baseline on a loaded dataset.
 
     Args:
@@ -158,16 +166,26 @@ def color_histogram_baseline(dataset, protocol: str = "torchreid", max_rank: int
     qf = color_histogram_features([t.frames for t in dataset.query], progress=progress, **feature_kwargs)
     gf = color_histogram_features([t.frames for t in dataset.gallery], progress=progress, **feature_kwargs)
     dist = euclidean_distance(qf, gf)
-    cmc, mAP = evaluate_rank(dist, np.asarray([t.pid for t in dataset.query]),
-                             np.asarray([t.pid for t in dataset.gallery]),
-                             np.asarray([t.camid for t in dataset.query]),
-                             np.asarray([t.camid for t in dataset.gallery]),
-                             max_rank=max_rank, protocol=protocol)
-    return {"mAP": float(mAP), "cmc": np.asarray(cmc), "rank1": float(cmc[0]),
-            "rank5": float(cmc[min(4, len(cmc) - 1)]), "distmat": dist, "protocol": protocol}
+    cmc, mAP = evaluate_rank(
+        dist,
+        np.asarray([t.pid for t in dataset.query]),
+        np.asarray([t.pid for t in dataset.gallery]),
+        np.asarray([t.camid for t in dataset.query]),
+        np.asarray([t.camid for t in dataset.gallery]),
+        max_rank=max_rank,
+        protocol=protocol,
+    )
+    return {
+        "mAP": float(mAP),
+        "cmc": np.asarray(cmc),
+        "rank1": float(cmc[0]),
+        "rank5": float(cmc[min(4, len(cmc) - 1)]),
+        "distmat": dist,
+        "protocol": protocol,
+    }
 
 
-BASELINE_VERSION = 1    # bump when the histogram features change (invalidates cached results)
+BASELINE_VERSION = 1  # bump when the histogram features change (invalidates cached results)
 
 
 def cached_color_histogram_baseline(cfg, dataset, progress: bool = False) -> dict:
@@ -186,8 +204,14 @@ def cached_color_histogram_baseline(cfg, dataset, progress: bool = False) -> dic
     from reid_utils.training.features import tracklets_key
 
     protocol = protocol_of(dataset)
-    key = config_key({"v": BASELINE_VERSION, "query": tracklets_key(dataset.query),
-                      "gallery": tracklets_key(dataset.gallery), "protocol": protocol})
+    key = config_key(
+        {
+            "v": BASELINE_VERSION,
+            "query": tracklets_key(dataset.query),
+            "gallery": tracklets_key(dataset.gallery),
+            "protocol": protocol,
+        }
+    )
     return ArtifactCache(cfg.cache_root).get_or_compute(
-        "colour-baseline", key, lambda: color_histogram_baseline(dataset, protocol, progress=progress),
-        verbose=progress)
+        "colour-baseline", key, lambda: color_histogram_baseline(dataset, protocol, progress=progress), verbose=progress
+    )

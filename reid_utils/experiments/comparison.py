@@ -72,12 +72,13 @@ Choices the paper leaves open (documented here, tested in
 
 Units: every metric in a table here is in percent (the paper's unit).
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -87,34 +88,73 @@ from reid_utils.eval.ranking import PROTOCOLS, evaluate_rank, mars_official_gall
 from reid_utils.eval.reranking import re_ranking
 
 __all__ = [
-    "COMPARISON_VERSION", "RERANK", "PAPER_DATASETS", "DATASET_TITLES", "DATASET_TABLE", "METRICS",
-    "OUR_MODELS", "PROTOCOL_NAMES", "PRID_NUM_SPLITS", "canonical_dataset", "paper_table", "paper_metrics",
-    "DataAvailability", "data_availability", "ours_source", "default_protocols",
-    "SimilaritySet", "assemble_similarity_set", "similarity_set", "similarity_to_distance",
-    "protocol_inputs", "evaluate_set", "result_rows", "junk_bank", "our_results", "split_results",
-    "summarize_split_results", "measure", "comparison_table", "comparison_tables",
-    "reranking_gains", "reranking_summary", "ours_table",
+    "COMPARISON_VERSION",
+    "RERANK",
+    "PAPER_DATASETS",
+    "DATASET_TITLES",
+    "DATASET_TABLE",
+    "METRICS",
+    "OUR_MODELS",
+    "PROTOCOL_NAMES",
+    "PRID_NUM_SPLITS",
+    "canonical_dataset",
+    "paper_table",
+    "paper_metrics",
+    "DataAvailability",
+    "data_availability",
+    "ours_source",
+    "default_protocols",
+    "SimilaritySet",
+    "assemble_similarity_set",
+    "similarity_set",
+    "similarity_to_distance",
+    "protocol_inputs",
+    "evaluate_set",
+    "result_rows",
+    "junk_bank",
+    "our_results",
+    "split_results",
+    "summarize_split_results",
+    "measure",
+    "comparison_table",
+    "comparison_tables",
+    "reranking_gains",
+    "reranking_summary",
+    "ours_table",
 ]
 
-COMPARISON_VERSION = 1          # bump when the recipe changes (invalidates cached similarity sets)
-RERANK = {"k1": 20, "k2": 6, "lambda_value": 0.3}   # DESIGN.md; Zhong et al.'s defaults
+COMPARISON_VERSION = 1  # bump when the recipe changes (invalidates cached similarity sets)
+RERANK = {"k1": 20, "k2": 6, "lambda_value": 0.3}  # DESIGN.md; Zhong et al.'s defaults
 PAPER_DATASETS = ("mars", "dukemtmc-videoreid", "prid2011")
-DATASET_TITLES = {"mars": "MARS", "dukemtmc-videoreid": "DukeMTMC-VideoReID", "prid2011": "PRID2011",
-                  "synthetic": "synthetic benchmark"}
-PAPER_TABLE_FILES = {3: "table3_mars_sota.csv", 4: "table4_dukemtmc_videoreid_sota.csv",
-                     5: "table5_prid2011_sota.csv"}
+DATASET_TITLES = {
+    "mars": "MARS",
+    "dukemtmc-videoreid": "DukeMTMC-VideoReID",
+    "prid2011": "PRID2011",
+    "synthetic": "synthetic benchmark",
+}
+PAPER_TABLE_FILES = {3: "table3_mars_sota.csv", 4: "table4_dukemtmc_videoreid_sota.csv", 5: "table5_prid2011_sota.csv"}
 TABLE_DATASET = {3: "mars", 4: "dukemtmc-videoreid", 5: "prid2011"}
 DATASET_TABLE = {"mars": 3, "synthetic": 3, "dukemtmc-videoreid": 4, "prid2011": 5}
 MARS_LAYOUT = ("mars", "synthetic")
 METRICS = ("mAP", "R1", "R5", "R20")
-OUR_MODELS = {("learned", False): "Ours (learned aggregation)", ("learned", True): "Ours + Reranking",
-              ("mean", False): "Mean clip feature", ("mean", True): "Mean clip feature + Reranking"}
-PROTOCOL_NAMES = {"torchreid": "torchreid (gallery = the non-query test tracks)",
-                  "mars_official": "official MARS (gallery = all test tracks)",
-                  "as published": "as published"}
+OUR_MODELS = {
+    ("learned", False): "Ours (learned aggregation)",
+    ("learned", True): "Ours + Reranking",
+    ("mean", False): "Mean clip feature",
+    ("mean", True): "Mean clip feature + Reranking",
+}
+PROTOCOL_NAMES = {
+    "torchreid": "torchreid (gallery = the non-query test tracks)",
+    "mars_official": "official MARS (gallery = all test tracks)",
+    "as published": "as published",
+}
 PRID_NUM_SPLITS = 10
-_LAYOUT = {"mars": ("info", "bbox_test"), "synthetic": ("info", "bbox_test"),
-           "dukemtmc-videoreid": ("query", "gallery"), "prid2011": ("multi_shot",)}
+_LAYOUT = {
+    "mars": ("info", "bbox_test"),
+    "synthetic": ("info", "bbox_test"),
+    "dukemtmc-videoreid": ("query", "gallery"),
+    "prid2011": ("multi_shot",),
+}
 
 
 def canonical_dataset(name: str) -> str:
@@ -138,8 +178,7 @@ def paper_table(table: int) -> pd.DataFrame:
     paper's asterisk).
     """
     if table not in PAPER_TABLE_FILES:
-        raise ValueError(f"table: expected one of {sorted(PAPER_TABLE_FILES)} (the paper's Tables 3-5), "
-                         f"got {table!r}")
+        raise ValueError(f"table: expected one of {sorted(PAPER_TABLE_FILES)} (the paper's Tables 3-5), got {table!r}")
     from reid_utils.experiments.corruption_sweep import read_paper_table
 
     df = read_paper_table(PAPER_TABLE_FILES[table])
@@ -234,26 +273,40 @@ def data_availability(cfg, check_disk: bool = True) -> DataAvailability:
     table = DATASET_TABLE[name] if available else None
     no_rows = [DATASET_TABLE[d] for d in missing]
     if not available:
-        statement = (f"**Data.** The {cfg.profile} profile asks for {title}, but {problem}; nothing was "
-                     f"measured in this run. Not available: {_and(missing)}. Tables 3-5 show the paper's "
-                     f"published rows only (set $REID_DATASET and $REID_DATA_ROOT to measure a dataset).")
+        statement = (
+            f"**Data.** The {cfg.profile} profile asks for {title}, but {problem}; nothing was "
+            f"measured in this run. Not available: {_and(missing)}. Tables 3-5 show the paper's "
+            f"published rows only (set $REID_DATASET and $REID_DATA_ROOT to measure a dataset)."
+        )
     elif name == "synthetic":
         where = f"read from {root}" if root else "generated from the profile's seed"
-        statement = (f"**Data.** This run had only the embedded synthetic benchmark ({where}; MARS "
-                     f"layout). MARS, DukeMTMC-VideoReID and PRID2011 were not available, so Tables 3-5 "
-                     f"show the paper's published numbers for them. Our rows were measured on the synthetic "
-                     f"benchmark; they are listed beside Table 3 (same layout and evaluation conventions as "
-                     f"MARS) under their own source label and are **not comparable in absolute value** with "
-                     f"any row of the paper: only differences between our own rows (e.g. what re-ranking "
-                     f"adds) can be set against the paper's.")
+        statement = (
+            f"**Data.** This run had only the embedded synthetic benchmark ({where}; MARS "
+            f"layout). MARS, DukeMTMC-VideoReID and PRID2011 were not available, so Tables 3-5 "
+            f"show the paper's published numbers for them. Our rows were measured on the synthetic "
+            f"benchmark; they are listed beside Table 3 (same layout and evaluation conventions as "
+            f"MARS) under their own source label and are **not comparable in absolute value** with "
+            f"any row of the paper: only differences between our own rows (e.g. what re-ranking "
+            f"adds) can be set against the paper's."
+        )
     else:
-        statement = (f"**Data.** This run had {title} at {root}: our rows beside Table {table} were measured "
-                     f"on {title}. Not available in this run: {_and(missing)} (a run measures the one "
-                     f"dataset the config names; set $REID_DATASET and $REID_DATA_ROOT for another), so "
-                     f"Table{'s' if len(no_rows) > 1 else ''} {' and '.join(map(str, no_rows))} show"
-                     f"{'' if len(no_rows) > 1 else 's'} the paper's rows only.")
-    return DataAvailability(dataset=name, root=root, available=available, table=table, had=had,
-                            missing=missing, problem=problem, statement=statement)
+        statement = (
+            f"**Data.** This run had {title} at {root}: our rows beside Table {table} were measured "
+            f"on {title}. Not available in this run: {_and(missing)} (a run measures the one "
+            f"dataset the config names; set $REID_DATASET and $REID_DATA_ROOT for another), so "
+            f"Table{'s' if len(no_rows) > 1 else ''} {' and '.join(map(str, no_rows))} show"
+            f"{'' if len(no_rows) > 1 else 's'} the paper's rows only."
+        )
+    return DataAvailability(
+        dataset=name,
+        root=root,
+        available=available,
+        table=table,
+        had=had,
+        missing=missing,
+        problem=problem,
+        statement=statement,
+    )
 
 
 def ours_source(cfg, dataset: str, num_splits: int | None = None) -> str:
@@ -306,8 +359,10 @@ class SimilaritySet:
         self.camids = np.asarray(self.camids, dtype=np.int64)
         n = self.num_gallery + self.num_query + self.num_junk
         if self.num_gallery < 1 or self.num_query < 1 or self.num_junk < 0:
-            raise ValueError(f"SimilaritySet: expected >= 1 gallery item and >= 1 query, got G="
-                             f"{self.num_gallery}, Q={self.num_query}, J={self.num_junk}")
+            raise ValueError(
+                f"SimilaritySet: expected >= 1 gallery item and >= 1 query, got G="
+                f"{self.num_gallery}, Q={self.num_query}, J={self.num_junk}"
+            )
         if self.sim.shape != (n, n):
             raise ValueError(f"sim: expected shape ({n}, {n}) for G+Q+J = {n}, got {self.sim.shape}")
         for name in ("pids", "camids"):
@@ -328,8 +383,9 @@ def _block(x, shape, name: str) -> np.ndarray:
     return a
 
 
-def assemble_similarity_set(s_qg, s_qq, s_gg, q_pids, q_camids, g_pids, g_camids,
-                            s_qj=None, s_gj=None, s_jj=None, j_camids=None) -> SimilaritySet:
+def assemble_similarity_set(
+    s_qg, s_qq, s_gg, q_pids, q_camids, g_pids, g_camids, s_qj=None, s_gj=None, s_jj=None, j_camids=None
+) -> SimilaritySet:
     """Build a :class:`SimilaritySet` from directed blocks (module doc: asymmetry).
 
     Args:
@@ -364,10 +420,11 @@ def assemble_similarity_set(s_qg, s_qq, s_gg, q_pids, q_camids, g_pids, g_camids
         S[qs, js], S[js, qs] = qj, qj.T
         S[:G, js], S[js, :G] = gj, gj.T
     np.fill_diagonal(S, -np.inf)
-    np.fill_diagonal(S, max(1.0, float(S.max())))   # self: the closest (module doc)
+    np.fill_diagonal(S, max(1.0, float(S.max())))  # self: the closest (module doc)
     pids = np.concatenate([g_pids, q_pids, np.full(J, -1)])
-    camids = np.concatenate([np.asarray(g_camids), np.asarray(q_camids),
-                             np.asarray([] if j_camids is None else j_camids)])
+    camids = np.concatenate(
+        [np.asarray(g_camids), np.asarray(q_camids), np.asarray([] if j_camids is None else j_camids)]
+    )
     return SimilaritySet(S, pids, camids, G, Q, J)
 
 
@@ -396,10 +453,15 @@ def similarity_set(model, query, gallery, junk=None, progress: bool = False) -> 
     s_g = model.similarity_matrix(g, torch.cat([g, j]), progress=progress)
     extra = {}
     if J:
-        extra = {"s_qj": s_q[:, G + Q:], "s_gj": s_g[:, G:],
-                 "s_jj": model.similarity_matrix(j, j, progress=progress), "j_camids": junk.camids}
-    return assemble_similarity_set(s_q[:, :G], s_q[:, G:G + Q], s_g[:, :G], query.pids, query.camids,
-                                   gallery.pids, gallery.camids, **extra)
+        extra = {
+            "s_qj": s_q[:, G + Q :],
+            "s_gj": s_g[:, G:],
+            "s_jj": model.similarity_matrix(j, j, progress=progress),
+            "j_camids": junk.camids,
+        }
+    return assemble_similarity_set(
+        s_q[:, :G], s_q[:, G : G + Q], s_g[:, :G], query.pids, query.camids, gallery.pids, gallery.camids, **extra
+    )
 
 
 def similarity_to_distance(sim) -> np.ndarray:
@@ -416,8 +478,9 @@ def _check_protocol(protocol: str) -> None:
         raise ValueError(f"protocol: expected one of {PROTOCOLS}, got {protocol!r}")
 
 
-def protocol_inputs(sset: SimilaritySet, protocol: str = "torchreid", rerank: bool = False,
-                    rerank_params: dict | None = None) -> tuple:
+def protocol_inputs(
+    sset: SimilaritySet, protocol: str = "torchreid", rerank: bool = False, rerank_params: dict | None = None
+) -> tuple:
     """Distances and labels of one convention, re-ranked or not, for ``evaluate_rank``.
 
     Args:
@@ -443,19 +506,23 @@ def protocol_inputs(sset: SimilaritySet, protocol: str = "torchreid", rerank: bo
         if rerank:
             dist = re_ranking(dist, D[qs, qs], D[:G, :G], **params)
         return dist, qp, sset.pids[:G], qc, sset.camids[:G]
-    dist, qp, gp, qc, gc = mars_official_gallery(D[qs, :G], D[qs, qs], qp, sset.pids[:G], qc,
-                                                 sset.camids[:G])
+    dist, qp, gp, qc, gc = mars_official_gallery(D[qs, :G], D[qs, qs], qp, sset.pids[:G], qc, sset.camids[:G])
     js = slice(G + sset.num_query, None)
     dist = np.concatenate([dist, D[qs, js]], axis=1)
     gp = np.concatenate([gp, sset.pids[js]])
     gc = np.concatenate([gc, sset.camids[js]])
-    if rerank:   # the official gallery is every item, in the order of D
+    if rerank:  # the official gallery is every item, in the order of D
         dist = re_ranking(dist, D[qs, qs], D, **params)
     return dist, qp, gp, qc, gc
 
 
-def evaluate_set(sset: SimilaritySet, protocol: str = "torchreid", rerank: bool = False,
-                 rerank_params: dict | None = None, max_rank: int = 50):
+def evaluate_set(
+    sset: SimilaritySet,
+    protocol: str = "torchreid",
+    rerank: bool = False,
+    rerank_params: dict | None = None,
+    max_rank: int = 50,
+):
     """CMC and mAP of one method under one convention, with or without re-ranking.
 
     Args:
@@ -477,8 +544,9 @@ def _metrics(cmc: np.ndarray, mAP: float) -> dict:
     return out
 
 
-def result_rows(sets: dict, protocols: Iterable[str] = ("torchreid",), rerank_params: dict | None = None,
-                max_rank: int = 50) -> pd.DataFrame:
+def result_rows(
+    sets: dict, protocols: Iterable[str] = ("torchreid",), rerank_params: dict | None = None, max_rank: int = 50
+) -> pd.DataFrame:
     """Evaluate every method x convention, without and with re-ranking.
 
     Args:
@@ -503,8 +571,16 @@ def result_rows(sets: dict, protocols: Iterable[str] = ("torchreid",), rerank_pa
             for rr in (False, True):
                 cmc, mAP = evaluate_set(sset, protocol, rr, rerank_params, max_rank)
                 label = OUR_MODELS.get((method, rr), f"{method}{' + Reranking' if rr else ''}")
-                rows.append({"method": method, "model": label, "protocol": protocol, "reranking": rr,
-                             **_metrics(cmc, mAP), "cmc": np.asarray(cmc)})
+                rows.append(
+                    {
+                        "method": method,
+                        "model": label,
+                        "protocol": protocol,
+                        "reranking": rr,
+                        **_metrics(cmc, mAP),
+                        "cmc": np.asarray(cmc),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -521,41 +597,63 @@ def junk_bank(cfg, model, progress: bool = True, num_threads: int | None = 1, tr
         model: the frozen I3D of ``experiments_agg.get_backbone``.
         num_threads: torch CPU threads while extracting.
     """
-    from reid_utils.experiments import corruption_sweep as E
     from reid_utils.data.datasets import load_dataset_for_config
+    from reid_utils.experiments import corruption_sweep as E
     from reid_utils.training.features import get_features
 
     if tracklets is None:
         tracklets = [t for t in load_dataset_for_config(cfg, official=True).gallery if t.pid == -1]
     if not len(tracklets):
         return None
-    with E.torch_threads(num_threads):   # the settings of experiments_agg.clip_banks
-        return get_features(cfg, model, tracklets, num_clips=cfg.agg.num_clips, clip_len=cfg.agg.clip_len,
-                            method="clips", name="aggfeat-junk", progress=progress)
+    with E.torch_threads(num_threads):  # the settings of experiments_agg.clip_banks
+        return get_features(
+            cfg,
+            model,
+            tracklets,
+            num_clips=cfg.agg.num_clips,
+            clip_len=cfg.agg.clip_len,
+            method="clips",
+            name="aggfeat-junk",
+            progress=progress,
+        )
 
 
-def _cached_set(cfg, model, model_key: str, clean: dict, junk, progress: bool,
-                num_threads: int | None) -> SimilaritySet:
-    from reid_utils.experiments import corruption_sweep as E
+def _cached_set(
+    cfg, model, model_key: str, clean: dict, junk, progress: bool, num_threads: int | None
+) -> SimilaritySet:
     from reid_utils.cache import ArtifactCache
     from reid_utils.config import config_key
+    from reid_utils.experiments import corruption_sweep as E
 
-    spec = {"v": COMPARISON_VERSION, "model": model_key, "query": clean["query"].meta.get("key"),
-            "gallery": clean["gallery"].meta.get("key"), "junk": None if junk is None else junk.meta.get("key"),
-            "device": cfg.torch_device().type}   # the GPU scores with bf16 operands (fused kernel)
+    spec = {
+        "v": COMPARISON_VERSION,
+        "model": model_key,
+        "query": clean["query"].meta.get("key"),
+        "gallery": clean["gallery"].meta.get("key"),
+        "junk": None if junk is None else junk.meta.get("key"),
+        "device": cfg.torch_device().type,
+    }  # the GPU scores with bf16 operands (fused kernel)
 
     def compute() -> dict:
-        dev_model = E.scoring_model(cfg, model)   # scored on the GPU when there is one (paper profile)
+        dev_model = E.scoring_model(cfg, model)  # scored on the GPU when there is one (paper profile)
         with E.torch_threads(num_threads):
             return dataclasses.asdict(similarity_set(dev_model, clean["query"], clean["gallery"], junk, progress))
 
-    entry = ArtifactCache(cfg.cache_root).get_or_compute("cmp-similarities", config_key(spec), compute,
-                                                          verbose=progress)
+    entry = ArtifactCache(cfg.cache_root).get_or_compute(
+        "cmp-similarities", config_key(spec), compute, verbose=progress
+    )
     return SimilaritySet(**entry)
 
 
-def our_results(cfg, dataset=None, protocols: Sequence[str] | None = None, rerank_params: dict | None = None,
-                progress: bool = True, num_threads: int | None = 1, junk_tracklets=None) -> pd.DataFrame:
+def our_results(
+    cfg,
+    dataset=None,
+    protocols: Sequence[str] | None = None,
+    rerank_params: dict | None = None,
+    progress: bool = True,
+    num_threads: int | None = 1,
+    junk_tracklets=None,
+) -> pd.DataFrame:
     """Our rows on one dataset (one split): learned aggregator and mean clip feature, +/- re-ranking.
 
     Prerequisites come from the artifact cache (notebooks 01/04) and are
@@ -576,13 +674,15 @@ def our_results(cfg, dataset=None, protocols: Sequence[str] | None = None, reran
     Returns:
         :func:`result_rows` with ``dataset`` and ``source`` columns in front.
     """
-    from reid_utils.experiments import corruption_sweep as E
     from reid_utils.data.datasets import load_dataset_for_config
+    from reid_utils.experiments import corruption_sweep as E
 
     ds = load_dataset_for_config(cfg) if dataset is None else dataset
     if protocol_of(ds) == "mars_official":
-        raise ValueError("dataset: expected the torchreid split (load_dataset_for_config(cfg)); the official "
-                         "convention is built from it here (gallery + queries + junk)")
+        raise ValueError(
+            "dataset: expected the torchreid split (load_dataset_for_config(cfg)); the official "
+            "convention is built from it here (gallery + queries + junk)"
+        )
     name = canonical_dataset(ds.name)
     protocols = default_protocols(name) if protocols is None else tuple(protocols)
     for p in protocols:
@@ -591,8 +691,7 @@ def our_results(cfg, dataset=None, protocols: Sequence[str] | None = None, reran
         raise ValueError(f"protocols: mars_official applies to MARS-layout data, not {DATASET_TITLES[name]}")
     backbone = E.get_backbone(cfg, ds, progress=progress)
     clean = E.clip_banks(cfg, backbone, ds, progress=progress, num_threads=num_threads)
-    junk = (junk_bank(cfg, backbone, progress, num_threads, junk_tracklets)
-            if "mars_official" in protocols else None)
+    junk = junk_bank(cfg, backbone, progress, num_threads, junk_tracklets) if "mars_official" in protocols else None
     sets = {}
     for kind in ("learned", "mean"):
         model, info = E.get_aggregator(cfg, E.Method(kind), 0, clean, progress=progress, num_threads=num_threads)
@@ -603,8 +702,13 @@ def our_results(cfg, dataset=None, protocols: Sequence[str] | None = None, reran
     return df
 
 
-def split_results(cfg, num_splits: int = PRID_NUM_SPLITS, run_split: Callable | None = None,
-                  progress: bool = True, rerank_params: dict | None = None) -> pd.DataFrame:
+def split_results(
+    cfg,
+    num_splits: int = PRID_NUM_SPLITS,
+    run_split: Callable | None = None,
+    progress: bool = True,
+    rerank_params: dict | None = None,
+) -> pd.DataFrame:
     """Our rows of every PRID2011 split (one model per split), stacked with a ``split`` column.
 
     Args:
@@ -621,11 +725,17 @@ def split_results(cfg, num_splits: int = PRID_NUM_SPLITS, run_split: Callable | 
     if int(num_splits) < 1:
         raise ValueError(f"num_splits: expected >= 1, got {num_splits}")
     if run_split is None:
+
         def run_split(k):
-            return our_results(cfg, load_dataset_for_config(cfg, split_id=k), protocols=("torchreid",),
-                               rerank_params=rerank_params, progress=progress)
-    frames = [run_split(k).assign(split=k) for k in tqdm(range(int(num_splits)), desc="splits",
-                                                         disable=not progress)]
+            return our_results(
+                cfg,
+                load_dataset_for_config(cfg, split_id=k),
+                protocols=("torchreid",),
+                rerank_params=rerank_params,
+                progress=progress,
+            )
+
+    frames = [run_split(k).assign(split=k) for k in tqdm(range(int(num_splits)), desc="splits", disable=not progress)]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -662,8 +772,13 @@ def summarize_split_results(results: pd.DataFrame, ddof: int = 0) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def measure(cfg, availability: DataAvailability | None = None, progress: bool = True,
-            num_splits: int = PRID_NUM_SPLITS, rerank_params: dict | None = None) -> pd.DataFrame | None:
+def measure(
+    cfg,
+    availability: DataAvailability | None = None,
+    progress: bool = True,
+    num_splits: int = PRID_NUM_SPLITS,
+    rerank_params: dict | None = None,
+) -> pd.DataFrame | None:
     """Our rows for whatever the config provides: None when nothing can be measured.
 
     PRID2011: every split, summarised (:func:`summarize_split_results`);
@@ -674,16 +789,14 @@ def measure(cfg, availability: DataAvailability | None = None, progress: bool = 
     if not avail.available:
         return None
     if avail.dataset == "prid2011":
-        return summarize_split_results(split_results(cfg, num_splits, progress=progress,
-                                                     rerank_params=rerank_params))
+        return summarize_split_results(split_results(cfg, num_splits, progress=progress, rerank_params=rerank_params))
     return our_results(cfg, rerank_params=rerank_params, progress=progress)
 
 
 # --------------------------------------------------------------------------- #
 # tables
 # --------------------------------------------------------------------------- #
-def comparison_table(table: int, ours: pd.DataFrame | None = None,
-                     paper: pd.DataFrame | None = None) -> pd.DataFrame:
+def comparison_table(table: int, ours: pd.DataFrame | None = None, paper: pd.DataFrame | None = None) -> pd.DataFrame:
     """One of the paper's Tables 3-5 with our rows appended, columns aligned.
 
     Args:
@@ -715,12 +828,14 @@ def comparison_table(table: int, ours: pd.DataFrame | None = None,
     if "dataset" in ours.columns:
         wrong = sorted({d for d in ours["dataset"] if DATASET_TABLE.get(canonical_dataset(d)) != table})
         if wrong:
-            raise ValueError(f"ours: rows measured on {', '.join(wrong)} do not belong beside Table {table} "
-                             f"({DATASET_TITLES[TABLE_DATASET[table]]})")
+            raise ValueError(
+                f"ours: rows measured on {', '.join(wrong)} do not belong beside Table {table} "
+                f"({DATASET_TITLES[TABLE_DATASET[table]]})"
+            )
     std = [f"{m} std" for m in metrics if f"{m} std" in ours.columns]
     o = ours.copy()
     if "backbone_3d" in flags:
-        o["backbone_3d"] = True   # our backbone is the I3D (3D CNN), like the paper's
+        o["backbone_3d"] = True  # our backbone is the I3D (3D CNN), like the paper's
     out = pd.concat([paper.assign(**{c: np.nan for c in std}), o], ignore_index=True)
     return out[cols + std + flags]
 
@@ -756,18 +871,32 @@ def reranking_gains(ours: pd.DataFrame | None = None, paper: pd.DataFrame | None
             base = r["model"].replace(" + Reranking", "")
             if base in names:
                 b = paper[paper["model"] == base].iloc[0]
-                rows.append({"source": r["source"], "model": base, "protocol": r["protocol"],
-                             **{m: r[m] - b[m] for m in metrics}})
+                rows.append(
+                    {
+                        "source": r["source"],
+                        "model": base,
+                        "protocol": r["protocol"],
+                        **{m: r[m] - b[m] for m in metrics},
+                    }
+                )
     if ours is not None and len(ours):
         metrics = [m for m in METRICS if m in ours.columns]
         key = "method" if "method" in ours.columns else "model"
         for (src, meth, prot), grp in ours.groupby(["source", key, "protocol"], sort=False):
             on, off = grp[grp["reranking"]], grp[~grp["reranking"]]
             if len(on) != 1 or len(off) != 1:
-                raise ValueError(f"ours: expected one row with and one without re-ranking for {meth!r}, "
-                                 f"{prot!r}; got {len(on)} and {len(off)}")
-            rows.append({"source": src, "model": off["model"].iloc[0], "protocol": prot,
-                         **{m: on[m].iloc[0] - off[m].iloc[0] for m in metrics}})
+                raise ValueError(
+                    f"ours: expected one row with and one without re-ranking for {meth!r}, "
+                    f"{prot!r}; got {len(on)} and {len(off)}"
+                )
+            rows.append(
+                {
+                    "source": src,
+                    "model": off["model"].iloc[0],
+                    "protocol": prot,
+                    **{m: on[m].iloc[0] - off[m].iloc[0] for m in metrics},
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -800,11 +929,18 @@ def reranking_summary(gains: pd.DataFrame, tol: float = 0.05) -> str:
                     verdict["no change"].append(name)
                 else:
                     verdict["agrees" if np.sign(v) == np.sign(p[m]) else "disagrees"].append(name)
-            changes = " and ".join(f"{v:+.1f} ({PROTOCOL_NAMES.get(k, k).split(' (')[0]})"
-                                   for k, v in zip(ours["protocol"], ours[m]))
-            said = "; ".join(f"{k} with the paper's direction under {', '.join(v)}" if k != "no change"
-                             else f"no change (below {tol} points) under {', '.join(v)}"
-                             for k, v in verdict.items() if v)
-            lines.append(f"\nFor {m}, re-ranking changed the paper's own method by {p[m]:+.1f} points on MARS; "
-                         f"on our data it changed the learned aggregation by {changes}: {said}.")
+            changes = " and ".join(
+                f"{v:+.1f} ({PROTOCOL_NAMES.get(k, k).split(' (')[0]})" for k, v in zip(ours["protocol"], ours[m])
+            )
+            said = "; ".join(
+                f"{k} with the paper's direction under {', '.join(v)}"
+                if k != "no change"
+                else f"no change (below {tol} points) under {', '.join(v)}"
+                for k, v in verdict.items()
+                if v
+            )
+            lines.append(
+                f"\nFor {m}, re-ranking changed the paper's own method by {p[m]:+.1f} points on MARS; "
+                f"on our data it changed the learned aggregation by {changes}: {said}."
+            )
     return "\n".join(lines)

@@ -41,44 +41,75 @@ made the learned aggregator's training step 13-16x and the I3D's feature
 extraction up to 80x *slower* than 1 thread whenever other processes competed
 for the cores (OpenMP threads waiting for a descheduled sibling).
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from reid_utils.training.aggregator import build_aggregator, corrupting_transform, resolve_mining, train_aggregator
 from reid_utils.cache import ArtifactCache
 from reid_utils.config import config_key
 from reid_utils.data.corruption import DOWNSCALE, JPEG_QUALITY, assemble_corrupted, corrupt_clip, corruption_plan
 from reid_utils.eval.ranking import evaluate_rank, protocol_of
+from reid_utils.training.aggregator import build_aggregator, corrupting_transform, resolve_mining, train_aggregator
 from reid_utils.training.features import FeatureBank, get_features
 
 __all__ = [
-    "EXPERIMENT_VERSION", "SPLITS", "CORRUPTION_KEY", "TRAIN_EVAL_PERCENTS", "PAPER_METHODS",
-    "Method", "torch_threads", "dataset_protocol", "scoring_model", "read_paper_table", "get_backbone", "clip_banks", "test_plan", "level_features", "methods_for",
-    "train_eval_percents", "get_aggregator", "evaluate_similarity", "topt_scores_all_t", "run_level",
+    "EXPERIMENT_VERSION",
+    "SPLITS",
+    "CORRUPTION_KEY",
+    "TRAIN_EVAL_PERCENTS",
+    "PAPER_METHODS",
+    "Method",
+    "torch_threads",
+    "dataset_protocol",
+    "scoring_model",
+    "read_paper_table",
+    "get_backbone",
+    "clip_banks",
+    "test_plan",
+    "level_features",
+    "methods_for",
+    "train_eval_percents",
+    "get_aggregator",
+    "evaluate_similarity",
+    "topt_scores_all_t",
+    "run_level",
     "run_sweep",
-    "paper_table2", "paper_results", "as_percent", "table2_wide", "table2_side_by_side",
-    "claim_check", "training_cost", "methods_table", "convergence_table", "collapse_check",
-    "sweep_collapse", "corruption_examples", "pair_importance", "importance_table",
-    "importance_by_corruption", "importance_summary", "importance_panels", "corruption_shift",
+    "paper_table2",
+    "paper_results",
+    "as_percent",
+    "table2_wide",
+    "table2_side_by_side",
+    "claim_check",
+    "training_cost",
+    "methods_table",
+    "convergence_table",
+    "collapse_check",
+    "sweep_collapse",
+    "corruption_examples",
+    "pair_importance",
+    "importance_table",
+    "importance_by_corruption",
+    "importance_summary",
+    "importance_panels",
+    "corruption_shift",
 ]
 
-EXPERIMENT_VERSION = 1   # bump when the recipe below changes (invalidates cached models/results)
+EXPERIMENT_VERSION = 1  # bump when the recipe below changes (invalidates cached models/results)
 SPLITS = ("train", "query", "gallery")
 _SPLIT_CODE = {"train": 0, "query": 1, "gallery": 2}
 CORRUPTION_KEY = f"corrupt_clip(downscale={DOWNSCALE},jpeg_quality={JPEG_QUALITY})"
-TRAIN_EVAL_PERCENTS = (20, 50, 70, 100)   # the top-t%-train-eval rows of Table 2
-PAPER_METHODS = {"learned": "learned", "topt-eval": "topt-e", "topt-train-eval": "topt-te",
-                 "mean": "mean"}
+TRAIN_EVAL_PERCENTS = (20, 50, 70, 100)  # the top-t%-train-eval rows of Table 2
+PAPER_METHODS = {"learned": "learned", "topt-eval": "topt-e", "topt-train-eval": "topt-te", "mean": "mean"}
 
 
 @dataclass(frozen=True)
@@ -128,8 +159,9 @@ def _corrupt_all(frames: np.ndarray, tracklet_idx: int, clip_idx: int) -> np.nda
     return corrupt_clip(frames)
 
 
-def clip_banks(cfg, model, dataset, corrupted: bool = False, progress: bool = True,
-               num_threads: int | None = 1) -> dict[str, FeatureBank]:
+def clip_banks(
+    cfg, model, dataset, corrupted: bool = False, progress: bool = True, num_threads: int | None = 1
+) -> dict[str, FeatureBank]:
     """Clip features of train / query / gallery, clean or with every clip corrupted.
 
     Args:
@@ -151,11 +183,17 @@ def clip_banks(cfg, model, dataset, corrupted: bool = False, progress: bool = Tr
     for split in SPLITS:
         with torch_threads(num_threads):
             out[split] = get_features(
-                cfg, model, getattr(dataset, split), num_clips=cfg.agg.num_clips,
-                clip_len=cfg.agg.clip_len, method="clips",
+                cfg,
+                model,
+                getattr(dataset, split),
+                num_clips=cfg.agg.num_clips,
+                clip_len=cfg.agg.clip_len,
+                method="clips",
                 frame_transform=_corrupt_all if corrupted else None,
                 transform_key=CORRUPTION_KEY if corrupted else None,
-                name=f"aggfeat-{split}{'-corrupted' if corrupted else ''}", progress=progress)
+                name=f"aggfeat-{split}{'-corrupted' if corrupted else ''}",
+                progress=progress,
+            )
     return out
 
 
@@ -175,8 +213,7 @@ def test_plan(cfg, split: str, num_sequences: int, max_corrupted: int) -> np.nda
     return corruption_plan(num_sequences, cfg.agg.num_clips, int(max_corrupted), rng)
 
 
-def level_features(cfg, clean: dict, corrupted: dict | None, split: str,
-                   max_corrupted: int) -> torch.Tensor:
+def level_features(cfg, clean: dict, corrupted: dict | None, split: str, max_corrupted: int) -> torch.Tensor:
     """(N, M, D) test features of ``split`` at M_c^max (clean bank when 0)."""
     bank = clean[split]
     if int(max_corrupted) == 0:
@@ -197,8 +234,9 @@ def train_eval_percents(cfg) -> tuple:
 
 def methods_for(cfg) -> list[Method]:
     """The models trained at every corruption level (see the module doc)."""
-    return ([Method("learned"), Method("topt-eval")]
-            + [Method("topt-train-eval", float(t)) for t in train_eval_percents(cfg)])
+    return [Method("learned"), Method("topt-eval")] + [
+        Method("topt-train-eval", float(t)) for t in train_eval_percents(cfg)
+    ]
 
 
 def _agg_hparams(cfg) -> dict:
@@ -209,17 +247,31 @@ def _agg_hparams(cfg) -> dict:
     return d
 
 
-def _model_key(cfg, method: Method, max_corrupted: int, clean: dict, corrupted: dict | None,
-               mining: str) -> str:
-    spec = {"v": EXPERIMENT_VERSION, "agg": _agg_hparams(cfg), "seed": int(cfg.seed),
-            "kind": method.kind, "t": method.t, "Mc_max": int(max_corrupted),
-            "train": clean["train"].meta.get("key"), "mining": mining,
-            "train_corrupted": corrupted["train"].meta.get("key") if max_corrupted else None}
+def _model_key(cfg, method: Method, max_corrupted: int, clean: dict, corrupted: dict | None, mining: str) -> str:
+    spec = {
+        "v": EXPERIMENT_VERSION,
+        "agg": _agg_hparams(cfg),
+        "seed": int(cfg.seed),
+        "kind": method.kind,
+        "t": method.t,
+        "Mc_max": int(max_corrupted),
+        "train": clean["train"].meta.get("key"),
+        "mining": mining,
+        "train_corrupted": corrupted["train"].meta.get("key") if max_corrupted else None,
+    }
     return config_key(spec)
 
 
-def get_aggregator(cfg, method: Method, max_corrupted: int, clean: dict, corrupted: dict | None = None,
-                   mining: str = "auto", progress: bool = True, num_threads: int | None = 1):
+def get_aggregator(
+    cfg,
+    method: Method,
+    max_corrupted: int,
+    clean: dict,
+    corrupted: dict | None = None,
+    mining: str = "auto",
+    progress: bool = True,
+    num_threads: int | None = 1,
+):
     """A trained aggregator of one method and level: from the cache, else trained now.
 
     Training (``agg_train.train_aggregator``): frozen features of the training
@@ -247,8 +299,9 @@ def get_aggregator(cfg, method: Method, max_corrupted: int, clean: dict, corrupt
     a = cfg.agg
 
     def build():
-        return build_aggregator(method.kind, D, hidden=a.hidden, dropout=a.dropout,
-                                t_percent=method.t or 100.0, seed=cfg.seed)
+        return build_aggregator(
+            method.kind, D, hidden=a.hidden, dropout=a.dropout, t_percent=method.t or 100.0, seed=cfg.seed
+        )
 
     model = build()
     if method.kind == "mean":
@@ -256,8 +309,9 @@ def get_aggregator(cfg, method: Method, max_corrupted: int, clean: dict, corrupt
     if method.kind == "topt-train-eval" and float(method.t) >= 100.0:
         # t = 100 %: the top-t selection keeps every pair, so training is that of top-t%-eval
         # (the mean of all pairs, the same batches and seed): reuse that model, do not train twice.
-        base, info = get_aggregator(cfg, Method("topt-eval"), max_corrupted, clean, corrupted, mining,
-                                    progress, num_threads)
+        base, info = get_aggregator(
+            cfg, Method("topt-eval"), max_corrupted, clean, corrupted, mining, progress, num_threads
+        )
         model.load_state_dict(base.state_dict())
         return model.eval(), dict(info, seconds=0.0, reused_from="topt-eval")
     mining = resolve_mining(model, mining)
@@ -273,22 +327,38 @@ def get_aggregator(cfg, method: Method, max_corrupted: int, clean: dict, corrupt
             transform = corrupting_transform(corrupted["train"].feats, int(max_corrupted))
         t0 = time.perf_counter()
         with torch_threads(num_threads):
-            hist = train_aggregator(model, clean["train"].feats, clean["train"].pids, a.iterations,
-                                    a.P, a.K, a.lr, a.margin, seed=cfg.seed, ckpt_path=ckpt,
-                                    ckpt_every=max(1, a.iterations // 4), batch_transform=transform,
-                                    mining=mining, progress=progress)
-        return {"state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "history": hist.to_dict("records"), "seconds": time.perf_counter() - t0,
-                "steps_seconds": float(hist["seconds"].sum()) if len(hist) else 0.0,
-                "method": dataclasses.asdict(method), "Mc_max": int(max_corrupted), "key": key}
+            hist = train_aggregator(
+                model,
+                clean["train"].feats,
+                clean["train"].pids,
+                a.iterations,
+                a.P,
+                a.K,
+                a.lr,
+                a.margin,
+                seed=cfg.seed,
+                ckpt_path=ckpt,
+                ckpt_every=max(1, a.iterations // 4),
+                batch_transform=transform,
+                mining=mining,
+                progress=progress,
+            )
+        return {
+            "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "history": hist.to_dict("records"),
+            "seconds": time.perf_counter() - t0,
+            "steps_seconds": float(hist["seconds"].sum()) if len(hist) else 0.0,
+            "method": dataclasses.asdict(method),
+            "Mc_max": int(max_corrupted),
+            "key": key,
+        }
 
     entry = cache.get_or_compute("agg-model", key, compute, verbose=progress)
-    for p in (ckpt, ckpt.with_name(ckpt.name + ".sha256")):   # finished: the resume point is obsolete
+    for p in (ckpt, ckpt.with_name(ckpt.name + ".sha256")):  # finished: the resume point is obsolete
         p.unlink(missing_ok=True)
     model = build()
     model.load_state_dict(entry["state"])
-    return model.eval(), {"history": pd.DataFrame(entry["history"]), "seconds": entry["seconds"],
-                          "key": key}
+    return model.eval(), {"history": pd.DataFrame(entry["history"]), "seconds": entry["seconds"], "key": key}
 
 
 def dataset_protocol(dataset) -> str:
@@ -296,8 +366,7 @@ def dataset_protocol(dataset) -> str:
     return protocol_of(dataset)
 
 
-def evaluate_similarity(S: torch.Tensor, query: FeatureBank, gallery: FeatureBank,
-                        protocol: str = "torchreid") -> dict:
+def evaluate_similarity(S: torch.Tensor, query: FeatureBank, gallery: FeatureBank, protocol: str = "torchreid") -> dict:
     """mAP and rank-1 of a (Q, G) similarity matrix (distance = -similarity).
 
     Args:
@@ -310,8 +379,15 @@ def evaluate_similarity(S: torch.Tensor, query: FeatureBank, gallery: FeatureBan
     S = torch.as_tensor(S)
     if S.shape != (len(query), len(gallery)):
         raise ValueError(f"S: expected shape ({len(query)}, {len(gallery)}), got {tuple(S.shape)}")
-    cmc, mAP = evaluate_rank(-S.double().numpy(), query.pids, gallery.pids, query.camids,
-                             gallery.camids, max_rank=min(50, len(gallery)), protocol=protocol)
+    cmc, mAP = evaluate_rank(
+        -S.double().numpy(),
+        query.pids,
+        gallery.pids,
+        query.camids,
+        gallery.camids,
+        max_rank=min(50, len(gallery)),
+        protocol=protocol,
+    )
     return {"mAP": float(mAP), "rank1": float(cmc[0]), "cmc": cmc}
 
 
@@ -320,8 +396,9 @@ def _score(model, q: torch.Tensor, g: torch.Tensor, progress: bool) -> torch.Ten
 
 
 @torch.no_grad()
-def topt_scores_all_t(model, q: torch.Tensor, g: torch.Tensor, t_percents: Iterable[float],
-                      max_elems: int = 1 << 24) -> dict:
+def topt_scores_all_t(
+    model, q: torch.Tensor, g: torch.Tensor, t_percents: Iterable[float], max_elems: int = 1 << 24
+) -> dict:
     """Eq. 9 at every t from one top-t%-eval model, sorting each pair's cosines once.
 
     Equivalent to ``TopTAggregator(dim, t).similarity_matrix(q, g)`` with the
@@ -349,18 +426,25 @@ def topt_scores_all_t(model, q: torch.Tensor, g: torch.Tensor, t_percents: Itera
         out = {t: torch.empty(q.shape[0], G) for t in ks}
         rows = max(1, int(max_elems) // max(1, G * T))
         for s in range(0, q.shape[0], rows):
-            cos = model._pair_cos_matrix(q[s:s + rows], g)               # (rows, G, T)
+            cos = model._pair_cos_matrix(q[s : s + rows], g)  # (rows, G, T)
             csum = cos.sort(dim=-1, descending=True).values.cumsum(dim=-1)
             for t, k in ks.items():
-                out[t][s:s + rows] = csum[..., k - 1] / k
+                out[t][s : s + rows] = csum[..., k - 1] / k
     finally:
         model.train(was)
     return out
 
 
-def run_level(cfg, max_corrupted: int, clean: dict, corrupted: dict | None = None,
-              protocol: str = "torchreid", mining: str = "auto", progress: bool = True,
-              num_threads: int | None = 1) -> pd.DataFrame:
+def run_level(
+    cfg,
+    max_corrupted: int,
+    clean: dict,
+    corrupted: dict | None = None,
+    protocol: str = "torchreid",
+    mining: str = "auto",
+    progress: bool = True,
+    num_threads: int | None = 1,
+) -> pd.DataFrame:
     """Train (or load) every method of one corruption level and evaluate it.
 
     ``num_threads``: torch CPU threads for training and scoring (module doc).
@@ -376,13 +460,23 @@ def run_level(cfg, max_corrupted: int, clean: dict, corrupted: dict | None = Non
     """
     mc = int(max_corrupted)
     ms = methods_for(cfg)
-    models = {m: get_aggregator(cfg, m, mc, clean, corrupted, mining=mining, progress=progress,
-                                num_threads=num_threads) for m in ms}
-    spec = {"v": EXPERIMENT_VERSION, "models": sorted(info["key"] for _, info in models.values()),
-            "t_percents": list(cfg.agg.t_percents), "seed": int(cfg.seed), "Mc_max": mc,
-            "query": clean["query"].meta.get("key"), "gallery": clean["gallery"].meta.get("key"),
-            "corrupted": ([corrupted[s].meta.get("key") for s in ("query", "gallery")]
-                          if mc and corrupted is not None else None), "protocol": protocol}
+    models = {
+        m: get_aggregator(cfg, m, mc, clean, corrupted, mining=mining, progress=progress, num_threads=num_threads)
+        for m in ms
+    }
+    spec = {
+        "v": EXPERIMENT_VERSION,
+        "models": sorted(info["key"] for _, info in models.values()),
+        "t_percents": list(cfg.agg.t_percents),
+        "seed": int(cfg.seed),
+        "Mc_max": mc,
+        "query": clean["query"].meta.get("key"),
+        "gallery": clean["gallery"].meta.get("key"),
+        "corrupted": (
+            [corrupted[s].meta.get("key") for s in ("query", "gallery")] if mc and corrupted is not None else None
+        ),
+        "protocol": protocol,
+    }
 
     def compute():
         q = level_features(cfg, clean, corrupted, "query", mc)
@@ -395,18 +489,26 @@ def run_level(cfg, max_corrupted: int, clean: dict, corrupted: dict | None = Non
 
         def add_scores(method, t, S, train_s, t0):
             r = evaluate_similarity(S, clean["query"], clean["gallery"], protocol)
-            rows.append({"method": method, "t": np.nan if t is None else float(t), "Mc_max": mc,
-                         "mAP": r["mAP"], "rank1": r["rank1"], "train_seconds": train_s,
-                         "eval_seconds": time.perf_counter() - t0})
+            rows.append(
+                {
+                    "method": method,
+                    "t": np.nan if t is None else float(t),
+                    "Mc_max": mc,
+                    "mAP": r["mAP"],
+                    "rank1": r["rank1"],
+                    "train_seconds": train_s,
+                    "eval_seconds": time.perf_counter() - t0,
+                }
+            )
 
         add("mean", None, build_aggregator("mean", q.shape[-1]), 0.0)
         for m, (model, info) in models.items():
-            if m.kind == "topt-eval":       # one model, every t: cosines sorted once
+            if m.kind == "topt-eval":  # one model, every t: cosines sorted once
                 t0 = time.perf_counter()
                 scores = topt_scores_all_t(model, q, g, cfg.agg.t_percents)
                 for t in cfg.agg.t_percents:
                     add_scores("topt-e", t, scores[t], info["seconds"], t0)
-            elif m.kind == "topt-train-eval":   # same Eq. 9 scores, ~4x faster than similarity_matrix
+            elif m.kind == "topt-train-eval":  # same Eq. 9 scores, ~4x faster than similarity_matrix
                 t0 = time.perf_counter()
                 add_scores("topt-te", m.t, topt_scores_all_t(model, q, g, [m.t])[m.t], info["seconds"], t0)
             else:
@@ -414,22 +516,31 @@ def run_level(cfg, max_corrupted: int, clean: dict, corrupted: dict | None = Non
         return rows
 
     with torch_threads(num_threads):
-        rows = ArtifactCache(cfg.cache_root).get_or_compute("agg-results", config_key(spec), compute,
-                                                             verbose=progress)
+        rows = ArtifactCache(cfg.cache_root).get_or_compute("agg-results", config_key(spec), compute, verbose=progress)
     return pd.DataFrame(rows)
 
 
-def run_sweep(cfg, clean: dict, corrupted: dict | None, levels: Iterable[int] | None = None,
-              protocol: str = "torchreid", mining: str = "auto", progress: bool = True,
-              num_threads: int | None = 1) -> pd.DataFrame:
+def run_sweep(
+    cfg,
+    clean: dict,
+    corrupted: dict | None,
+    levels: Iterable[int] | None = None,
+    protocol: str = "torchreid",
+    mining: str = "auto",
+    progress: bool = True,
+    num_threads: int | None = 1,
+) -> pd.DataFrame:
     """:func:`run_level` for every M_c^max (default ``cfg.agg.max_corrupted``), concatenated."""
     from tqdm.auto import tqdm
 
     levels = list(cfg.agg.max_corrupted if levels is None else levels)
     out = []
     for mc in tqdm(levels, desc="corruption levels", disable=not progress):
-        out.append(run_level(cfg, mc, clean, corrupted, protocol=protocol, mining=mining,
-                             progress=progress, num_threads=num_threads))
+        out.append(
+            run_level(
+                cfg, mc, clean, corrupted, protocol=protocol, mining=mining, progress=progress, num_threads=num_threads
+            )
+        )
     return pd.concat(out, ignore_index=True)
 
 
@@ -498,10 +609,14 @@ def collapse_check(histories: dict, margin: float, last: float = 0.2, tol: float
     """
     rows = {}
     for label, h in histories.items():
-        end = h.iloc[-max(1, int(round(last * len(h)))):]
+        end = h.iloc[-max(1, int(round(last * len(h)))) :]
         loss, pos, neg = (float(end[c].mean()) for c in ("loss", "hard_pos_sim", "hard_neg_sim"))
-        rows[label] = {"loss": loss, "hard_pos_sim": pos, "hard_neg_sim": neg,
-                       "collapsed": bool(abs(loss - margin) <= tol * margin and abs(pos - neg) <= tol)}
+        rows[label] = {
+            "loss": loss,
+            "hard_pos_sim": pos,
+            "hard_neg_sim": neg,
+            "collapsed": bool(abs(loss - margin) <= tol * margin and abs(pos - neg) <= tol),
+        }
     return pd.DataFrame(rows).T
 
 
@@ -528,8 +643,7 @@ def sweep_collapse(cfg, clean: dict, corrupted: dict | None, levels: Iterable[in
 def training_cost(results: pd.DataFrame) -> pd.DataFrame:
     """Training wall time (s) per level and method (one value per trained model; 0: reused)."""
     r = results[results["method"] != "mean"].copy()
-    r["model"] = np.where(r["method"] == "topt-te", r["method"] + " t=" + r["t"].map("{:g}".format),
-                          r["method"])
+    r["model"] = np.where(r["method"] == "topt-te", r["method"] + " t=" + r["t"].map("{:g}".format), r["method"])
     return r.groupby(["Mc_max", "model"])["train_seconds"].first().unstack("model")
 
 
@@ -565,8 +679,11 @@ def paper_table2() -> pd.DataFrame:
 def paper_results() -> pd.DataFrame:
     """The paper's Table 2 in the layout of our results: method, t, Mc_max, mAP, rank1 (percent)."""
     p = paper_table2()
-    wide = p.pivot_table(index=["method", "t", "Mc_max"], columns="metric", values="value",
-                         dropna=False).dropna(how="all").reset_index()
+    wide = (
+        p.pivot_table(index=["method", "t", "Mc_max"], columns="metric", values="value", dropna=False)
+        .dropna(how="all")
+        .reset_index()
+    )
     wide.columns.name = None
     return wide
 
@@ -583,8 +700,7 @@ _METHOD_ORDER = {"mean": 0, "topt-e": 1, "topt-te": 2, "learned": 3}
 
 
 def _sort_rows(df: pd.DataFrame) -> pd.DataFrame:
-    keys = [df.index.get_level_values("method").map(_METHOD_ORDER),
-            df.index.get_level_values("t").fillna(-1)]
+    keys = [df.index.get_level_values("method").map(_METHOD_ORDER), df.index.get_level_values("t").fillna(-1)]
     order = np.lexsort(keys[::-1])
     return df.iloc[order]
 
@@ -595,18 +711,17 @@ def table2_wide(results: pd.DataFrame, metrics: Sequence[str] = ("mAP", "rank1")
     Args:
         results: long results of :func:`run_sweep` (metrics in [0, 1]).
     """
-    long = results.melt(id_vars=["method", "t", "Mc_max"], value_vars=list(metrics),
-                        var_name="metric", value_name="value")
+    long = results.melt(
+        id_vars=["method", "t", "Mc_max"], value_vars=list(metrics), var_name="metric", value_name="value"
+    )
     long["value"] *= 100
-    wide = long.pivot_table(index=["method", "t"], columns=["metric", "Mc_max"], values="value",
-                            dropna=False)
+    wide = long.pivot_table(index=["method", "t"], columns=["metric", "Mc_max"], values="value", dropna=False)
     wide = wide.dropna(how="all")
     wide = wide.reindex(columns=[c for m in metrics for c in wide.columns if c[0] == m])
     return _sort_rows(wide)
 
 
-def table2_side_by_side(results: pd.DataFrame, metric: str = "mAP",
-                        paper: pd.DataFrame | None = None) -> pd.DataFrame:
+def table2_side_by_side(results: pd.DataFrame, metric: str = "mAP", paper: pd.DataFrame | None = None) -> pd.DataFrame:
     """One metric of Table 2, ours (synthetic benchmark) beside the paper's (MARS).
 
     Rows (method, t, source), columns M_c^max; values in percent. ``source``
@@ -618,14 +733,16 @@ def table2_side_by_side(results: pd.DataFrame, metric: str = "mAP",
     ours = results.assign(value=100 * results[metric], source="ours (synthetic)")
     ref = paper[paper["metric"] == metric].assign(source="paper (MARS)")
     ref = ref[ref["Mc_max"].isin(ours["Mc_max"].unique())]
-    both = pd.concat([ours[["method", "t", "Mc_max", "value", "source"]],
-                      ref[["method", "t", "Mc_max", "value", "source"]]], ignore_index=True)
-    wide = both.pivot_table(index=["method", "t", "source"], columns="Mc_max", values="value",
-                            dropna=False).dropna(how="all")
+    both = pd.concat(
+        [ours[["method", "t", "Mc_max", "value", "source"]], ref[["method", "t", "Mc_max", "value", "source"]]],
+        ignore_index=True,
+    )
+    wide = both.pivot_table(index=["method", "t", "source"], columns="Mc_max", values="value", dropna=False).dropna(
+        how="all"
+    )
     wide.columns.name = f"{metric} (%) at M_c^max ="
     src = wide.index.get_level_values("source").map({"ours (synthetic)": 0, "paper (MARS)": 1})
-    keys = [wide.index.get_level_values("method").map(_METHOD_ORDER),
-            wide.index.get_level_values("t").fillna(-1), src]
+    keys = [wide.index.get_level_values("method").map(_METHOD_ORDER), wide.index.get_level_values("t").fillna(-1), src]
     return wide.iloc[np.lexsort(keys[::-1])]
 
 
@@ -635,8 +752,9 @@ def _best(df: pd.DataFrame, metric: str, methods: Sequence[str]) -> pd.DataFrame
     return sub.loc[sub.groupby("Mc_max")[metric].idxmax()].set_index("Mc_max")
 
 
-def claim_check(results: pd.DataFrame, metric: str = "mAP", source: str = "our synthetic benchmark",
-                scale: float = 100.0) -> dict:
+def claim_check(
+    results: pd.DataFrame, metric: str = "mAP", source: str = "our synthetic benchmark", scale: float = 100.0
+) -> dict:
     """Does the learned method degrade more gracefully than the best top-t%? (Sec. 4.4)
 
     The paper's claim: comparable to top-t% at low corruption, and clearly
@@ -665,10 +783,14 @@ def claim_check(results: pd.DataFrame, metric: str = "mAP", source: str = "our s
     learned = df[df["method"] == "learned"].set_index("Mc_max")[metric]
     best = _best(df, metric, ["topt-e", "topt-te"])
     lab = {mc: f"{row['method']} t={row['t']:g}%" for mc, row in best.iterrows()}
-    out = {"metric": metric, "lo": lo, "hi": hi,
-           "learned": {lo: float(learned[lo]), hi: float(learned[hi])},
-           "best_topt": {lo: float(best.loc[lo, metric]), hi: float(best.loc[hi, metric])},
-           "best_label": {lo: lab[lo], hi: lab[hi]}}
+    out = {
+        "metric": metric,
+        "lo": lo,
+        "hi": hi,
+        "learned": {lo: float(learned[lo]), hi: float(learned[hi])},
+        "best_topt": {lo: float(best.loc[lo, metric]), hi: float(best.loc[hi, metric])},
+        "best_label": {lo: lab[lo], hi: lab[hi]},
+    }
     out["drop_learned"] = out["learned"][lo] - out["learned"][hi]
     out["drop_topt"] = out["best_topt"][lo] - out["best_topt"][hi]
     out["gap_lo"] = out["learned"][lo] - out["best_topt"][lo]
@@ -676,7 +798,7 @@ def claim_check(results: pd.DataFrame, metric: str = "mAP", source: str = "our s
     out["holds"] = bool(out["gap_hi"] > 0 and out["drop_learned"] < out["drop_topt"])
     if lo == hi:
         out["holds"] = False
-    verdict = ("**holds**" if out["holds"] else "**does not hold**")
+    verdict = "**holds**" if out["holds"] else "**does not hold**"
     m = "mAP" if metric == "mAP" else "rank-1"
     out["text"] = (
         f"On {source}, at M_c^max = {lo} the learned aggregation reaches {out['learned'][lo]:.1f} % {m} "
@@ -685,7 +807,8 @@ def claim_check(results: pd.DataFrame, metric: str = "mAP", source: str = "our s
         f"{out['best_topt'][hi]:.1f} % ({lab[hi]}), {out['gap_hi']:+.1f} points. From M_c^max = {lo} to "
         f"{hi} the learned method loses {out['drop_learned']:.1f} points and the best top-t% "
         f"{out['drop_topt']:.1f}. The paper's claim (the learned method degrades more gracefully and "
-        f"beats the best top-t% at high corruption) {verdict} here for {m}.")
+        f"beats the best top-t% at high corruption) {verdict} here for {m}."
+    )
     return out
 
 
@@ -744,9 +867,16 @@ def pair_importance(model, fq: torch.Tensor, fg: torch.Tensor) -> tuple[np.ndarr
     return alpha.reshape(B, M, fg.shape[1]).numpy(), cos.numpy()
 
 
-def importance_table(model, query: FeatureBank, gallery: FeatureBank, num_queries: int = 20,
-                     seed: int = 0, q_feats: torch.Tensor | None = None,
-                     g_feats: torch.Tensor | None = None, num_threads: int | None = 1) -> pd.DataFrame:
+def importance_table(
+    model,
+    query: FeatureBank,
+    gallery: FeatureBank,
+    num_queries: int = 20,
+    seed: int = 0,
+    q_feats: torch.Tensor | None = None,
+    g_feats: torch.Tensor | None = None,
+    num_threads: int | None = 1,
+) -> pd.DataFrame:
     """Every clip pair of ``num_queries`` random queries x all gallery sequences.
 
     Args:
@@ -770,14 +900,23 @@ def importance_table(model, query: FeatureBank, gallery: FeatureBank, num_querie
     frames = []
     for qi in qs:
         with torch_threads(num_threads):
-            alpha, cos = pair_importance(model, qf[qi:qi + 1].expand(G, -1, -1), gf)
+            alpha, cos = pair_importance(model, qf[qi : qi + 1].expand(G, -1, -1), gf)
         rel = alpha / alpha.mean(axis=(1, 2), keepdims=True)
         ii, jj = np.meshgrid(np.arange(qf.shape[1]), np.arange(M), indexing="ij")
-        frames.append(pd.DataFrame({
-            "q": int(qi), "g": np.repeat(np.arange(G), ii.size), "i": np.tile(ii.ravel(), G),
-            "j": np.tile(jj.ravel(), G), "alpha": alpha.reshape(-1), "alpha_rel": rel.reshape(-1),
-            "cos": cos.reshape(-1),
-            "same": np.repeat(gallery.pids == query.pids[qi], ii.size)}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "q": int(qi),
+                    "g": np.repeat(np.arange(G), ii.size),
+                    "i": np.tile(ii.ravel(), G),
+                    "j": np.tile(jj.ravel(), G),
+                    "alpha": alpha.reshape(-1),
+                    "alpha_rel": rel.reshape(-1),
+                    "cos": cos.reshape(-1),
+                    "same": np.repeat(gallery.pids == query.pids[qi], ii.size),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -795,8 +934,11 @@ def importance_by_corruption(table: pd.DataFrame, q_plan: np.ndarray, g_plan: np
     qb = np.asarray(q_plan)[table["q"].to_numpy(), table["i"].to_numpy()]
     gb = np.asarray(g_plan)[table["g"].to_numpy(), table["j"].to_numpy()]
     kind = np.where(qb & gb, "both corrupted", np.where(qb | gb, "one corrupted", "both clean"))
-    out = table.assign(pair=kind).groupby("pair").agg(alpha_rel=("alpha_rel", "mean"),
-                                                      cos=("cos", "mean"), pairs=("cos", "size"))
+    out = (
+        table.assign(pair=kind)
+        .groupby("pair")
+        .agg(alpha_rel=("alpha_rel", "mean"), cos=("cos", "mean"), pairs=("cos", "size"))
+    )
     return out.reindex([k for k in ("both clean", "one corrupted", "both corrupted") if k in out.index])
 
 
@@ -819,7 +961,7 @@ def importance_summary(table: pd.DataFrame) -> pd.DataFrame:
     """
     per = table.groupby(["q", "g"])
     within = per[["alpha", "cos"]].corr(method="spearman").xs("alpha", level=2)["cos"]
-    eff = per["alpha"].apply(lambda a: float(a.sum() ** 2 / (len(a) * (a ** 2).sum())))
+    eff = per["alpha"].apply(lambda a: float(a.sum() ** 2 / (len(a) * (a**2).sum())))
     vals = {
         "clip pairs": len(table),
         "std of alpha / mean": float(table["alpha_rel"].std()),
@@ -827,8 +969,9 @@ def importance_summary(table: pd.DataFrame) -> pd.DataFrame:
         "95th percentile of alpha / mean": float(table["alpha_rel"].quantile(0.95)),
         "effective fraction of clip pairs used, median": float(eff.median()),
         "mean alpha / mean, first query clip (steps t < M)": float(table.loc[table["i"] == 0, "alpha_rel"].mean()),
-        "mean alpha / mean, last query clip (last M steps)":
-            float(table.loc[table["i"] == table["i"].max(), "alpha_rel"].mean()),
+        "mean alpha / mean, last query clip (last M steps)": float(
+            table.loc[table["i"] == table["i"].max(), "alpha_rel"].mean()
+        ),
         "Spearman(alpha, cos), all clip pairs": float(table["alpha"].corr(table["cos"], method="spearman")),
         "Spearman(alpha, cos) within a sequence pair, mean": float(within.mean()),
     }
@@ -836,9 +979,15 @@ def importance_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def importance_panels(model, query: FeatureBank, gallery: FeatureBank, query_index: int = 0,
-                      q_feats: torch.Tensor | None = None, g_feats: torch.Tensor | None = None,
-                      protocol_same_camera: bool = True) -> list:
+def importance_panels(
+    model,
+    query: FeatureBank,
+    gallery: FeatureBank,
+    query_index: int = 0,
+    q_feats: torch.Tensor | None = None,
+    g_feats: torch.Tensor | None = None,
+    protocol_same_camera: bool = True,
+) -> list:
     """M x M importance and cosine maps of one query with two gallery sequences.
 
     The gallery sequences are the query's best-scored true match and its
@@ -852,7 +1001,7 @@ def importance_panels(model, query: FeatureBank, gallery: FeatureBank, query_ind
     qf = query.feats if q_feats is None else q_feats
     gf = gallery.feats if g_feats is None else g_feats
     qi = int(query_index)
-    s = model.similarity_matrix(qf[qi:qi + 1], gf, progress=False)[0].numpy()
+    s = model.similarity_matrix(qf[qi : qi + 1], gf, progress=False)[0].numpy()
     same = gallery.pids == query.pids[qi]
     ok = ~(same & (gallery.camids == query.camids[qi])) if protocol_same_camera else np.ones_like(same)
     out = []
@@ -860,15 +1009,13 @@ def importance_panels(model, query: FeatureBank, gallery: FeatureBank, query_ind
         if not mask.any():
             continue
         gi = int(np.flatnonzero(mask)[np.argmax(s[mask])])
-        alpha, cos = pair_importance(model, qf[qi:qi + 1], gf[gi:gi + 1])
-        title = (f"query {qi} (pid {query.pids[qi]}) vs {name} {gi} (pid {gallery.pids[gi]})\n"
-                 f"similarity s = {s[gi]:.3f}")
+        alpha, cos = pair_importance(model, qf[qi : qi + 1], gf[gi : gi + 1])
+        title = f"query {qi} (pid {query.pids[qi]}) vs {name} {gi} (pid {gallery.pids[gi]})\nsimilarity s = {s[gi]:.3f}"
         out.append((title, alpha[0], cos[0]))
     return out
 
 
-def corruption_shift(clean: FeatureBank, corrupted: FeatureBank, seed: int = 0,
-                     num_pairs: int = 20000) -> pd.DataFrame:
+def corruption_shift(clean: FeatureBank, corrupted: FeatureBank, seed: int = 0, num_pairs: int = 20000) -> pd.DataFrame:
     """How far corruption moves a clip feature, against the spread of clean features.
 
     Returns:
@@ -888,12 +1035,11 @@ def corruption_shift(clean: FeatureBank, corrupted: FeatureBank, seed: int = 0,
     keep = a != b
     a, b = a[keep], b[keep]
     i, j = rng.integers(0, M, len(a)), rng.integers(0, M, len(a))
-    j2 = (i + 1 + rng.integers(0, max(1, M - 1), len(a))) % M   # another clip of the same sequence
+    j2 = (i + 1 + rng.integers(0, max(1, M - 1), len(a))) % M  # another clip of the same sequence
     rows = {
         "clip vs its corrupted version": (c * x).sum(-1).flatten(),
         "clean clips, same sequence": (c[a, i] * c[a, j2]).sum(-1),
         "clean clips, different sequences": (c[a, i] * c[b, j]).sum(-1),
         "corrupted clips, different sequences": (x[a, i] * x[b, j]).sum(-1),
     }
-    return pd.DataFrame({k: {"mean cosine": float(v.mean()), "std": float(v.std())}
-                         for k, v in rows.items()}).T
+    return pd.DataFrame({k: {"mean cosine": float(v.mean()), "std": float(v.std())} for k, v in rows.items()}).T

@@ -16,13 +16,12 @@ Protocol, as in the paper (Sec. 4.3):
 Every result table is cached through ``reid_utils.cache`` under a key of the
 models and settings that produced it.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
-import torch
 
 from reid_utils.cache import ArtifactCache
 from reid_utils.config import config_key
@@ -46,12 +45,19 @@ def train_models(cfg, dataset, clip_lens: Sequence[int], progress: bool = True) 
 
 def feature_bank(cfg, model, tracklets, split: str, M: int, L: int, method: str, progress: bool = True):
     """Cached (N, M, D) clip features of one split (``features.get_features``, named by split)."""
-    return get_features(cfg, model, tracklets, num_clips=M, clip_len=L, method=method,
-                        name=f"features-{split}", progress=progress)
+    return get_features(
+        cfg, model, tracklets, num_clips=M, clip_len=L, method=method, name=f"features-{split}", progress=progress
+    )
 
 
-def sampling_ablation(cfg, dataset, models: dict, test_lens: Sequence[int] = (4, 8, 16, 32),
-                      methods: Sequence[str] = TABLE1_METHODS, progress: bool = True) -> pd.DataFrame:
+def sampling_ablation(
+    cfg,
+    dataset,
+    models: dict,
+    test_lens: Sequence[int] = (4, 8, 16, 32),
+    methods: Sequence[str] = TABLE1_METHODS,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Fig. 3: single-clip re-ID accuracy per L_train, sampling method and L_test.
 
     Args:
@@ -63,8 +69,12 @@ def sampling_ablation(cfg, dataset, models: dict, test_lens: Sequence[int] = (4,
         DataFrame with columns ``L_train, method, L_test, mAP, rank1, rank5``
         (in %).
     """
-    spec = {"models": {int(k): m.reid_key for k, m in models.items()}, "lens": list(test_lens),
-            "methods": list(methods), "seed": cfg.seed}
+    spec = {
+        "models": {int(k): m.reid_key for k, m in models.items()},
+        "lens": list(test_lens),
+        "methods": list(methods),
+        "seed": cfg.seed,
+    }
     cache = ArtifactCache(cfg.cache_root)
 
     def compute():
@@ -77,17 +87,25 @@ def sampling_ablation(cfg, dataset, models: dict, test_lens: Sequence[int] = (4,
                     qf = feature_bank(cfg, model, dataset.query, "query", 1, L_eff, method, progress)
                     gf = feature_bank(cfg, model, dataset.gallery, "gallery", 1, L_eff, method, progress)
                     r = evaluate_features(qf.feats[:, 0], gf.feats[:, 0], dataset)
-                    for L_test in (test_lens if L is None else [L]):
-                        rows.append({"L_train": int(L_train), "method": method, "L_test": int(L_test),
-                                     "mAP": 100 * r["mAP"], "rank1": 100 * r["rank1"],
-                                     "rank5": 100 * r["rank5"]})
+                    for L_test in test_lens if L is None else [L]:
+                        rows.append(
+                            {
+                                "L_train": int(L_train),
+                                "method": method,
+                                "L_test": int(L_test),
+                                "mAP": 100 * r["mAP"],
+                                "rank1": 100 * r["rank1"],
+                                "rank5": 100 * r["rank5"],
+                            }
+                        )
         return pd.DataFrame(rows)
 
     return cache.get_or_compute("fig3-sampling", config_key(spec), compute, verbose=progress)
 
 
-def clip_averaging_ablation(cfg, dataset, model, nums: Sequence[int] = (1, 2, 4, 8, 16),
-                            clip_len: int = 4, progress: bool = True) -> pd.DataFrame:
+def clip_averaging_ablation(
+    cfg, dataset, model, nums: Sequence[int] = (1, 2, 4, 8, 16), clip_len: int = 4, progress: bool = True
+) -> pd.DataFrame:
     """Fig. 4: mean of the features of ``n`` evenly spaced clips, with/without L2.
 
     The features of ``max(nums)`` clips spread uniformly over each tracklet
@@ -110,8 +128,15 @@ def clip_averaging_ablation(cfg, dataset, model, nums: Sequence[int] = (1, 2, 4,
                 qf = average_clips(qb.feats, n, normalise_clips=l2)
                 gf = average_clips(gb.feats, n, normalise_clips=l2)
                 r = evaluate_features(qf, gf, dataset)
-                rows.append({"num_clips": int(n), "l2_normalised": l2, "mAP": 100 * r["mAP"],
-                             "rank1": 100 * r["rank1"], "rank5": 100 * r["rank5"]})
+                rows.append(
+                    {
+                        "num_clips": int(n),
+                        "l2_normalised": l2,
+                        "mAP": 100 * r["mAP"],
+                        "rank1": 100 * r["rank1"],
+                        "rank5": 100 * r["rank5"],
+                    }
+                )
         return pd.DataFrame(rows)
 
     return cache.get_or_compute("fig4-averaging", config_key(spec), compute, verbose=progress)
@@ -127,25 +152,39 @@ def describe_sampling_findings(df: pd.DataFrame) -> list[str]:
     lens = sorted(df.L_test.unique())
     lo, hi = lens[0], lens[-1]
     # 1. accuracy grows with L_test (for the L-dependent methods)
-    grows = [(piv.loc[(lt, m), hi] > piv.loc[(lt, m), lo])
-             for lt in df.L_train.unique() for m in ("consec", "random", "evenly") if (lt, m) in piv.index]
-    out.append(f"Longer test clips help (paper: yes, with diminishing returns): mAP at L_test={hi} beats "
-               f"L_test={lo} in {sum(grows)}/{len(grows)} (L_train, method) curves.")
+    grows = [
+        (piv.loc[(lt, m), hi] > piv.loc[(lt, m), lo])
+        for lt in df.L_train.unique()
+        for m in ("consec", "random", "evenly")
+        if (lt, m) in piv.index
+    ]
+    out.append(
+        f"Longer test clips help (paper: yes, with diminishing returns): mAP at L_test={hi} beats "
+        f"L_test={lo} in {sum(grows)}/{len(grows)} (L_train, method) curves."
+    )
     # 2. random/evenly beat consec at short L_test
-    wins = [(max(piv.loc[(lt, "random"), lo], piv.loc[(lt, "evenly"), lo]) > piv.loc[(lt, "consec"), lo])
-            for lt in df.L_train.unique()
-            if all((lt, m) in piv.index for m in ("random", "evenly", "consec"))]
-    out.append(f"random/evenly beat consec at L_test={lo} (paper: yes, larger temporal extent): "
-               f"holds for {sum(wins)}/{len(wins)} models.")
+    wins = [
+        (max(piv.loc[(lt, "random"), lo], piv.loc[(lt, "evenly"), lo]) > piv.loc[(lt, "consec"), lo])
+        for lt in df.L_train.unique()
+        if all((lt, m) in piv.index for m in ("random", "evenly", "consec"))
+    ]
+    out.append(
+        f"random/evenly beat consec at L_test={lo} (paper: yes, larger temporal extent): "
+        f"holds for {sum(wins)}/{len(wins)} models."
+    )
     # 3. at short L_test, the model trained on short clips is best
     if len(df.L_train.unique()) > 1:
         sub = df[(df.L_test == lo) & (df.method != "all")].groupby("L_train").mAP.mean()
         best = int(sub.idxmax())
-        out.append(f"At L_test={lo} the best model is L_train={best} (paper: the shortest, "
-                   f"L_train={int(sub.index.min())}): {'holds' if best == sub.index.min() else 'does not hold'} here.")
+        out.append(
+            f"At L_test={lo} the best model is L_train={best} (paper: the shortest, "
+            f"L_train={int(sub.index.min())}): {'holds' if best == sub.index.min() else 'does not hold'} here."
+        )
         spread_hi = df[(df.L_test == hi) & (df.method != "all")].groupby("L_train").mAP.mean()
-        out.append(f"At L_test={hi} the models are within {spread_hi.max() - spread_hi.min():.1f} mAP points "
-                   f"of each other (paper: similar), vs {sub.max() - sub.min():.1f} at L_test={lo}.")
+        out.append(
+            f"At L_test={hi} the models are within {spread_hi.max() - spread_hi.min():.1f} mAP points "
+            f"of each other (paper: similar), vs {sub.max() - sub.min():.1f} at L_test={lo}."
+        )
     return out
 
 
@@ -160,6 +199,5 @@ def single_clip_table(cfg, dataset, models: dict, progress: bool = False) -> pd.
         qf = feature_bank(cfg, model, dataset.query, "query", 1, L, "evenly", progress).feats[:, 0]
         gf = feature_bank(cfg, model, dataset.gallery, "gallery", 1, L, "evenly", progress).feats[:, 0]
         r = evaluate_features(qf, gf, dataset)
-        rows[f"I3D, L_train={L} (one evenly-sampled clip of {L})"] = {"mAP": 100 * r["mAP"],
-                                                                     "rank1": 100 * r["rank1"]}
+        rows[f"I3D, L_train={L} (one evenly-sampled clip of {L})"] = {"mAP": 100 * r["mAP"], "rank1": 100 * r["rank1"]}
     return pd.DataFrame(rows).T

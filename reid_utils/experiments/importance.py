@@ -71,10 +71,11 @@ Choices (the paper measures none of this; documented here once):
   w'Kw / ((w.n_pos)(w.n_neg)) (:func:`cluster_auc_parts`), equal to the AUC of
   the explicitly resampled data (tested).
 """
+
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -85,11 +86,29 @@ from tqdm.auto import tqdm
 from reid_utils.synth.benchmark import NUISANCES  # the per-frame annotation columns (one definition)
 
 __all__ = [
-    "NUISANCES", "CORRUPTED", "METHODS", "clip_nuisance_fractions", "clip_labels", "split_clip_labels",
+    "NUISANCES",
+    "CORRUPTED",
+    "METHODS",
+    "clip_nuisance_fractions",
+    "clip_labels",
+    "split_clip_labels",
     "sample_pairs",
-    "clip_pair_table", "topt_columns", "pair_labels", "choose_examples", "extreme_clip_pairs", "extremes_vs_labels",
-    "roc_auc", "cluster_auc_parts", "weighted_cluster_auc", "cluster_bootstrap_auc",
-    "importance_auc", "compare_methods", "default_level", "learned_at_level", "measure", "describe_auc",
+    "clip_pair_table",
+    "topt_columns",
+    "pair_labels",
+    "choose_examples",
+    "extreme_clip_pairs",
+    "extremes_vs_labels",
+    "roc_auc",
+    "cluster_auc_parts",
+    "weighted_cluster_auc",
+    "cluster_bootstrap_auc",
+    "importance_auc",
+    "compare_methods",
+    "default_level",
+    "learned_at_level",
+    "measure",
+    "describe_auc",
 ]
 
 CORRUPTED = "corrupted"
@@ -121,19 +140,24 @@ def clip_nuisance_fractions(tracklets: Sequence, clip_frames, nuisances: Sequenc
     if idx.ndim != 3:
         raise ValueError(f"clip_frames: expected an (N, M, L) array of frame indices, got shape {idx.shape}")
     if len(tracklets) != idx.shape[0]:
-        raise ValueError(f"tracklets: expected {idx.shape[0]} tracklets (one per row of clip_frames), "
-                         f"got {len(tracklets)}")
+        raise ValueError(
+            f"tracklets: expected {idx.shape[0]} tracklets (one per row of clip_frames), got {len(tracklets)}"
+        )
     if not len(nuisances):
         raise ValueError("nuisances: expected at least one annotation field")
     out = np.zeros(idx.shape[:2] + (len(nuisances),))
     for n, t in enumerate(tracklets):
         ann = getattr(t, "annotations", None)
         if ann is None:
-            raise ValueError(f"tracklets[{n}] ({getattr(t, 'tid', '?')}): no per-frame annotations; "
-                             "nuisance labels need the synthetic benchmark's info/annotations.csv")
+            raise ValueError(
+                f"tracklets[{n}] ({getattr(t, 'tid', '?')}): no per-frame annotations; "
+                "nuisance labels need the synthetic benchmark's info/annotations.csv"
+            )
         if idx[n].min() < 0 or idx[n].max() >= len(ann):
-            raise ValueError(f"clip_frames[{n}]: frame indices {idx[n].min()}..{idx[n].max()} outside "
-                             f"the tracklet's {len(ann)} annotated frames")
+            raise ValueError(
+                f"clip_frames[{n}]: frame indices {idx[n].min()}..{idx[n].max()} outside "
+                f"the tracklet's {len(ann)} annotated frames"
+            )
         for k, name in enumerate(nuisances):
             if name not in ann.dtype.names:
                 raise ValueError(f"nuisances: {name!r} is not an annotation field; have {ann.dtype.names}")
@@ -176,8 +200,10 @@ def split_clip_labels(dataset, banks: dict, min_fraction: float = 0.5):
     tracks = list(dataset.query) + list(dataset.gallery)
     if not tracks or any(getattr(t, "annotations", None) is None for t in tracks):
         return None, None
-    return tuple(clip_labels(clip_nuisance_fractions(getattr(dataset, s), banks[s].indices), min_fraction)
-                 for s in ("query", "gallery"))
+    return tuple(
+        clip_labels(clip_nuisance_fractions(getattr(dataset, s), banks[s].indices), min_fraction)
+        for s in ("query", "gallery")
+    )
 
 
 def sample_pairs(num_query: int, num_gallery: int, max_pairs: int | None = None, seed: int = 0) -> np.ndarray:
@@ -203,8 +229,9 @@ def sample_pairs(num_query: int, num_gallery: int, max_pairs: int | None = None,
 def _check_pairs(pairs, Q: int, G: int) -> np.ndarray:
     p = np.asarray(pairs)
     if p.ndim != 2 or p.shape[1] != 2 or not np.issubdtype(p.dtype, np.integer):
-        raise ValueError(f"pairs: expected a (P, 2) integer array of (query, gallery) indices, got "
-                         f"shape {p.shape} dtype {p.dtype}")
+        raise ValueError(
+            f"pairs: expected a (P, 2) integer array of (query, gallery) indices, got shape {p.shape} dtype {p.dtype}"
+        )
     if len(p) and (p[:, 0].min() < 0 or p[:, 0].max() >= Q or p[:, 1].min() < 0 or p[:, 1].max() >= G):
         raise ValueError(f"pairs: indices outside [0, {Q}) x [0, {G})")
     return p.astype(np.int64)
@@ -212,8 +239,9 @@ def _check_pairs(pairs, Q: int, G: int) -> np.ndarray:
 
 def _check_feats(x, name: str) -> torch.Tensor:
     if not torch.is_tensor(x) or x.dim() != 3:
-        raise ValueError(f"{name}: expected a tensor (N, M, D), got "
-                         f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
+        raise ValueError(
+            f"{name}: expected a tensor (N, M, D), got {tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}"
+        )
     return x
 
 
@@ -221,8 +249,16 @@ def _check_feats(x, name: str) -> torch.Tensor:
 # (a) importance per clip pair
 # --------------------------------------------------------------------------- #
 @torch.no_grad()
-def clip_pair_table(model, q_feats: torch.Tensor, g_feats: torch.Tensor, pairs, q_clip_frames=None,
-                    g_clip_frames=None, chunk: int = 1024, progress: bool = False) -> pd.DataFrame:
+def clip_pair_table(
+    model,
+    q_feats: torch.Tensor,
+    g_feats: torch.Tensor,
+    pairs,
+    q_clip_frames=None,
+    g_clip_frames=None,
+    chunk: int = 1024,
+    progress: bool = False,
+) -> pd.DataFrame:
     """Importance, cosine and frames of every clip pair of the given sequence pairs.
 
     alpha comes from ``model.forward`` (the reference recurrence of Eqs. 1-2,
@@ -255,7 +291,7 @@ def clip_pair_table(model, q_feats: torch.Tensor, g_feats: torch.Tensor, pairs, 
     model.eval()
     try:
         for s in tqdm(range(0, len(p), int(chunk)), disable=not progress, leave=False, desc="importance"):
-            blk = p[s:s + int(chunk)]
+            blk = p[s : s + int(chunk)]
             fq, fg = q_feats[blk[:, 0]], g_feats[blk[:, 1]]
             sim, alpha = model(fq, fg)
             cos = torch.einsum("bid,bjd->bij", F.normalize(fq, dim=-1), F.normalize(fg, dim=-1))
@@ -270,11 +306,23 @@ def clip_pair_table(model, q_feats: torch.Tensor, g_feats: torch.Tensor, pairs, 
     sim = torch.cat(sims).numpy() if sims else np.zeros(0)
     rel = alpha / np.maximum(alpha.mean(axis=1, keepdims=True), np.finfo(np.float64).tiny)
     t = np.tile(np.arange(T), len(p))
-    df = pd.DataFrame({"q": np.repeat(p[:, 0], T), "g": np.repeat(p[:, 1], T), "i": t // Mg, "j": t % Mg,
-                       "t": t, "alpha": alpha.ravel(), "alpha_rel": rel.ravel(), "cos": cos.ravel(),
-                       "similarity": np.repeat(sim, T)})
-    for name, frames, col, side in (("q_clip_frames", q_clip_frames, "q", "i"),
-                                    ("g_clip_frames", g_clip_frames, "g", "j")):
+    df = pd.DataFrame(
+        {
+            "q": np.repeat(p[:, 0], T),
+            "g": np.repeat(p[:, 1], T),
+            "i": t // Mg,
+            "j": t % Mg,
+            "t": t,
+            "alpha": alpha.ravel(),
+            "alpha_rel": rel.ravel(),
+            "cos": cos.ravel(),
+            "similarity": np.repeat(sim, T),
+        }
+    )
+    for name, frames, col, side in (
+        ("q_clip_frames", q_clip_frames, "q", "i"),
+        ("g_clip_frames", g_clip_frames, "g", "j"),
+    ):
         if frames is None:
             continue
         fr = np.asarray(frames)
@@ -285,8 +333,9 @@ def clip_pair_table(model, q_feats: torch.Tensor, g_feats: torch.Tensor, pairs, 
 
 
 @torch.no_grad()
-def topt_columns(table: pd.DataFrame, topt_model, q_feats: torch.Tensor, g_feats: torch.Tensor,
-                 t_percent: float = 50.0) -> pd.DataFrame:
+def topt_columns(
+    table: pd.DataFrame, topt_model, q_feats: torch.Tensor, g_feats: torch.Tensor, t_percent: float = 50.0
+) -> pd.DataFrame:
     """Add the top-t% baseline's view of each clip pair (Eq. 9) to a :func:`clip_pair_table`.
 
     The selection is the model's own: a copy of the (top-t%-eval) model with
@@ -315,10 +364,10 @@ def topt_columns(table: pd.DataFrame, topt_model, q_feats: torch.Tensor, g_feats
     m = copy.deepcopy(topt_model).eval()
     m.t_percent = float(t_percent)
     with torch.no_grad():
-        cos = m.pair_cosines(q_feats[seq[:, 0]], g_feats[seq[:, 1]])          # (P, T)
-        _, w = m._aggregate(cos)                  # the model's own selection (its forward pass)
+        cos = m.pair_cosines(q_feats[seq[:, 0]], g_feats[seq[:, 1]])  # (P, T)
+        _, w = m._aggregate(cos)  # the model's own selection (its forward pass)
     cos = cos.double()
-    order = torch.argsort(torch.argsort(cos, dim=1), dim=1).double()          # 0 = lowest
+    order = torch.argsort(torch.argsort(cos, dim=1), dim=1).double()  # 0 = lowest
     out = table.copy()
     out["topt_cos"] = cos.numpy().ravel()
     out["topt_rank"] = (order / max(1, T - 1)).numpy().ravel()
@@ -326,8 +375,7 @@ def topt_columns(table: pd.DataFrame, topt_model, q_feats: torch.Tensor, g_feats
     return out
 
 
-def pair_labels(table: pd.DataFrame, q_labels: np.ndarray, g_labels: np.ndarray,
-                names: Sequence[str]) -> pd.DataFrame:
+def pair_labels(table: pd.DataFrame, q_labels: np.ndarray, g_labels: np.ndarray, names: Sequence[str]) -> pd.DataFrame:
     """Label every clip pair: it contains X if its query or its gallery clip does.
 
     Args:
@@ -342,8 +390,9 @@ def pair_labels(table: pd.DataFrame, q_labels: np.ndarray, g_labels: np.ndarray,
     if ql.ndim != 3 or gl.ndim != 3 or ql.shape[2] != len(names) or gl.shape[2] != len(names):
         raise ValueError(f"q_labels, g_labels: expected (N, M, {len(names)}) arrays, got {ql.shape}, {gl.shape}")
     q, g, i, j = (table[c].to_numpy() for c in ("q", "g", "i", "j"))
-    if len(table) and (q.max() >= ql.shape[0] or g.max() >= gl.shape[0] or i.max() >= ql.shape[1]
-                       or j.max() >= gl.shape[1]):
+    if len(table) and (
+        q.max() >= ql.shape[0] or g.max() >= gl.shape[0] or i.max() >= ql.shape[1] or j.max() >= gl.shape[1]
+    ):
         raise ValueError("table: query/gallery/clip indices outside the label arrays")
     out = table.copy()
     for k, name in enumerate(names):
@@ -351,9 +400,17 @@ def pair_labels(table: pd.DataFrame, q_labels: np.ndarray, g_labels: np.ndarray,
     return out
 
 
-def choose_examples(S, q_pids, g_pids, q_camids=None, g_camids=None, queries=None, num_queries: int = 2,
-                    q_clip_labels: np.ndarray | None = None,
-                    g_clip_labels: np.ndarray | None = None) -> pd.DataFrame:
+def choose_examples(
+    S,
+    q_pids,
+    g_pids,
+    q_camids=None,
+    g_camids=None,
+    queries=None,
+    num_queries: int = 2,
+    q_clip_labels: np.ndarray | None = None,
+    g_clip_labels: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Illustrative sequence pairs for the Fig. 7-like figure: per query, a true match and a hard non-match.
 
     Per query: its best-scored true match (same identity, another camera, as
@@ -396,18 +453,28 @@ def choose_examples(S, q_pids, g_pids, q_camids=None, g_camids=None, queries=Non
             ql, gl = np.asarray(q_clip_labels, bool), np.asarray(g_clip_labels, bool)
             load = np.array([ql[q].any(-1).sum() + gl[best(q, match)].any(-1).sum() for q in valid])
             valid = valid[np.argsort(-load, kind="stable")]
-        queries = valid[:int(num_queries)]
+        queries = valid[: int(num_queries)]
     rows = []
     for q in queries:
         q = int(q)
         if q not in set(valid.tolist()):
             raise ValueError(f"queries: query {q} has no valid true match and non-match in the gallery")
         order = np.argsort(-np.where(keep[q], S[q], -np.inf), kind="stable")
-        rank = {int(g): r + 1 for r, g in enumerate(order[:int(keep[q].sum())])}
+        rank = {int(g): r + 1 for r, g in enumerate(order[: int(keep[q].sum())])}
         for kind, mask in (("true match", match), ("hard non-match", non)):
             g = best(q, mask)
-            rows.append({"example": len(rows), "q": q, "g": g, "kind": kind, "similarity": float(S[q, g]),
-                         "rank": rank[g], "q_pid": int(qp[q]), "g_pid": int(gp[g])})
+            rows.append(
+                {
+                    "example": len(rows),
+                    "q": q,
+                    "g": g,
+                    "kind": kind,
+                    "similarity": float(S[q, g]),
+                    "rank": rank[g],
+                    "q_pid": int(qp[q]),
+                    "g_pid": int(gp[g]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -497,9 +564,9 @@ def roc_auc(scores, labels) -> float:
     order = np.argsort(s, kind="mergesort")
     ss = s[order]
     ranks = np.empty(len(s))
-    start = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])        # tie groups in sorted order
+    start = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])  # tie groups in sorted order
     end = np.r_[start[1:], len(s)]
-    mid = (start + end + 1) / 2.0                                   # 1-based mid-rank of each group
+    mid = (start + end + 1) / 2.0  # 1-based mid-rank of each group
     ranks[order] = np.repeat(mid, end - start)
     return float((ranks[lab].sum() - npos * (npos + 1) / 2.0) / (npos * nneg))
 
@@ -519,23 +586,23 @@ def _below_counts(s, lab, cl, C: int, pos_first: bool) -> tuple[np.ndarray, bool
     tie = (~lab if pos_first else lab).astype(np.int8)
     order = np.lexsort((tie, s))
     lab_o, cl_o = lab[order], cl[order]
-    px, nx = np.flatnonzero(lab_o), np.flatnonzero(~lab_o)     # sorted positions of each class
+    px, nx = np.flatnonzero(lab_o), np.flatnonzero(~lab_o)  # sorted positions of each class
     pc, nc = cl_o[px], cl_o[nx]
     K = np.zeros((C, C))
-    if len(px) <= len(nx):   # loop over negative clusters: negatives of c' before each positive
+    if len(px) <= len(nx):  # loop over negative clusters: negatives of c' before each positive
         srt = np.argsort(nc, kind="stable")
         cls, first = np.unique(nc[srt], return_index=True)
         for c2, a, b in zip(cls, first, np.r_[first[1:], len(srt)]):
             before = np.searchsorted(nx[srt[a:b]], px)
             K[:, c2] = np.bincount(pc, weights=before, minlength=C)
-    else:                    # loop over positive clusters: positives of c after each negative
+    else:  # loop over positive clusters: positives of c after each negative
         srt = np.argsort(pc, kind="stable")
         cls, first = np.unique(pc[srt], return_index=True)
         for c1, a, b in zip(cls, first, np.r_[first[1:], len(srt)]):
             after = (b - a) - np.searchsorted(px[srt[a:b]], nx)
             K[c1, :] = np.bincount(nc, weights=after, minlength=C)
     s_o = s[order]
-    if pos_first:   # a tie group holding both classes has a positive directly followed by a negative
+    if pos_first:  # a tie group holding both classes has a positive directly followed by a negative
         mixed = bool(np.any((s_o[1:] == s_o[:-1]) & lab_o[:-1] & ~lab_o[1:]))
     else:
         mixed = bool(np.any((s_o[1:] == s_o[:-1]) & ~lab_o[:-1] & lab_o[1:]))
@@ -560,18 +627,22 @@ def cluster_auc_parts(scores, labels, clusters) -> dict:
     ids, cl = np.unique(c, return_inverse=True)
     C = len(ids)
     u, inv = np.unique(s, return_inverse=True)
-    if len(u) <= 256:   # few distinct scores (e.g. a 0/1 selection): exact count tables (U, C)
+    if len(u) <= 256:  # few distinct scores (e.g. a 0/1 selection): exact count tables (U, C)
         U = len(u)
         P = np.bincount(inv[lab] * C + cl[lab], minlength=U * C).reshape(U, C).astype(np.float64)
         N = np.bincount(inv[~lab] * C + cl[~lab], minlength=U * C).reshape(U, C).astype(np.float64)
-        below = np.cumsum(N, axis=0) - N + 0.5 * N          # negatives lower, plus half the equal ones
+        below = np.cumsum(N, axis=0) - N + 0.5 * N  # negatives lower, plus half the equal ones
         K = P.T @ below
         return {"K": K, "n_pos": P.sum(0), "n_neg": N.sum(0), "ids": ids}
     K, mixed = _below_counts(s, lab, cl, C, pos_first=True)
-    if mixed:   # ties between a positive and a negative count 1/2: mean of "lower" and "lower or equal"
+    if mixed:  # ties between a positive and a negative count 1/2: mean of "lower" and "lower or equal"
         K = 0.5 * (K + _below_counts(s, lab, cl, C, pos_first=False)[0])
-    return {"K": K, "n_pos": np.bincount(cl, weights=lab, minlength=C),
-            "n_neg": np.bincount(cl, weights=~lab, minlength=C), "ids": ids}
+    return {
+        "K": K,
+        "n_pos": np.bincount(cl, weights=lab, minlength=C),
+        "n_neg": np.bincount(cl, weights=~lab, minlength=C),
+        "ids": ids,
+    }
 
 
 def weighted_cluster_auc(parts: dict, weights: np.ndarray) -> np.ndarray:
@@ -586,8 +657,9 @@ def weighted_cluster_auc(parts: dict, weights: np.ndarray) -> np.ndarray:
     """
     w = np.asarray(weights, dtype=np.float64)
     if w.shape[-1] != len(parts["ids"]) or (w < 0).any():
-        raise ValueError(f"weights: expected non-negative multiplicities over {len(parts['ids'])} clusters, "
-                         f"got shape {w.shape}")
+        raise ValueError(
+            f"weights: expected non-negative multiplicities over {len(parts['ids'])} clusters, got shape {w.shape}"
+        )
     num = ((w @ parts["K"]) * w).sum(axis=-1)
     den = (w @ parts["n_pos"]) * (w @ parts["n_neg"])
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -599,8 +671,9 @@ def _boot_weights(num_clusters: int, num_boot: int, seed) -> np.ndarray:
     return rng.multinomial(num_clusters, np.full(num_clusters, 1.0 / num_clusters), size=int(num_boot))
 
 
-def cluster_bootstrap_auc(scores, labels, clusters, num_boot: int = 1000, level: float = 0.95,
-                          seed: int = 0, return_replicates: bool = False) -> dict:
+def cluster_bootstrap_auc(
+    scores, labels, clusters, num_boot: int = 1000, level: float = 0.95, seed: int = 0, return_replicates: bool = False
+) -> dict:
     """AUC with a percentile bootstrap interval that resamples clusters (module doc).
 
     Args:
@@ -622,8 +695,15 @@ def cluster_bootstrap_auc(scores, labels, clusters, num_boot: int = 1000, level:
     parts = cluster_auc_parts(scores, labels, clusters)
     C = len(parts["ids"])
     npos, nneg = float(parts["n_pos"].sum()), float(parts["n_neg"].sum())
-    out = {"auc": np.nan, "lo": np.nan, "hi": np.nan, "n_pos": int(npos), "n_neg": int(nneg),
-           "clusters": C, "boot_valid": 0}
+    out = {
+        "auc": np.nan,
+        "lo": np.nan,
+        "hi": np.nan,
+        "n_pos": int(npos),
+        "n_neg": int(nneg),
+        "clusters": C,
+        "boot_valid": 0,
+    }
     reps = np.full(int(num_boot), np.nan)
     if npos > 0 and nneg > 0:
         out["auc"] = float(parts["K"].sum() / (npos * nneg))
@@ -641,7 +721,7 @@ def cluster_bootstrap_auc(scores, labels, clusters, num_boot: int = 1000, level:
 def _add_scores(table: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
     out["low_learned"] = -out["alpha_rel"]
-    if "t" in out:   # remove the systematic dependence on the visiting step (module doc)
+    if "t" in out:  # remove the systematic dependence on the visiting step (module doc)
         out["low_learned_step"] = -out["alpha_rel"] / out.groupby("t")["alpha_rel"].transform("mean")
     if "topt_selected" in out:
         out["low_topt_select"] = (~out["topt_selected"].astype(bool)).astype(float)
@@ -649,9 +729,15 @@ def _add_scores(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def importance_auc(table: pd.DataFrame, labels: Sequence[str], methods: Sequence[str] | None = None,
-                   num_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                   return_replicates: bool = False):
+def importance_auc(
+    table: pd.DataFrame,
+    labels: Sequence[str],
+    methods: Sequence[str] | None = None,
+    num_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    return_replicates: bool = False,
+):
     """ROC AUC of low importance for "this clip pair contains X", per method and label.
 
     Args:
@@ -676,8 +762,7 @@ def importance_auc(table: pd.DataFrame, labels: Sequence[str], methods: Sequence
         methods = [m for m, (_, col) in METHODS.items() if col in df]
     for m in methods:
         if m not in METHODS or METHODS[m][1] not in df:
-            raise ValueError(f"methods: {m!r} unknown or its columns missing from table "
-                             f"(known: {list(METHODS)})")
+            raise ValueError(f"methods: {m!r} unknown or its columns missing from table (known: {list(METHODS)})")
     missing = [lb for lb in labels if lb not in df]
     if missing:
         raise ValueError(f"labels: columns {missing} not in table")
@@ -687,17 +772,26 @@ def importance_auc(table: pd.DataFrame, labels: Sequence[str], methods: Sequence
         label, col = METHODS[m]
         sc = df[col].to_numpy()
         for lb in labels:
-            r = cluster_bootstrap_auc(sc, df[lb].to_numpy(bool), clusters, num_boot, level, seed,
-                                      return_replicates=True)
+            r = cluster_bootstrap_auc(
+                sc, df[lb].to_numpy(bool), clusters, num_boot, level, seed, return_replicates=True
+            )
             reps[(m, lb)] = r.pop("replicates")
-            rows.append({"method": m, "method_label": label, "nuisance": lb, **r,
-                         "prevalence": r["n_pos"] / max(1, r["n_pos"] + r["n_neg"])})
+            rows.append(
+                {
+                    "method": m,
+                    "method_label": label,
+                    "nuisance": lb,
+                    **r,
+                    "prevalence": r["n_pos"] / max(1, r["n_pos"] + r["n_neg"]),
+                }
+            )
     out = pd.DataFrame(rows)
     return (out, reps) if return_replicates else out
 
 
-def compare_methods(auc: pd.DataFrame, replicates: dict, a: str = "learned", b: str = "topt-select",
-                    level: float = 0.95) -> pd.DataFrame:
+def compare_methods(
+    auc: pd.DataFrame, replicates: dict, a: str = "learned", b: str = "topt-select", level: float = 0.95
+) -> pd.DataFrame:
     """Paired bootstrap of AUC(a) - AUC(b) per label (same resampled clusters for both).
 
     Returns:
@@ -712,7 +806,7 @@ def compare_methods(auc: pd.DataFrame, replicates: dict, a: str = "learned", b: 
         d = replicates[(a, lb)] - replicates[(b, lb)]
         d = d[np.isfinite(d)]
         q = (1.0 - level) / 2.0
-        lo, hi = (np.quantile(d, [q, 1 - q]) if len(d) else (np.nan, np.nan))
+        lo, hi = np.quantile(d, [q, 1 - q]) if len(d) else (np.nan, np.nan)
         rows[lb] = {"diff": pa - pb, "lo": float(lo), "hi": float(hi)}
     out = pd.DataFrame(rows).T
     out.index.name = f"AUC({a}) - AUC({b})"
@@ -734,8 +828,9 @@ def default_level(cfg) -> int:
     return mid[-1] if mid else levels[0]
 
 
-def learned_at_level(cfg, clean: dict, corrupted: dict | None, level: int, progress: bool = True,
-                     num_threads: int | None = 1) -> dict:
+def learned_at_level(
+    cfg, clean: dict, corrupted: dict | None, level: int, progress: bool = True, num_threads: int | None = 1
+) -> dict:
     """The learned aggregator of one level, its test features and its (Q, G) similarity matrix.
 
     The model comes from ``experiments_agg.get_aggregator`` (cache or trained
@@ -746,32 +841,48 @@ def learned_at_level(cfg, clean: dict, corrupted: dict | None, level: int, progr
         dict ``model``, ``q_feats``, ``g_feats`` (the level's test features)
         and ``S`` ((Q, G) float64 numpy array).
     """
-    from reid_utils.experiments import corruption_sweep as E
     from reid_utils.cache import ArtifactCache
     from reid_utils.config import config_key
+    from reid_utils.experiments import corruption_sweep as E
 
     level = int(level)
-    model, info = E.get_aggregator(cfg, E.Method("learned"), level, clean, corrupted, progress=progress,
-                                   num_threads=num_threads)
+    model, info = E.get_aggregator(
+        cfg, E.Method("learned"), level, clean, corrupted, progress=progress, num_threads=num_threads
+    )
     qf = E.level_features(cfg, clean, corrupted, "query", level)
     gf = E.level_features(cfg, clean, corrupted, "gallery", level)
-    spec = {"model": info["key"], "level": level, "seed": int(cfg.seed),
-            "banks": [clean[s].meta.get("key") for s in ("query", "gallery")],
-            "corrupted": ([corrupted[s].meta.get("key") for s in ("query", "gallery")]
-                          if level and corrupted is not None else None)}
+    spec = {
+        "model": info["key"],
+        "level": level,
+        "seed": int(cfg.seed),
+        "banks": [clean[s].meta.get("key") for s in ("query", "gallery")],
+        "corrupted": (
+            [corrupted[s].meta.get("key") for s in ("query", "gallery")] if level and corrupted is not None else None
+        ),
+    }
 
     def compute():
         with E.torch_threads(num_threads):
             return model.similarity_matrix(qf, gf, progress=progress)
 
-    S = ArtifactCache(cfg.cache_root).get_or_compute("agg-similarity", config_key(spec), compute,
-                                                      verbose=progress)
+    S = ArtifactCache(cfg.cache_root).get_or_compute("agg-similarity", config_key(spec), compute, verbose=progress)
     return {"model": model, "q_feats": qf, "g_feats": gf, "S": S.double().numpy()}
 
 
-def measure(cfg, dataset, clean: dict, corrupted: dict | None, level: int, t_percent: float = 50.0,
-            max_pairs: int | None = 4000, min_fraction: float = 0.5, num_boot: int = 1000,
-            seed: int | None = None, progress: bool = True, num_threads: int | None = 1) -> dict:
+def measure(
+    cfg,
+    dataset,
+    clean: dict,
+    corrupted: dict | None,
+    level: int,
+    t_percent: float = 50.0,
+    max_pairs: int | None = 4000,
+    min_fraction: float = 0.5,
+    num_boot: int = 1000,
+    seed: int | None = None,
+    progress: bool = True,
+    num_threads: int | None = 1,
+) -> dict:
     """Importance vs nuisance on the test set at one corruption level (module doc (b)).
 
     Models: the learned and the top-t%-eval aggregators trained at ``level``
@@ -804,10 +915,12 @@ def measure(cfg, dataset, clean: dict, corrupted: dict | None, level: int, t_per
 
     seed = int(cfg.seed if seed is None else seed)
     level = int(level)
-    learned, _ = E.get_aggregator(cfg, E.Method("learned"), level, clean, corrupted, progress=progress,
-                                  num_threads=num_threads)
-    topt, _ = E.get_aggregator(cfg, E.Method("topt-eval"), level, clean, corrupted, progress=progress,
-                               num_threads=num_threads)
+    learned, _ = E.get_aggregator(
+        cfg, E.Method("learned"), level, clean, corrupted, progress=progress, num_threads=num_threads
+    )
+    topt, _ = E.get_aggregator(
+        cfg, E.Method("topt-eval"), level, clean, corrupted, progress=progress, num_threads=num_threads
+    )
     qf = E.level_features(cfg, clean, corrupted, "query", level)
     gf = E.level_features(cfg, clean, corrupted, "gallery", level)
     qb, gb = clean["query"], clean["gallery"]
@@ -837,8 +950,9 @@ def measure(cfg, dataset, clean: dict, corrupted: dict | None, level: int, t_per
     return {"table": table, "auc": auc, "compare": cmp, "labels": names, "pairs": pairs}
 
 
-def describe_auc(auc: pd.DataFrame, compare: pd.DataFrame | None = None, method: str = "learned",
-                 baseline: str = "topt-select") -> str:
+def describe_auc(
+    auc: pd.DataFrame, compare: pd.DataFrame | None = None, method: str = "learned", baseline: str = "topt-select"
+) -> str:
     """Plain words, computed from the numbers: where low importance does and does not go to nuisances.
 
     A label is *above* 0.5 when its interval's lower end is above 0.5,
@@ -872,20 +986,24 @@ def describe_auc(auc: pd.DataFrame, compare: pd.DataFrame | None = None, method:
         else:
             verdict, key = "indistinguishable from 0.5", "chance"
         groups[key].append(n)
-        txt = (f"- **{n}** ({r['n_pos']} of {r['n_pos'] + r['n_neg']} clip pairs): AUC {r['auc']:.2f}, "
-               f"95 % interval [{r['lo']:.2f}, {r['hi']:.2f}], {verdict}")
+        txt = (
+            f"- **{n}** ({r['n_pos']} of {r['n_pos'] + r['n_neg']} clip pairs): AUC {r['auc']:.2f}, "
+            f"95 % interval [{r['lo']:.2f}, {r['hi']:.2f}], {verdict}"
+        )
         if r["nuisance"] in base.index and np.isfinite(base.loc[r["nuisance"], "auc"]):
             if step is not None and r["nuisance"] in step.index:
                 txt += f" (step-adjusted: {step.loc[r['nuisance'], 'auc']:.2f})"
             txt += f"; the top-t% selection: {base.loc[r['nuisance'], 'auc']:.2f}"
             if compare is not None and r["nuisance"] in compare.index:
                 c = compare.loc[r["nuisance"]]
-                side = ("higher" if c["lo"] > 0 else "lower" if c["hi"] < 0 else "not distinguishable")
+                side = "higher" if c["lo"] > 0 else "lower" if c["hi"] < 0 else "not distinguishable"
                 txt += f" (learned minus top-t%: {c['diff']:+.2f}, [{c['lo']:+.2f}, {c['hi']:+.2f}]: {side})"
         lines.append(txt + ".")
     fmt = lambda xs: ", ".join(xs) if xs else "none"  # noqa: E731
-    head = (f"Learned importance{lvl} (AUC of low importance, 95 % cluster-bootstrap intervals). "
-            f"Low importance **does** go to clip pairs with: {fmt(groups['above'])}. "
-            f"Indistinguishable from chance for: {fmt(groups['chance'])}. "
-            f"The **opposite** (such pairs get higher importance) for: {fmt(groups['below'])}.")
+    head = (
+        f"Learned importance{lvl} (AUC of low importance, 95 % cluster-bootstrap intervals). "
+        f"Low importance **does** go to clip pairs with: {fmt(groups['above'])}. "
+        f"Indistinguishable from chance for: {fmt(groups['chance'])}. "
+        f"The **opposite** (such pairs get higher importance) for: {fmt(groups['below'])}."
+    )
     return head + "\n\n" + "\n".join(lines)

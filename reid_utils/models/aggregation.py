@@ -45,6 +45,7 @@ are the rest of each step, vectorised over the P pairs. The similarity is
 Eq. 3 with the clip-pair cosines from one GEMM. ``tests/test_aggregation.py`` checks it against the reference
 recurrence in float64.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,8 +73,7 @@ def _check_pair(fq: torch.Tensor, fg: torch.Tensor, dim: int, who: str) -> None:
             shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"{who}: {name} must be a tensor of shape (B, M, {dim}), got {shape}")
     if fq.shape[0] != fg.shape[0]:
-        raise ValueError(f"{who}: fq and fg must hold the same number of pairs B, "
-                         f"got {fq.shape[0]} and {fg.shape[0]}")
+        raise ValueError(f"{who}: fq and fg must hold the same number of pairs B, got {fq.shape[0]} and {fg.shape[0]}")
 
 
 def _check_bank(x: torch.Tensor, dim: int, name: str, who: str) -> None:
@@ -114,8 +114,7 @@ class _PairAggregator(nn.Module):
         Q, G = q.shape[0], g.shape[0]
         return self.forward(q.repeat_interleave(G, dim=0), g.repeat(Q, 1, 1))[0].view(Q, G)
 
-    def _similarity_loop(self, q: torch.Tensor, g: torch.Tensor, chunk: int, progress: bool,
-                         scorer) -> torch.Tensor:
+    def _similarity_loop(self, q: torch.Tensor, g: torch.Tensor, chunk: int, progress: bool, scorer) -> torch.Tensor:
         """Tile Q x G into blocks of about ``chunk`` pairs and score each with ``scorer``."""
         who = f"{type(self).__name__}.similarity_matrix"
         _check_bank(q, self.dim, "q", who)
@@ -126,26 +125,26 @@ class _PairAggregator(nn.Module):
         dev = p.device if p is not None else q.device
         dt = p.dtype if p is not None else q.dtype
         Q, G = q.shape[0], g.shape[0]
-        gb = max(1, min(G, int(chunk)))                 # gallery block
-        rows = max(1, int(chunk) // gb)                 # query rows per block
+        gb = max(1, min(G, int(chunk)))  # gallery block
+        rows = max(1, int(chunk) // gb)  # query rows per block
         tiles = [(qs, gs) for qs in range(0, Q, rows) for gs in range(0, G, gb)]
         out = torch.empty(Q, G, dtype=dt, device=q.device)
         was_training = self.training
         self.eval()
         try:
             gd = g.to(device=dev, dtype=dt) if gb == G else None
-            for qs, gs in tqdm(tiles, disable=not progress, leave=False,
-                               desc=f"{type(self).__name__} similarities"):
-                qd = q[qs:qs + rows].to(device=dev, dtype=dt)
-                gblk = gd if gd is not None else g[gs:gs + gb].to(device=dev, dtype=dt)
-                out[qs:qs + rows, gs:gs + gb] = scorer(qd, gblk).to(out.device)
+            for qs, gs in tqdm(tiles, disable=not progress, leave=False, desc=f"{type(self).__name__} similarities"):
+                qd = q[qs : qs + rows].to(device=dev, dtype=dt)
+                gblk = gd if gd is not None else g[gs : gs + gb].to(device=dev, dtype=dt)
+                out[qs : qs + rows, gs : gs + gb] = scorer(qd, gblk).to(out.device)
         finally:
             self.train(was_training)
         return out
 
     @torch.no_grad()
-    def similarity_matrix(self, q: torch.Tensor, g: torch.Tensor, chunk: int = 1024,
-                          progress: bool = True) -> torch.Tensor:
+    def similarity_matrix(
+        self, q: torch.Tensor, g: torch.Tensor, chunk: int = 1024, progress: bool = True
+    ) -> torch.Tensor:
         """Similarities of every query x gallery sequence pair, in eval mode.
 
         The module is switched to eval mode for the call (its training flag is
@@ -193,9 +192,16 @@ def make_importance_net(dim: int, hidden: int, dropout: float = 0.5) -> nn.Seque
         ``nn.Sequential`` mapping (N, dim) to (N, 1).
     """
     return nn.Sequential(
-        nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), _Dropout(dropout),
-        nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), _Dropout(dropout),
-        nn.Linear(hidden, 1), nn.Softplus(),
+        nn.Linear(dim, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(),
+        _Dropout(dropout),
+        nn.Linear(hidden, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(),
+        _Dropout(dropout),
+        nn.Linear(hidden, 1),
+        nn.Softplus(),
     )
 
 
@@ -259,12 +265,12 @@ class LearnedClipAggregator(_PairAggregator):
         B, Mq, D = fq.shape
         Mg = fg.shape[1]
         c = (fq[:, :, None, :] * fg[:, None, :, :]).reshape(B, Mq * Mg, D)
-        if self.training:   # running BN statistics: average over all T steps (class doc)
+        if self.training:  # running BN statistics: average over all T steps (class doc)
             for m in self.importance_net.modules():
                 if isinstance(m, nn.BatchNorm1d):
                     m.momentum = self.bn_momentum / (Mq * Mg)
-        r = fq.new_zeros(B, D)                      # r_0 = 0 (alpha_1 = g(-c_1))
-        A = fq.new_zeros(B)                         # A_0 = 0
+        r = fq.new_zeros(B, D)  # r_0 = 0 (alpha_1 = g(-c_1))
+        A = fq.new_zeros(B)  # A_0 = 0
         tiny = torch.finfo(fq.dtype).tiny
         alphas = []
         for t in range(Mq * Mg):
@@ -282,8 +288,14 @@ class LearnedClipAggregator(_PairAggregator):
         w2, b2 = _fold_bn(net[4], net[5])
         w3, b3 = net[8].weight[0], net[8].bias[0]
         cast = lambda x: x.detach().to(dtype)  # noqa: E731
-        return (cast(w1).t().contiguous(), cast(b1), cast(w2).t().contiguous(), cast(b2),
-                cast(w3).contiguous(), cast(b3))
+        return (
+            cast(w1).t().contiguous(),
+            cast(b1),
+            cast(w2).t().contiguous(),
+            cast(b2),
+            cast(w3).contiguous(),
+            cast(b3),
+        )
 
     def _chunk_scores(self, q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Fast eval-mode (Qc, G) similarities (see module doc); no autograd."""
@@ -295,13 +307,13 @@ class LearnedClipAggregator(_PairAggregator):
         Qc, Mq, D = q.shape
         G, Mg, _ = g.shape
         P, H = Qc * G, w2t.shape[0]
-        qt = q.transpose(0, 1)                        # (Mq, Qc, D)
-        gt = g.transpose(0, 1)                        # (Mg, G, D)
+        qt = q.transpose(0, 1)  # (Mq, Qc, D)
+        gt = g.transpose(0, 1)  # (Mg, G, D)
         # clip-pair cosines, (Mq, Mg, P) with pair index p = qi*G + gi
         cos = torch.einsum("iqd,jgd->ijqg", qt, gt).reshape(Mq, Mg, P)
-        v = q.new_zeros(P, H)                         # v_t = W1' r_t, v_0 = 0
-        A = q.new_zeros(P)                            # A_t
-        num = q.new_zeros(P)                          # sum_t alpha_t cos_t
+        v = q.new_zeros(P, H)  # v_t = W1' r_t, v_0 = 0
+        A = q.new_zeros(P)  # A_t
+        num = q.new_zeros(P)  # sum_t alpha_t cos_t
         c = q.new_empty(Qc, G, D)
         u = q.new_empty(P, H)
         pre = q.new_empty(P, H)
@@ -310,23 +322,29 @@ class LearnedClipAggregator(_PairAggregator):
         tiny = torch.finfo(q.dtype).tiny
         for i in range(Mq):
             for j in range(Mg):
-                torch.mul(qt[i][:, None, :], gt[j][None, :, :], out=c)   # c_t, all pairs
-                torch.mm(c.view(P, D), w1t, out=u)                       # u_t = W1' c_t
-                torch.sub(v, u, out=pre).add_(b1).relu_()                # layer 1
-                torch.addmm(b2, pre, w2t, out=h2).relu_()                # layer 2
-                alpha = F.softplus(torch.mv(h2, w3).add_(b3))            # output
+                torch.mul(qt[i][:, None, :], gt[j][None, :, :], out=c)  # c_t, all pairs
+                torch.mm(c.view(P, D), w1t, out=u)  # u_t = W1' c_t
+                torch.sub(v, u, out=pre).add_(b1).relu_()  # layer 1
+                torch.addmm(b2, pre, w2t, out=h2).relu_()  # layer 2
+                alpha = F.softplus(torch.mv(h2, w3).add_(b3))  # output
                 A.add_(alpha)
                 num.addcmul_(alpha, cos[i, j])
                 torch.sub(u, v, out=diff)
-                v.addcmul_((alpha / A.clamp_min(tiny))[:, None], diff)   # Eq. 2 on W1' r
+                v.addcmul_((alpha / A.clamp_min(tiny))[:, None], diff)  # Eq. 2 on W1' r
         return (num / A.clamp_min(tiny)).view(Qc, G)
 
-    use_fused_kernel = True   # False: never pick the fused CUDA kernel automatically
+    use_fused_kernel = True  # False: never pick the fused CUDA kernel automatically
 
     @torch.no_grad()
-    def similarity_matrix(self, q: torch.Tensor, g: torch.Tensor, chunk: int = 1024,
-                          progress: bool = True, fast: bool = True,
-                          kernel: bool | None = None) -> torch.Tensor:
+    def similarity_matrix(
+        self,
+        q: torch.Tensor,
+        g: torch.Tensor,
+        chunk: int = 1024,
+        progress: bool = True,
+        fast: bool = True,
+        kernel: bool | None = None,
+    ) -> torch.Tensor:
         """Eval-mode similarities of all query x gallery pairs, (Q, G).
 
         Args:
@@ -349,8 +367,9 @@ class LearnedClipAggregator(_PairAggregator):
         """
         if fast and kernel is not False:
             p = next(iter(self.parameters()), None)
-            if kernel or q.is_cuda or (p is not None and p.is_cuda):   # import triton only then
+            if kernel or q.is_cuda or (p is not None and p.is_cuda):  # import triton only then
                 from reid_utils.models.fused_scoring import fused_similarity_matrix, should_use_kernel
+
                 if should_use_kernel(self, q, kernel):
                     return fused_similarity_matrix(self, q, g, progress=progress)
         scorer = self._chunk_scores if fast else super()._chunk_scores

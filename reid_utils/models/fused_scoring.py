@@ -96,6 +96,7 @@ Selection: :func:`should_use_kernel`, called by
 ``LearnedClipAggregator.similarity_matrix`` (argument ``kernel``, class
 attribute ``use_fused_kernel``).
 """
+
 from __future__ import annotations
 
 import math
@@ -103,12 +104,19 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["triton_available", "should_use_kernel", "fused_similarity_matrix",
-           "kernel_flops_per_pair", "DEFAULT_BLOCKS_GPU", "DEFAULT_BLOCKS_INTERPRETER"]
+__all__ = [
+    "triton_available",
+    "should_use_kernel",
+    "fused_similarity_matrix",
+    "kernel_flops_per_pair",
+    "DEFAULT_BLOCKS_GPU",
+    "DEFAULT_BLOCKS_INTERPRETER",
+]
 
 try:  # optional dependency: the module imports (and the reference path works) without it
     import triton
     import triton.language as tl
+
     _TRITON_ERROR: Exception | None = None
 except Exception as exc:  # pragma: no cover - exercised only without triton
     triton = tl = None
@@ -162,19 +170,43 @@ def should_use_kernel(model, q: torch.Tensor, kernel: bool | None = None) -> boo
     if not triton_available():
         raise RuntimeError(f"similarity_matrix(kernel=True): triton is not importable ({_TRITON_ERROR})")
     if not (on_cuda or _language_interpreted()):
-        raise RuntimeError("similarity_matrix(kernel=True): needs CUDA tensors, or a process that "
-                           "imported triton with TRITON_INTERPRET=1 (Triton's CPU interpreter)")
+        raise RuntimeError(
+            "similarity_matrix(kernel=True): needs CUDA tensors, or a process that "
+            "imported triton with TRITON_INTERPRET=1 (Triton's CPU interpreter)"
+        )
     return True
 
 
 # --------------------------------------------------------------------------- #
 # the kernel (decorated lazily: TRITON_INTERPRET is read when triton.jit runs)
 # --------------------------------------------------------------------------- #
-def _scoring_kernel(q_ptr, g_ptr, cos_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_ptr, b3,
-                    out_ptr, c_ptr, h_ptr, v_ptr, e_ptr,
-                    n_pairs, n_gal, n_blocks, MQ, MG, D, H,
-                    BP: tl.constexpr, BK: tl.constexpr, BH: tl.constexpr,
-                    EMULATE_BF16: tl.constexpr):
+def _scoring_kernel(
+    q_ptr,
+    g_ptr,
+    cos_ptr,
+    w1_ptr,
+    b1_ptr,
+    w2_ptr,
+    b2_ptr,
+    w3_ptr,
+    b3,
+    out_ptr,
+    c_ptr,
+    h_ptr,
+    v_ptr,
+    e_ptr,
+    n_pairs,
+    n_gal,
+    n_blocks,
+    MQ,
+    MG,
+    D,
+    H,
+    BP: tl.constexpr,
+    BK: tl.constexpr,
+    BH: tl.constexpr,
+    EMULATE_BF16: tl.constexpr,
+):
     """One persistent program: blocks of BP pairs, T = MQ*MG sequential steps each.
 
     q (Qc, MQ, D) bf16, g (G, MG, D) bf16 (normalised); cos (n_pairs, T) fp32;
@@ -187,13 +219,13 @@ def _scoring_kernel(q_ptr, g_ptr, cos_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_pt
     rows = tl.arange(0, BP)
     kk = tl.arange(0, BK)
     hh = tl.arange(0, BH)
-    wsh = pid * BP * H + rows[:, None] * H           # this program's (BP, H) workspace rows
-    wsd = pid * BP * D + rows[:, None] * D           # and its (BP, D) one
+    wsh = pid * BP * H + rows[:, None] * H  # this program's (BP, H) workspace rows
+    wsd = pid * BP * D + rows[:, None] * D  # and its (BP, D) one
     T = MQ * MG
     for blk in range(pid, n_blocks, nprog):
         p = blk * BP + rows
         pmask = p < n_pairs
-        qi = p // n_gal                              # 32-bit offsets (host checks the sizes)
+        qi = p // n_gal  # 32-bit offsets (host checks the sizes)
         gi = p % n_gal
         A = tl.zeros((BP,), dtype=tl.float32)
         num = tl.zeros((BP,), dtype=tl.float32)
@@ -217,19 +249,19 @@ def _scoring_kernel(q_ptr, g_ptr, cos_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_pt
                     ks = k0 + kk
                     kmask = ks < D
                     c = tl.load(c_ptr + wsd + ks[None, :], mask=pmask[:, None] & kmask[None, :], other=0.0)
-                    w = tl.load(w1_ptr + ks[:, None] * H + cols[None, :],
-                                mask=kmask[:, None] & cmask[None, :], other=0.0)
+                    w = tl.load(
+                        w1_ptr + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0
+                    )
                     if EMULATE_BF16:
                         acc = tl.dot(c.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
                     else:
                         acc = tl.dot(c, w, acc)
                 smask = pmask[:, None] & cmask[None, :]
-                v = tl.load(v_ptr + wsh + cols[None, :], mask=smask & (t > 0), other=0.0)   # v_0 = 0
+                v = tl.load(v_ptr + wsh + cols[None, :], mask=smask & (t > 0), other=0.0)  # v_0 = 0
                 e = acc - v
                 b1 = tl.load(b1_ptr + cols, mask=cmask, other=0.0)
                 tl.store(e_ptr + wsh + cols[None, :], e, mask=smask)
-                tl.store(h_ptr + wsh + cols[None, :], tl.maximum(b1[None, :] - e, 0.0).to(tl.bfloat16),
-                         mask=smask)
+                tl.store(h_ptr + wsh + cols[None, :], tl.maximum(b1[None, :] - e, 0.0).to(tl.bfloat16), mask=smask)
             tl.debug_barrier()
             # phase 2: alpha_t = softplus(relu(h_t W2' + b2) . w3 + b3)
             logit = tl.zeros((BP,), dtype=tl.float32)
@@ -241,8 +273,9 @@ def _scoring_kernel(q_ptr, g_ptr, cos_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, w3_pt
                     ks = k0 + kk
                     kmask = ks < H
                     h = tl.load(h_ptr + wsh + ks[None, :], mask=pmask[:, None] & kmask[None, :], other=0.0)
-                    w = tl.load(w2_ptr + ks[:, None] * H + cols[None, :],
-                                mask=kmask[:, None] & cmask[None, :], other=0.0)
+                    w = tl.load(
+                        w2_ptr + ks[:, None] * H + cols[None, :], mask=kmask[:, None] & cmask[None, :], other=0.0
+                    )
                     if EMULATE_BF16:
                         acc = tl.dot(h.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
                     else:
@@ -295,10 +328,16 @@ def _num_programs(device: torch.device, n_blocks: int, interpret: bool, max_prog
 
 
 @torch.no_grad()
-def fused_similarity_matrix(model, q: torch.Tensor, g: torch.Tensor, *,
-                            blocks: tuple[int, int, int, int] | None = None,
-                            max_programs: int | None = None, max_chunk_pairs: int = 1 << 22,
-                            progress: bool = False) -> torch.Tensor:
+def fused_similarity_matrix(
+    model,
+    q: torch.Tensor,
+    g: torch.Tensor,
+    *,
+    blocks: tuple[int, int, int, int] | None = None,
+    max_programs: int | None = None,
+    max_chunk_pairs: int = 1 << 22,
+    progress: bool = False,
+) -> torch.Tensor:
     """Eval-mode similarities of every query x gallery pair with the fused kernel.
 
     Args:
@@ -333,13 +372,14 @@ def fused_similarity_matrix(model, q: torch.Tensor, g: torch.Tensor, *,
         if int(b) < 16 or int(b) & (int(b) - 1):
             raise ValueError(f"{who}: blocks {name} must be a power of two >= 16, got {b}")
     if int(max_chunk_pairs) < 1 or (max_programs is not None and int(max_programs) < 1):
-        raise ValueError(f"{who}: max_chunk_pairs and max_programs must be >= 1, "
-                         f"got {max_chunk_pairs}, {max_programs}")
+        raise ValueError(f"{who}: max_chunk_pairs and max_programs must be >= 1, got {max_chunk_pairs}, {max_programs}")
     p0 = next(iter(model.parameters()))
     device = torch.device("cpu") if interpret else p0.device
     if not interpret and device.type != "cuda":
-        raise RuntimeError(f"{who}: the model must be on CUDA (or triton imported with "
-                           f"TRITON_INTERPRET=1 to use the CPU interpreter), got {device}")
+        raise RuntimeError(
+            f"{who}: the model must be on CUDA (or triton imported with "
+            f"TRITON_INTERPRET=1 to use the CPU interpreter), got {device}"
+        )
     w1t, b1, w2t, b2, w3, b3 = (x.to(device) for x in model._folded(torch.float32))
     w1t, w2t = w1t.to(torch.bfloat16).contiguous(), w2t.to(torch.bfloat16).contiguous()
     b3 = float(b3)
@@ -350,10 +390,9 @@ def fused_similarity_matrix(model, q: torch.Tensor, g: torch.Tensor, *,
     gn = F.normalize(g.to(device=device, dtype=torch.float32), dim=-1)
     qb, gb = qn.to(torch.bfloat16).contiguous(), gn.to(torch.bfloat16).contiguous()
     g_flat = gn.reshape(G * Mg, D).t()
-    lim = 2 ** 31 - 1                                  # the kernel's offsets are int32
+    lim = 2**31 - 1  # the kernel's offsets are int32
     if G * Mg * D > lim or G * T > lim or H * max(D, H) > lim:
-        raise ValueError(f"{who}: gallery bank too large for int32 offsets "
-                         f"(G*Mg*D = {G * Mg * D}); split the gallery")
+        raise ValueError(f"{who}: gallery bank too large for int32 offsets (G*Mg*D = {G * Mg * D}); split the gallery")
     rows = max(1, min(Q, int(max_chunk_pairs) // max(1, G), lim // (Mq * D), lim // max(1, G * T)))
     out = torch.empty(Q, G, dtype=p0.dtype, device=q.device)
     ws_programs = _num_programs(device, math.ceil(rows * G / BP), interpret, max_programs)
@@ -362,16 +401,42 @@ def fused_similarity_matrix(model, q: torch.Tensor, g: torch.Tensor, *,
     h_ws = torch.empty(ws_programs, BP, H, dtype=torch.bfloat16, device=device)
     c_ws = torch.empty(ws_programs, BP, D, dtype=torch.bfloat16, device=device)
     for s in tqdm(range(0, Q, rows), disable=not progress, leave=False, desc="fused scoring"):
-        qc = qb[s:s + rows]
+        qc = qb[s : s + rows]
         Qc = qc.shape[0]
         n_pairs = Qc * G
-        cos = (qn[s:s + rows].reshape(Qc * Mq, D) @ g_flat).view(Qc, Mq, G, Mg)
+        cos = (qn[s : s + rows].reshape(Qc * Mq, D) @ g_flat).view(Qc, Mq, G, Mg)
         cos = cos.permute(0, 2, 1, 3).reshape(n_pairs, T).contiguous()
         res = torch.empty(n_pairs, dtype=torch.float32, device=device)
         n_blocks = math.ceil(n_pairs / BP)
         grid = (min(ws_programs, n_blocks),)
-        _KERNEL[grid](qc, gb, cos, w1t, b1, w2t, b2, w3, b3, res, c_ws, h_ws, v_ws, e_ws,
-                      n_pairs, G, n_blocks, Mq, Mg, D, H,
-                      BP=BP, BK=BK, BH=BH, EMULATE_BF16=interpret, num_warps=warps, num_stages=2)
-        out[s:s + Qc] = res.view(Qc, G).to(device=q.device, dtype=out.dtype)
+        _KERNEL[grid](
+            qc,
+            gb,
+            cos,
+            w1t,
+            b1,
+            w2t,
+            b2,
+            w3,
+            b3,
+            res,
+            c_ws,
+            h_ws,
+            v_ws,
+            e_ws,
+            n_pairs,
+            G,
+            n_blocks,
+            Mq,
+            Mg,
+            D,
+            H,
+            BP=BP,
+            BK=BK,
+            BH=BH,
+            EMULATE_BF16=interpret,
+            num_warps=warps,
+            num_stages=2,
+        )
+        out[s : s + Qc] = res.view(Qc, G).to(device=q.device, dtype=out.dtype)
     return out

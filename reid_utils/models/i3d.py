@@ -36,10 +36,11 @@ them):
   the feature dimension is then the sum of the scaled ``Mixed_5c`` branch
   widths (256 at 0.25, 128 at 0.125), available as ``model.feat_dim``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -123,22 +124,28 @@ class Unit3D(nn.Module):
         use_bias: conv bias (only the ``logits`` unit has one).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel=(1, 1, 1), stride=(1, 1, 1),
-                 activation: bool = True, use_batch_norm: bool = True, use_bias: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel=(1, 1, 1),
+        stride=(1, 1, 1),
+        activation: bool = True,
+        use_batch_norm: bool = True,
+        use_bias: bool = False,
+    ):
         super().__init__()
         self.kernel = tuple(kernel)
         self.stride = tuple(stride)
         self.activation = activation
-        self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, stride=self.stride,
-                                padding=0, bias=use_bias)
+        self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, stride=self.stride, padding=0, bias=use_bias)
         self.bn = nn.BatchNorm3d(out_channels, eps=1e-3, momentum=0.01) if use_batch_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, Cin, T, H, W) -> (B, Cout, ceil(T/sT), ceil(H/sH), ceil(W/sW))."""
         pads = _same_pads(x.shape[-3:], self.kernel, self.stride)
         if all(f == b for f, b in pads):
-            x = F.conv3d(x, self.conv3d.weight, self.conv3d.bias, self.stride,
-                         tuple(f for f, _ in pads))
+            x = F.conv3d(x, self.conv3d.weight, self.conv3d.bias, self.stride, tuple(f for f, _ in pads))
         else:
             x = self.conv3d(_pad_same(x, pads))
         if self.bn is not None:
@@ -183,8 +190,7 @@ class InceptionModule(nn.Module):
         self.out_channels = c0 + c1b + c2b + c3b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)),
-                          self.b3b(self.b3a(x))], dim=1)
+        return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], dim=1)
 
 
 class InceptionI3d(nn.Module):
@@ -205,8 +211,9 @@ class InceptionI3d(nn.Module):
         torch.Size([2, 128])
     """
 
-    def __init__(self, num_classes: int = 400, in_channels: int = 3, width_mult: float = 1.0,
-                 dropout_keep_prob: float = 0.5):
+    def __init__(
+        self, num_classes: int = 400, in_channels: int = 3, width_mult: float = 1.0, dropout_keep_prob: float = 0.5
+    ):
         super().__init__()
         if width_mult <= 0:
             raise ValueError(f"InceptionI3d: width_mult must be > 0, got {width_mult}")
@@ -220,8 +227,7 @@ class InceptionI3d(nn.Module):
         feat_dim = sum(w(INCEPTION_SPECS["Mixed_5c"][i]) for i in (0, 2, 4, 5))
         # Registered first, as in the port (its state_dict starts with logits.*).
         self.dropout = nn.Dropout(1.0 - dropout_keep_prob)
-        self.logits = Unit3D(feat_dim, num_classes, activation=False, use_batch_norm=False,
-                             use_bias=True)
+        self.logits = Unit3D(feat_dim, num_classes, activation=False, use_batch_norm=False, use_bias=True)
         self.end_points = []
         c = in_channels
         for name, kind, args in END_POINTS:
@@ -241,8 +247,9 @@ class InceptionI3d(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 5 or x.shape[1] != self.in_channels:
-            raise ValueError(f"InceptionI3d: expected input of shape (B, {self.in_channels}, T, H, W), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"InceptionI3d: expected input of shape (B, {self.in_channels}, T, H, W), got {tuple(x.shape)}"
+            )
 
     def feature_maps(self, x: torch.Tensor, end_point: str = "Mixed_5c") -> torch.Tensor:
         """Activations at ``end_point`` (default ``Mixed_5c``).

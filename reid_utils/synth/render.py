@@ -32,6 +32,7 @@ Frames use units of the frame height (``y`` in [0, 1] down, ``x`` in
 [0, W/H] right). A person of height ``s`` with feet at ``(xc, yf)`` maps
 ``v = (y - yf + s) / s`` and ``u = (x - xc) / s``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,48 +41,109 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-NPH = 8                       # gait phases per atlas
-V0, V1 = -0.04, 1.04          # sprite vertical extent (body units)
-U_HALF = 0.42                 # sprite half width (body units)
+NPH = 8  # gait phases per atlas
+V0, V1 = -0.04, 1.04  # sprite vertical extent (body units)
+U_HALF = 0.42  # sprite half width (body units)
 VIEWS = ("front", "back", "left", "right")
-ATLAS_SS = 2                  # atlases are drawn at 2x and box-filtered (anti-aliasing)
-NOMINAL_SCALE = 0.87          # body height / frame height the atlas resolution is tuned for
+ATLAS_SS = 2  # atlases are drawn at 2x and box-filtered (anti-aliasing)
+NOMINAL_SCALE = 0.87  # body height / frame height the atlas resolution is tuned for
 
 # --------------------------------------------------------------------------
 # palettes (RGB 0-255). Dark garments are more frequent, as on real streets,
 # which is one reason colour alone does not identify people.
 UPPER_COLORS = {
-    "black": (28, 28, 32), "charcoal": (62, 62, 68), "grey": (128, 128, 132),
-    "white": (222, 222, 216), "navy": (32, 42, 88), "blue": (42, 82, 168),
-    "lightblue": (125, 170, 215), "red": (178, 34, 38), "maroon": (108, 28, 42),
-    "green": (42, 118, 62), "olive": (98, 102, 52), "beige": (198, 178, 140),
-    "brown": (108, 74, 46), "yellow": (218, 188, 52), "pink": (218, 142, 168),
-    "purple": (98, 52, 128), "orange": (226, 120, 42), "teal": (32, 118, 118),
+    "black": (28, 28, 32),
+    "charcoal": (62, 62, 68),
+    "grey": (128, 128, 132),
+    "white": (222, 222, 216),
+    "navy": (32, 42, 88),
+    "blue": (42, 82, 168),
+    "lightblue": (125, 170, 215),
+    "red": (178, 34, 38),
+    "maroon": (108, 28, 42),
+    "green": (42, 118, 62),
+    "olive": (98, 102, 52),
+    "beige": (198, 178, 140),
+    "brown": (108, 74, 46),
+    "yellow": (218, 188, 52),
+    "pink": (218, 142, 168),
+    "purple": (98, 52, 128),
+    "orange": (226, 120, 42),
+    "teal": (32, 118, 118),
 }
-UPPER_WEIGHTS = {"black": 3.0, "charcoal": 2.0, "grey": 2.0, "white": 2.0, "navy": 2.0,
-                 "blue": 1.5, "lightblue": 1.0, "red": 1.2, "maroon": 0.8, "green": 0.8,
-                 "olive": 0.6, "beige": 1.0, "brown": 0.8, "yellow": 0.5, "pink": 0.5,
-                 "purple": 0.4, "orange": 0.4, "teal": 0.4}
+UPPER_WEIGHTS = {
+    "black": 3.0,
+    "charcoal": 2.0,
+    "grey": 2.0,
+    "white": 2.0,
+    "navy": 2.0,
+    "blue": 1.5,
+    "lightblue": 1.0,
+    "red": 1.2,
+    "maroon": 0.8,
+    "green": 0.8,
+    "olive": 0.6,
+    "beige": 1.0,
+    "brown": 0.8,
+    "yellow": 0.5,
+    "pink": 0.5,
+    "purple": 0.4,
+    "orange": 0.4,
+    "teal": 0.4,
+}
 LOWER_COLORS = {
-    "black": (26, 26, 30), "charcoal": (58, 58, 64), "grey": (118, 118, 122),
-    "jeans": (52, 72, 118), "darkjeans": (34, 44, 78), "khaki": (168, 150, 108),
-    "brown": (96, 68, 44), "navy": (30, 38, 80), "white": (214, 214, 208),
-    "beige": (190, 172, 138), "red": (150, 36, 40),
+    "black": (26, 26, 30),
+    "charcoal": (58, 58, 64),
+    "grey": (118, 118, 122),
+    "jeans": (52, 72, 118),
+    "darkjeans": (34, 44, 78),
+    "khaki": (168, 150, 108),
+    "brown": (96, 68, 44),
+    "navy": (30, 38, 80),
+    "white": (214, 214, 208),
+    "beige": (190, 172, 138),
+    "red": (150, 36, 40),
 }
-LOWER_WEIGHTS = {"black": 3.0, "charcoal": 1.5, "grey": 1.5, "jeans": 3.0, "darkjeans": 2.0,
-                 "khaki": 1.2, "brown": 0.8, "navy": 1.2, "white": 0.4, "beige": 0.8, "red": 0.3}
-SKIN = [(238, 200, 172), (224, 182, 150), (200, 152, 116), (166, 116, 82), (122, 82, 56),
-        (92, 62, 42)]
-HAIR = {"black": (22, 20, 20), "darkbrown": (56, 36, 26), "brown": (100, 66, 40),
-        "blond": (198, 168, 100), "grey": (150, 150, 150), "auburn": (128, 58, 32)}
-HAIR_WEIGHTS = {"black": 3.0, "darkbrown": 2.5, "brown": 1.5, "blond": 1.0, "grey": 0.6,
-                "auburn": 0.4}
-SHOES = {"black": (24, 24, 24), "white": (225, 225, 225), "brown": (90, 60, 36),
-         "grey": (120, 120, 120), "red": (170, 40, 40)}
+LOWER_WEIGHTS = {
+    "black": 3.0,
+    "charcoal": 1.5,
+    "grey": 1.5,
+    "jeans": 3.0,
+    "darkjeans": 2.0,
+    "khaki": 1.2,
+    "brown": 0.8,
+    "navy": 1.2,
+    "white": 0.4,
+    "beige": 0.8,
+    "red": 0.3,
+}
+SKIN = [(238, 200, 172), (224, 182, 150), (200, 152, 116), (166, 116, 82), (122, 82, 56), (92, 62, 42)]
+HAIR = {
+    "black": (22, 20, 20),
+    "darkbrown": (56, 36, 26),
+    "brown": (100, 66, 40),
+    "blond": (198, 168, 100),
+    "grey": (150, 150, 150),
+    "auburn": (128, 58, 32),
+}
+HAIR_WEIGHTS = {"black": 3.0, "darkbrown": 2.5, "brown": 1.5, "blond": 1.0, "grey": 0.6, "auburn": 0.4}
+SHOES = {
+    "black": (24, 24, 24),
+    "white": (225, 225, 225),
+    "brown": (90, 60, 36),
+    "grey": (120, 120, 120),
+    "red": (170, 40, 40),
+}
 SHOE_WEIGHTS = {"black": 3.0, "white": 2.0, "brown": 1.0, "grey": 1.0, "red": 0.3}
-BAG_COLORS = {"black": (30, 30, 34), "grey": (110, 110, 114), "navy": (34, 44, 90),
-              "brown": (110, 72, 42), "red": (170, 38, 40), "green": (50, 100, 60),
-              "beige": (190, 170, 130)}
+BAG_COLORS = {
+    "black": (30, 30, 34),
+    "grey": (110, 110, 114),
+    "navy": (34, 44, 90),
+    "brown": (110, 72, 42),
+    "red": (170, 38, 40),
+    "green": (50, 100, 60),
+    "beige": (190, 170, 130),
+}
 UPPER_PATTERNS = ("plain", "hstripes", "vstripes", "checks", "logo", "open", "twotone")
 PATTERN_WEIGHTS = (4.0, 1.2, 0.8, 0.8, 1.0, 1.0, 0.8)
 HAIR_STYLES = ("short", "long", "bald", "hat")
@@ -94,15 +156,21 @@ BAG_WEIGHTS = (4.0, 2.0, 1.5, 1.0)
 
 def _pick(rng: np.random.Generator, names, weights=None):
     names = list(names)
-    w = np.ones(len(names)) if weights is None else np.asarray(
-        [weights[n] for n in names] if isinstance(weights, dict) else weights, float)
+    w = (
+        np.ones(len(names))
+        if weights is None
+        else np.asarray([weights[n] for n in names] if isinstance(weights, dict) else weights, float)
+    )
     return names[int(rng.choice(len(names), p=w / w.sum()))]
 
 
 def _jitter_color(rng, rgb, amount=0.08):
     """Per-identity shade variation of a palette colour (multiplicative)."""
-    c = np.asarray(rgb, float) * rng.uniform(1 - amount, 1 + amount) \
+    c = (
+        np.asarray(rgb, float)
+        * rng.uniform(1 - amount, 1 + amount)
         * rng.uniform(1 - amount / 2, 1 + amount / 2, size=3)
+    )
     return [int(x) for x in np.clip(np.round(c), 0, 255)]
 
 
@@ -113,11 +181,11 @@ class Person:
     Colours are RGB lists in 0-255; lengths are in body units (height = 1).
     """
 
-    height: float            # fraction of the frame height at nominal box scale
-    build: float             # width multiplier
-    hips: float              # hip width relative to shoulders
-    leg_frac: float          # leg length / body height
-    head_r: float            # vertical head radius
+    height: float  # fraction of the frame height at nominal box scale
+    build: float  # width multiplier
+    hips: float  # hip width relative to shoulders
+    leg_frac: float  # leg length / body height
+    head_r: float  # vertical head radius
     skin: list
     hair_style: str
     hair_color: list
@@ -126,17 +194,17 @@ class Person:
     upper_color: list
     upper_color2: list
     stripe_period: float
-    sleeves: str             # long | short
+    sleeves: str  # long | short
     lower_type: str
     lower_color: list
     shoe_color: list
     bag: str
     bag_color: list
-    bag_side: int            # +1 right side of the body, -1 left
-    gait_speed: float        # gait phase advance per frame (rad)
-    stride: float            # leg swing amplitude (rad)
-    arm_swing: float         # arm swing amplitude (rad)
-    names: dict = field(default_factory=dict)   # palette names, for humans
+    bag_side: int  # +1 right side of the body, -1 left
+    gait_speed: float  # gait phase advance per frame (rad)
+    stride: float  # leg swing amplitude (rad)
+    arm_swing: float  # arm swing amplitude (rad)
+    names: dict = field(default_factory=dict)  # palette names, for humans
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -177,13 +245,21 @@ def sample_person(rng: np.random.Generator) -> Person:
         gait_speed=float(rng.uniform(0.35, 0.85)),
         stride=float(rng.uniform(0.22, 0.42)),
         arm_swing=float(rng.uniform(0.15, 0.45)),
-        names={"upper": up, "upper2": up2, "lower": lo, "hair": hair, "shoes": shoe,
-               "bag": bagc, "hat": hatc},
+        names={"upper": up, "upper2": up2, "lower": lo, "hair": hair, "shoes": shoe, "bag": bagc, "hat": hatc},
     )
 
 
-LOOKALIKE_DETAILS = ("upper_pattern", "bag", "hair_style", "lower_type", "sleeves",
-                     "build", "shoe_color", "gait", "height")
+LOOKALIKE_DETAILS = (
+    "upper_pattern",
+    "bag",
+    "hair_style",
+    "lower_type",
+    "sleeves",
+    "build",
+    "shoe_color",
+    "gait",
+    "height",
+)
 
 
 def derive_lookalike(p: Person, rng: np.random.Generator) -> tuple[Person, str]:
@@ -222,6 +298,7 @@ def derive_lookalike(p: Person, rng: np.random.Generator) -> tuple[Person, str]:
 
 # --------------------------------------------------------------------------
 # sprite atlas: one (person, view) drawn at NPH gait phases
+
 
 def sprite_shape(frame_height: int) -> tuple[int, int]:
     """Atlas size (SH, SW) so that one atlas pixel ~ one output pixel at nominal scale."""
@@ -305,7 +382,7 @@ def render_atlas(p: Person, view: str, frame_height: int) -> np.ndarray:
     skin, hairc = _col(p.skin), _col(p.hair_color)
     c1, c2 = _col(p.upper_color), _col(p.upper_color2)
     lower, shoe, bagc = _col(p.lower_color), _col(p.shoe_color), _col(p.bag_color)
-    far = 0.7   # shading of far-side limbs in profile
+    far = 0.7  # shading of far-side limbs in profile
 
     # ---- upper-garment colour field (pattern in body coordinates) ----
     per = p.stripe_period
@@ -317,7 +394,7 @@ def render_atlas(p: Person, view: str, frame_height: int) -> np.ndarray:
         pm = (((v - sh_v) / per) % 1.0 < 0.5) ^ ((u / per + 0.25) % 1.0 < 0.5)
     else:
         pm = np.zeros((1, sh, sw), bool)
-    garment = np.where(pm[..., None], c2, c1)               # (1, SH, SW, 3)
+    garment = np.where(pm[..., None], c2, c1)  # (1, SH, SW, 3)
     sleeve = np.broadcast_to(c2, garment.shape) if p.upper_pattern == "twotone" else garment
 
     # ---- limb geometry per phase ----
@@ -325,8 +402,8 @@ def render_atlas(p: Person, view: str, frame_height: int) -> np.ndarray:
     if side:
         uh = 0.012
         hip_u = np.float32(0.0)
-        th = p.stride * s0                                   # near leg angle
-        legs = []                                            # (far, near)
+        th = p.stride * s0  # near leg angle
+        legs = []  # (far, near)
         for sgn in (-1.0, 1.0):
             a = sgn * th
             legs.append((hip_u, hip_v, hip_u + leg_len * np.sin(a), hip_v + leg_len * np.cos(a)))
@@ -342,8 +419,7 @@ def render_atlas(p: Person, view: str, frame_height: int) -> np.ndarray:
             lift = 1.0 - 0.05 * np.maximum(0.0, np.sin(ph + i * np.pi))
             legs.append((sgn * 0.042 * b, hip_v, sgn * 0.05 * b, hip_v + leg_len * lift))
             alift = 1.0 - 0.08 * np.maximum(0.0, np.sin(ph + i * np.pi + np.pi))
-            arms.append((sgn * (sw_ - 0.5 * arm_r), sh_v + 0.025, sgn * (sw_ + 0.014),
-                         sh_v + 0.025 + arm_len * alift))
+            arms.append((sgn * (sw_ - 0.5 * arm_r), sh_v + 0.025, sgn * (sw_ + 0.014), sh_v + 0.025 + arm_len * alift))
 
     def draw_leg(leg, shade=1.0):
         au, av, bu, bv = leg
@@ -377,8 +453,7 @@ def render_atlas(p: Person, view: str, frame_height: int) -> np.ndarray:
         w = w - np.where(v < sh_v + rs, rs - np.sqrt(np.maximum(0, rs * rs - (sh_v + rs - v) ** 2)), 0)
         m = (v >= sh_v) & (v <= hip_v + 0.035) & (np.abs(u - (0.005 if side else 0.0)) <= w)
         # lower-garment waist under the hem
-        pelvis = _rect(u, v, -(depth * 1.15 if side else hw), depth * 1.15 if side else hw,
-                       hip_v - 0.02, hip_v + 0.07)
+        pelvis = _rect(u, v, -(depth * 1.15 if side else hw), depth * 1.15 if side else hw, hip_v - 0.02, hip_v + 0.07)
         if p.lower_type == "skirt":
             tt = np.clip((v - hip_v) / (0.45 * leg_len), 0, 1)
             ww = (depth * 1.2 if side else hw) * (1 + 0.55 * tt)
@@ -400,8 +475,13 @@ def render_atlas(p: Person, view: str, frame_height: int) -> np.ndarray:
         st = p.hair_style
         if st == "hat":
             hat = _col(p.hat_color)
-            cv.paint(hm & (v < vh + (0.55 * hr if back else 0.0)) & (v >= vh - 0.2 * hr) & (
-                (u < uh - 0.1 * hr) if side else (np.abs(u - uh) > (0.6 * hr if front else -1))), hairc)
+            cv.paint(
+                hm
+                & (v < vh + (0.55 * hr if back else 0.0))
+                & (v >= vh - 0.2 * hr)
+                & ((u < uh - 0.1 * hr) if side else (np.abs(u - uh) > (0.6 * hr if front else -1))),
+                hairc,
+            )
             cv.paint(hm & (v < vh - 0.25 * hr), hat)
             if side:
                 cv.paint(_rect(u, v, uh, uh + 1.5 * hr, vh - 0.32 * hr, vh - 0.15 * hr), hat)
@@ -434,7 +514,7 @@ def render_atlas(p: Person, view: str, frame_height: int) -> np.ndarray:
     def backpack_behind():
         if p.bag == "backpack" and side:
             cv.paint(_rect(u, v, -depth - 0.075, -depth + 0.02, sh_v + 0.015, sh_v + 0.235), bagc)
-        if p.bag == "shoulder" and side and p.bag_side == 1:   # far side in a right view
+        if p.bag == "shoulder" and side and p.bag_side == 1:  # far side in a right view
             cv.paint(_rect(u, v, -depth - 0.025, -depth + 0.02, hip_v - 0.08, hip_v + 0.04), bagc, far)
 
     def bag_front_layer():
@@ -443,13 +523,12 @@ def render_atlas(p: Person, view: str, frame_height: int) -> np.ndarray:
                 cv.paint(_rect(u, v, -0.085 * b, 0.085 * b, sh_v + 0.015, sh_v + 0.235), bagc)
                 cv.paint(_rect(u, v, -0.05 * b, 0.05 * b, sh_v + 0.15, sh_v + 0.215), bagc, 0.75)
             elif front:
-                cv.paint((np.abs(np.abs(u) - 0.055 * b) < 0.012) & (v > sh_v) & (v < sh_v + 0.17),
-                         bagc, 0.85)
+                cv.paint((np.abs(np.abs(u) - 0.055 * b) < 0.012) & (v > sh_v) & (v < sh_v + 0.17), bagc, 0.85)
             else:
                 cv.paint(_rect(u, v, -0.006, 0.018, sh_v, sh_v + 0.15), bagc, 0.85)
         elif p.bag == "shoulder":
             if side:
-                if p.bag_side == -1:   # near side
+                if p.bag_side == -1:  # near side
                     cv.paint(_rect(u, v, -0.05, 0.045, hip_v - 0.08, hip_v + 0.04), bagc)
                     cv.paint(_rect(u, v, -0.008, 0.008, sh_v, hip_v - 0.08), bagc, 0.8)
             else:
@@ -525,6 +604,7 @@ class AtlasCache:
 # --------------------------------------------------------------------------
 # cameras and scenes
 
+
 @dataclass
 class Camera:
     """One camera: scene, photometry, optics, resolution and viewpoints."""
@@ -533,20 +613,20 @@ class Camera:
     archetype: str
     upper_style: str
     ground_style: str
-    horizon: float           # scene y of the wall/ground boundary
-    gains: list              # per-channel colour cast
+    horizon: float  # scene y of the wall/ground boundary
+    gains: list  # per-channel colour cast
     saturation: float
     brightness: float
     contrast: float
     gamma: float
-    blur_sigma: float        # defocus, in output pixels
-    noise_std: float         # sensor noise, in [0, 1] units
-    resolution: float        # native resolution / output resolution
-    jpeg_drop: int           # JPEG quality reduction for this camera
-    view_probs: dict         # probability of front/back/left/right
-    jitter: float            # detector jitter multiplier
-    occluders: list          # kinds of static occluders in this scene
-    palette: list = field(default_factory=list)   # scene colours (0-1 RGB)
+    blur_sigma: float  # defocus, in output pixels
+    noise_std: float  # sensor noise, in [0, 1] units
+    resolution: float  # native resolution / output resolution
+    jpeg_drop: int  # JPEG quality reduction for this camera
+    view_probs: dict  # probability of front/back/left/right
+    jitter: float  # detector jitter multiplier
+    occluders: list  # kinds of static occluders in this scene
+    palette: list = field(default_factory=list)  # scene colours (0-1 RGB)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -565,36 +645,99 @@ def _round_floats(x):
 
 # Six archetypes; a seed permutes them over the camera ids and jitters them.
 _ARCHETYPES = [
-    dict(archetype="sunny plaza", gains=(1.12, 1.0, 0.8), saturation=1.1, brightness=1.08,
-         contrast=1.1, gamma=0.95, blur_sigma=0.3, noise_std=0.01, resolution=1.0, jpeg_drop=0,
-         view_probs=dict(front=0.45, back=0.4, left=0.08, right=0.07), jitter=1.0,
-         occluders=["pole", "bench", "person"]),
-    dict(archetype="fluorescent corridor", gains=(0.88, 1.06, 1.0), saturation=0.7,
-         brightness=1.0, contrast=0.95, gamma=1.0, blur_sigma=0.6, noise_std=0.02,
-         resolution=0.75, jpeg_drop=10,
-         view_probs=dict(front=0.1, back=0.1, left=0.4, right=0.4), jitter=1.2,
-         occluders=["person", "bin", "pole"]),
-    dict(archetype="shaded street, low-res", gains=(0.84, 0.95, 1.18), saturation=0.9,
-         brightness=0.72, contrast=1.0, gamma=1.1, blur_sigma=0.4, noise_std=0.035,
-         resolution=0.6, jpeg_drop=15,
-         view_probs=dict(front=0.3, back=0.3, left=0.2, right=0.2), jitter=1.4,
-         occluders=["car", "person", "pole"]),
-    dict(archetype="overexposed entrance", gains=(1.0, 1.0, 1.02), saturation=0.75,
-         brightness=1.15, contrast=0.7, gamma=0.8, blur_sigma=0.8, noise_std=0.015,
-         resolution=1.0, jpeg_drop=5,
-         view_probs=dict(front=0.15, back=0.15, left=0.35, right=0.35), jitter=1.0,
-         occluders=["person", "bush", "bench"]),
-    dict(archetype="evening sodium light", gains=(1.22, 0.92, 0.6), saturation=0.85,
-         brightness=0.68, contrast=1.05, gamma=1.15, blur_sigma=0.5, noise_std=0.04,
-         resolution=0.7, jpeg_drop=20,
-         view_probs=dict(front=0.15, back=0.55, left=0.15, right=0.15), jitter=1.3,
-         occluders=["car", "person", "bush"]),
-    dict(archetype="crisp shopping street", gains=(1.05, 0.95, 1.06), saturation=1.2,
-         brightness=1.0, contrast=1.15, gamma=1.0, blur_sigma=0.2, noise_std=0.012,
-         resolution=1.0, jpeg_drop=0,
-         view_probs=dict(front=0.55, back=0.25, left=0.1, right=0.1), jitter=0.8,
-         occluders=["person", "pole", "bin"]),
+    dict(
+        archetype="sunny plaza",
+        gains=(1.12, 1.0, 0.8),
+        saturation=1.1,
+        brightness=1.08,
+        contrast=1.1,
+        gamma=0.95,
+        blur_sigma=0.3,
+        noise_std=0.01,
+        resolution=1.0,
+        jpeg_drop=0,
+        view_probs=dict(front=0.45, back=0.4, left=0.08, right=0.07),
+        jitter=1.0,
+        occluders=["pole", "bench", "person"],
+    ),
+    dict(
+        archetype="fluorescent corridor",
+        gains=(0.88, 1.06, 1.0),
+        saturation=0.7,
+        brightness=1.0,
+        contrast=0.95,
+        gamma=1.0,
+        blur_sigma=0.6,
+        noise_std=0.02,
+        resolution=0.75,
+        jpeg_drop=10,
+        view_probs=dict(front=0.1, back=0.1, left=0.4, right=0.4),
+        jitter=1.2,
+        occluders=["person", "bin", "pole"],
+    ),
+    dict(
+        archetype="shaded street, low-res",
+        gains=(0.84, 0.95, 1.18),
+        saturation=0.9,
+        brightness=0.72,
+        contrast=1.0,
+        gamma=1.1,
+        blur_sigma=0.4,
+        noise_std=0.035,
+        resolution=0.6,
+        jpeg_drop=15,
+        view_probs=dict(front=0.3, back=0.3, left=0.2, right=0.2),
+        jitter=1.4,
+        occluders=["car", "person", "pole"],
+    ),
+    dict(
+        archetype="overexposed entrance",
+        gains=(1.0, 1.0, 1.02),
+        saturation=0.75,
+        brightness=1.15,
+        contrast=0.7,
+        gamma=0.8,
+        blur_sigma=0.8,
+        noise_std=0.015,
+        resolution=1.0,
+        jpeg_drop=5,
+        view_probs=dict(front=0.15, back=0.15, left=0.35, right=0.35),
+        jitter=1.0,
+        occluders=["person", "bush", "bench"],
+    ),
+    dict(
+        archetype="evening sodium light",
+        gains=(1.22, 0.92, 0.6),
+        saturation=0.85,
+        brightness=0.68,
+        contrast=1.05,
+        gamma=1.15,
+        blur_sigma=0.5,
+        noise_std=0.04,
+        resolution=0.7,
+        jpeg_drop=20,
+        view_probs=dict(front=0.15, back=0.55, left=0.15, right=0.15),
+        jitter=1.3,
+        occluders=["car", "person", "bush"],
+    ),
+    dict(
+        archetype="crisp shopping street",
+        gains=(1.05, 0.95, 1.06),
+        saturation=1.2,
+        brightness=1.0,
+        contrast=1.15,
+        gamma=1.0,
+        blur_sigma=0.2,
+        noise_std=0.012,
+        resolution=1.0,
+        jpeg_drop=0,
+        view_probs=dict(front=0.55, back=0.25, left=0.1, right=0.1),
+        jitter=0.8,
+        occluders=["person", "pole", "bin"],
+    ),
 ]
+
+
 def _muted_color(rng) -> list:
     """A desaturated scene colour (urban scenes are mostly greyish), RGB in [0, 1]."""
     import colorsys
@@ -616,26 +759,38 @@ def make_cameras(n: int, rng: np.random.Generator, variation: float = 1.0) -> li
     order = rng.permutation(len(_ARCHETYPES))[:n]
     ups = rng.permutation(UPPER_STYLES)
     grounds = rng.permutation(GROUND_STYLES)
-    shared = [_muted_color(rng) for _ in range(3)]   # one campus: shared building colours
+    shared = [_muted_color(rng) for _ in range(3)]  # one campus: shared building colours
     cams = []
     for i, k in enumerate(order):
         a = dict(_ARCHETYPES[int(k)])
 
         def mix(x, neutral, a_=variation):
             return float(neutral + (x - neutral) * a_)
+
         gains = [mix(g * rng.uniform(0.96, 1.04), 1.0) for g in a["gains"]]
         palette = shared + [_muted_color(rng) for _ in range(3)]
-        cams.append(Camera(
-            camid=i + 1, archetype=a["archetype"], upper_style=str(ups[i]),
-            ground_style=str(grounds[i]), horizon=float(rng.uniform(0.95, 1.12)),
-            gains=gains, saturation=mix(a["saturation"], 1.0),
-            brightness=mix(a["brightness"] * rng.uniform(0.95, 1.05), 1.0),
-            contrast=mix(a["contrast"], 1.0), gamma=mix(a["gamma"], 1.0),
-            blur_sigma=float(a["blur_sigma"] * rng.uniform(0.8, 1.2)),
-            noise_std=float(a["noise_std"] * rng.uniform(0.8, 1.2)),
-            resolution=float(a["resolution"]), jpeg_drop=int(a["jpeg_drop"]),
-            view_probs=dict(a["view_probs"]), jitter=float(a["jitter"]),
-            occluders=list(a["occluders"]), palette=palette))
+        cams.append(
+            Camera(
+                camid=i + 1,
+                archetype=a["archetype"],
+                upper_style=str(ups[i]),
+                ground_style=str(grounds[i]),
+                horizon=float(rng.uniform(0.95, 1.12)),
+                gains=gains,
+                saturation=mix(a["saturation"], 1.0),
+                brightness=mix(a["brightness"] * rng.uniform(0.95, 1.05), 1.0),
+                contrast=mix(a["contrast"], 1.0),
+                gamma=mix(a["gamma"], 1.0),
+                blur_sigma=float(a["blur_sigma"] * rng.uniform(0.8, 1.2)),
+                noise_std=float(a["noise_std"] * rng.uniform(0.8, 1.2)),
+                resolution=float(a["resolution"]),
+                jpeg_drop=int(a["jpeg_drop"]),
+                view_probs=dict(a["view_probs"]),
+                jitter=float(a["jitter"]),
+                occluders=list(a["occluders"]),
+                palette=palette,
+            )
+        )
     return cams
 
 
@@ -643,8 +798,8 @@ def _smooth_noise(rng, h, w, cell):
     """Bilinearly interpolated random field of size (h, w), feature size ``cell`` px."""
     gh, gw = h // cell + 2, w // cell + 2
     g = rng.standard_normal((gh, gw)).astype(np.float32)
-    yy = (np.arange(h, dtype=np.float32) / cell)
-    xx = (np.arange(w, dtype=np.float32) / cell)
+    yy = np.arange(h, dtype=np.float32) / cell
+    xx = np.arange(w, dtype=np.float32) / cell
     y0, x0 = yy.astype(int), xx.astype(int)
     fy, fx = (yy - y0)[:, None], (xx - x0)[None, :]
     a = g[y0][:, x0]
@@ -654,7 +809,7 @@ def _smooth_noise(rng, h, w, cell):
     return a * (1 - fy) * (1 - fx) + b_ * (1 - fy) * fx + c * fy * (1 - fx) + d * fy * fx
 
 
-SCENE_H, SCENE_W = 1.8, 6.0   # scene size in frame-height units
+SCENE_H, SCENE_W = 1.8, 6.0  # scene size in frame-height units
 
 
 def make_background(cam: Camera, rng: np.random.Generator, ppu: int) -> np.ndarray:
@@ -690,7 +845,7 @@ def make_background(cam: Camera, rng: np.random.Generator, ppu: int) -> np.ndarr
         elif st == "brick":
             rh, bwid = 0.055, rng.uniform(0.12, 0.16)
             row = np.floor(Y / rh)
-            cx = ((X + (row % 2) * bwid / 2) / bwid)
+            cx = (X + (row % 2) * bwid / 2) / bwid
             mortar = ((Y / rh) % 1.0 < 0.14) | (cx % 1.0 < 0.06)
             bid = (np.floor(cx) * 31 + row * 17) % 7
             brick = pal[0] * 0.6 + np.asarray([0.22, 0.1, 0.06]) * (0.8 + 0.06 * bid[..., None])
@@ -703,8 +858,11 @@ def make_background(cam: Camera, rng: np.random.Generator, ppu: int) -> np.ndarr
             sign = (Y > 0.25) & (Y < 0.4)
             door = ((X % 0.9) > 0.55) & ((X % 0.9) < 0.8) & (Y > 0.55)
             glass = (Y > 0.45) & ~door
-            wall = np.where(sign[..., None], panel * 1.2, np.where(
-                door[..., None], panel * 0.35, np.where(glass[..., None], 0.35 + 0.25 * panel, panel * 0.8)))
+            wall = np.where(
+                sign[..., None],
+                panel * 1.2,
+                np.where(door[..., None], panel * 0.35, np.where(glass[..., None], 0.35 + 0.25 * panel, panel * 0.8)),
+            )
             letters = sign & ((np.floor(X / 0.045) * 3 + np.floor(Y / 0.05)) % 4 == 0)
             wall = np.where(letters[..., None], 0.95, wall)
         elif st == "foliage":
@@ -714,9 +872,10 @@ def make_background(cam: Camera, rng: np.random.Generator, ppu: int) -> np.ndarr
             wall = np.where(trunk[..., None], np.asarray([0.3, 0.2, 0.12]), wall)
         elif st == "fence":
             sky = np.asarray([0.6, 0.7, 0.85]) * (1 - 0.3 * Y[..., None])
-            bushes = (Y > 0.45 + 0.1 * n2) [..., None]
-            wall = np.where(bushes, np.asarray([0.22, 0.3, 0.2]) * (1 + 0.3 * n1[..., None]),
-                            np.broadcast_to(sky, (bh, bw, 3)))
+            bushes = (Y > 0.45 + 0.1 * n2)[..., None]
+            wall = np.where(
+                bushes, np.asarray([0.22, 0.3, 0.2]) * (1 + 0.3 * n1[..., None]), np.broadcast_to(sky, (bh, bw, 3))
+            )
             bars = ((X % 0.085) < 0.018) & (Y > 0.35)
             rail = (np.abs(Y - 0.42) < 0.015) | (np.abs(Y - hz + 0.08) < 0.015)
             wall = np.where((bars | rail)[..., None], pal[2] * 0.5, wall)
@@ -727,10 +886,10 @@ def make_background(cam: Camera, rng: np.random.Generator, ppu: int) -> np.ndarr
             wall = np.where(mull[..., None], np.asarray([0.25, 0.25, 0.28]), wall)
 
         return wall
+
     edges = np.cumsum(rng.uniform(0.8, 2.2, 12))
-    seg = np.searchsorted(edges, X[0] % edges[-1])                   # (bw,)
-    styles = [cam.upper_style if rng.random() < 0.5 else str(rng.choice(UPPER_STYLES))
-              for _ in range(len(edges) + 1)]
+    seg = np.searchsorted(edges, X[0] % edges[-1])  # (bw,)
+    styles = [cam.upper_style if rng.random() < 0.5 else str(rng.choice(UPPER_STYLES)) for _ in range(len(edges) + 1)]
     wall = np.zeros((bh, bw, 3), np.float32)
     for st in sorted(set(styles)):
         cols = np.isin(seg, [i for i, x in enumerate(styles) if x == st])
@@ -739,7 +898,7 @@ def make_background(cam: Camera, rng: np.random.Generator, ppu: int) -> np.ndarr
     wall = wall * (1.0 + 0.06 * n2[..., None])
 
     # ---- ground: segments of different surfaces along the street ----
-    d = np.maximum(Y - hz, 1e-3)            # depth cue: spacing grows towards the camera
+    d = np.maximum(Y - hz, 1e-3)  # depth cue: spacing grows towards the camera
 
     def ground_style(gs, pal):
         gcol = pal[0] * 0.5 + 0.25
@@ -771,8 +930,9 @@ def make_background(cam: Camera, rng: np.random.Generator, ppu: int) -> np.ndarr
 
     edges = np.cumsum(rng.uniform(0.8, 2.5, 12))
     seg = np.searchsorted(edges, X[0] % edges[-1])
-    gstyles = [cam.ground_style if rng.random() < 0.5 else str(rng.choice(GROUND_STYLES))
-               for _ in range(len(edges) + 1)]
+    gstyles = [
+        cam.ground_style if rng.random() < 0.5 else str(rng.choice(GROUND_STYLES)) for _ in range(len(edges) + 1)
+    ]
     ground = np.zeros((bh, bw, 3), np.float32)
     for gs in sorted(set(gstyles)):
         cols = np.isin(seg, [i for i, x in enumerate(gstyles) if x == gs])
@@ -785,21 +945,22 @@ def make_background(cam: Camera, rng: np.random.Generator, ppu: int) -> np.ndarr
         x0 = rng.uniform(0, SCENE_W)
         kind = rng.integers(3)
         col = pal[int(rng.integers(6))] * 0.7
-        if kind == 0:      # pole / lamp
+        if kind == 0:  # pole / lamp
             m = (np.abs(X - x0) < 0.02) & (Y > hz - 0.9) & (Y < hz + 0.05)
-        elif kind == 1:    # planter / bench
+        elif kind == 1:  # planter / bench
             m = (np.abs(X - x0) < rng.uniform(0.1, 0.3)) & (Y > hz - 0.18) & (Y < hz + 0.04)
-        else:              # poster
+        else:  # poster
             m = (np.abs(X - x0) < 0.12) & (Y > hz - 0.6) & (Y < hz - 0.25)
         img = np.where(m[..., None], col, img)
     # horizon shading / contact line
-    img = img * (1 - 0.25 * np.exp(-((Y - hz) / 0.02) ** 2))[..., None]
+    img = img * (1 - 0.25 * np.exp(-(((Y - hz) / 0.02) ** 2)))[..., None]
     img = img + 0.02 * rng.standard_normal(img.shape).astype(np.float32)
     return np.clip(img, 0, 1).astype(np.float32)
 
 
 # --------------------------------------------------------------------------
 # frame composition and the camera pipeline
+
 
 def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
     """(n_out, n_in) bilinear resampling matrix (pixel centres aligned)."""
@@ -834,31 +995,42 @@ def _box_matrix(n: int, length: float) -> np.ndarray:
 class Layer:
     """A sprite drawn into a subset of a tracklet's frames."""
 
-    atlas: np.ndarray        # (NPH, SH + 2, SW + 2, 4) float32 premultiplied (render_atlas)
-    frames: np.ndarray       # (n,) frame indices
-    phase: np.ndarray        # (n,) int in [0, NPH)
-    xc: np.ndarray           # (n,) body axis x (frame units)
-    yf: np.ndarray           # (n,) feet y
-    s: np.ndarray            # (n,) body height
+    atlas: np.ndarray  # (NPH, SH + 2, SW + 2, 4) float32 premultiplied (render_atlas)
+    frames: np.ndarray  # (n,) frame indices
+    phase: np.ndarray  # (n,) int in [0, NPH)
+    xc: np.ndarray  # (n,) body axis x (frame units)
+    yf: np.ndarray  # (n,) feet y
+    s: np.ndarray  # (n,) body height
 
 
 @dataclass
 class ShapeOccluder:
     """A static scene object in front of the person on some frames."""
 
-    kind: str                # pole | bench | bin | car | bush
+    kind: str  # pole | bench | bin | car | bush
     frames: np.ndarray
-    x: np.ndarray            # (n,) centre x per frame
+    x: np.ndarray  # (n,) centre x per frame
     width: float
-    top: float               # top y (frame units) for ground objects
+    top: float  # top y (frame units) for ground objects
     color: np.ndarray
 
 
-def compose_frames(T: int, cam: Camera, bg: np.ndarray, ppu: int, out_hw: tuple[int, int],
-                   bg_x0: np.ndarray, bg_y0: np.ndarray, bg_z: np.ndarray,
-                   layers: list[Layer], shadows: tuple | None, occluders: list[ShapeOccluder],
-                   motion_blur: np.ndarray, gain_jitter: float, rng: np.random.Generator
-                   ) -> np.ndarray:
+def compose_frames(
+    T: int,
+    cam: Camera,
+    bg: np.ndarray,
+    ppu: int,
+    out_hw: tuple[int, int],
+    bg_x0: np.ndarray,
+    bg_y0: np.ndarray,
+    bg_z: np.ndarray,
+    layers: list[Layer],
+    shadows: tuple | None,
+    occluders: list[ShapeOccluder],
+    motion_blur: np.ndarray,
+    gain_jitter: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Render T frames of one tracklet through ``cam``'s pipeline.
 
     Args:
@@ -872,20 +1044,24 @@ def compose_frames(T: int, cam: Camera, bg: np.ndarray, ppu: int, out_hw: tuple[
         uint8 (T, H, W, 3).
     """
     H, W = out_hw
-    hn = max(8, int(round(H * cam.resolution)))       # native camera resolution
+    hn = max(8, int(round(H * cam.resolution)))  # native camera resolution
     wn = max(4, int(round(W * cam.resolution)))
-    y = ((np.arange(hn, dtype=np.float32) + 0.5) / hn)            # frame units
-    x = ((np.arange(wn, dtype=np.float32) + 0.5) / hn)
+    y = (np.arange(hn, dtype=np.float32) + 0.5) / hn  # frame units
+    x = (np.arange(wn, dtype=np.float32) + 0.5) / hn
     bh, bw, _ = bg.shape
     sy = np.clip(((bg_y0[:, None] + y[None, :] * bg_z[:, None]) * ppu).astype(np.int64), 0, bh - 1)
     sx = (((bg_x0[:, None] + x[None, :] * bg_z[:, None]) * ppu).astype(np.int64)) % bw
-    img = bg.reshape(-1, 3)[sy[:, :, None] * bw + sx[:, None, :]]   # (T, hn, wn, 3)
+    img = bg.reshape(-1, 3)[sy[:, :, None] * bw + sx[:, None, :]]  # (T, hn, wn, 3)
 
     if shadows is not None:
         fr, xc, yf, s = shadows
         if len(fr):
-            m = np.exp(-(((x[None, None, :] - xc[:, None, None]) / (0.16 * s[:, None, None])) ** 2
-                         + ((y[None, :, None] - yf[:, None, None]) / (0.025 * s[:, None, None])) ** 2))
+            m = np.exp(
+                -(
+                    ((x[None, None, :] - xc[:, None, None]) / (0.16 * s[:, None, None])) ** 2
+                    + ((y[None, :, None] - yf[:, None, None]) / (0.025 * s[:, None, None])) ** 2
+                )
+            )
             img[fr] *= (1 - 0.45 * m)[..., None]
 
     for L in layers:
@@ -906,7 +1082,7 @@ def compose_frames(T: int, cam: Camera, bg: np.ndarray, ppu: int, out_hw: tuple[
         flat = L.atlas.reshape(-1, 4)
         top = flat[base] * (1 - fc_) + flat[base + 1] * fc_
         bot = flat[base + sw2] * (1 - fc_) + flat[base + sw2 + 1] * fc_
-        g = top * (1 - fr_) + bot * fr_                            # (n, hn, wn, 4)
+        g = top * (1 - fr_) + bot * fr_  # (n, hn, wn, 4)
         if len(L.frames) == T:
             img = img * (1 - g[..., 3:]) + g[..., :3]
         else:
@@ -928,7 +1104,7 @@ def compose_frames(T: int, cam: Camera, bg: np.ndarray, ppu: int, out_hw: tuple[
             tex = oc.color * (0.75 + 0.25 * np.sin(xx * 151 + yy * 97) * np.sin(yy * 63))[..., None]
         else:  # bench / bin / car: a box from ``top`` to the bottom with a lighter rim
             m = (yy > oc.top) & (np.abs(xx - ox) < oc.width / 2)
-            rim = (yy < oc.top + 0.04)
+            rim = yy < oc.top + 0.04
             tex = oc.color * np.where(rim, 1.25, 1.0)[..., None]
             if oc.kind == "car":
                 win = (yy < oc.top + 0.16) & (yy > oc.top + 0.05)
@@ -943,7 +1119,7 @@ def compose_frames(T: int, cam: Camera, bg: np.ndarray, ppu: int, out_hw: tuple[
     # then per-frame horizontal motion blur on the flagged frames
     My = _gauss_matrix(H, cam.blur_sigma) @ _interp_matrix(H, hn)
     Mx = _gauss_matrix(W, cam.blur_sigma) @ _interp_matrix(W, wn)
-    img = np.matmul(My, np.matmul(img.transpose(0, 3, 1, 2), Mx.T))   # (T, 3, H, W)
+    img = np.matmul(My, np.matmul(img.transpose(0, 3, 1, 2), Mx.T))  # (T, 3, H, W)
     for t in np.flatnonzero(motion_blur > 0):
         img[t] = img[t] @ _box_matrix(W, float(motion_blur[t])).T
     img = img.transpose(0, 2, 3, 1)

@@ -47,12 +47,13 @@ Hard-example mining (``mining=``), a speed choice that keeps the loss:
   forward (mean of all pairs) differs from the eval-mode similarity (top-t),
   so eval-mode mining would mine the wrong function.
 """
+
 from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -60,22 +61,31 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from reid_utils.models.aggregation import LearnedClipAggregator, MeanFeatureAggregator, TopTAggregator
 from reid_utils.cache import torch_load_verified, torch_save_verified
 from reid_utils.data.corruption import assemble_corrupted, corruption_plan
-from reid_utils.models.losses import batch_hard_triplet_similarity
 from reid_utils.data.sampling import pk_batch
+from reid_utils.models.aggregation import LearnedClipAggregator, MeanFeatureAggregator, TopTAggregator
+from reid_utils.models.losses import batch_hard_triplet_similarity
 
-__all__ = ["train_aggregator", "corrupting_transform", "build_aggregator", "AGGREGATOR_KINDS",
-           "MINING", "resolve_mining", "hardest_pairs", "mined_triplet_loss"]
+__all__ = [
+    "train_aggregator",
+    "corrupting_transform",
+    "build_aggregator",
+    "AGGREGATOR_KINDS",
+    "MINING",
+    "resolve_mining",
+    "hardest_pairs",
+    "mined_triplet_loss",
+]
 
 AGGREGATOR_KINDS = ("learned", "topt-eval", "topt-train-eval", "mean")
 MINING = ("auto", "hard", "full")
 _CKPT_FORMAT = 2
 
 
-def build_aggregator(kind: str, dim: int, hidden: int = 1024, dropout: float = 0.5,
-                     t_percent: float = 100.0, seed: int = 0) -> nn.Module:
+def build_aggregator(
+    kind: str, dim: int, hidden: int = 1024, dropout: float = 0.5, t_percent: float = 100.0, seed: int = 0
+) -> nn.Module:
     """Construct an aggregator with seeded initial weights (caller's RNG untouched).
 
     Args:
@@ -93,7 +103,7 @@ def build_aggregator(kind: str, dim: int, hidden: int = 1024, dropout: float = 0
             return LearnedClipAggregator(dim, hidden, dropout)
         if kind == "mean":
             return MeanFeatureAggregator(dim)
-        return TopTAggregator(dim, t_percent, mode=kind[len("topt-"):])
+        return TopTAggregator(dim, t_percent, mode=kind[len("topt-") :])
 
 
 def corrupting_transform(corrupted: torch.Tensor, max_corrupted: int) -> Callable:
@@ -162,8 +172,9 @@ def hardest_pairs(S: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
     return pos, neg
 
 
-def mined_triplet_loss(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
-                       margin: float) -> tuple[torch.Tensor, dict]:
+def mined_triplet_loss(
+    model: nn.Module, x: torch.Tensor, labels: torch.Tensor, margin: float
+) -> tuple[torch.Tensor, dict]:
     """Batch-hard triplet loss with eval-mode hard-example mining (``mining="hard"``).
 
     1. ``S = model.similarity_matrix(x, x)``: all B x B similarities, no grad,
@@ -187,14 +198,13 @@ def mined_triplet_loss(model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
     B = x.shape[0]
     labels = torch.as_tensor(labels, device=x.device)
     with torch.no_grad():
-        S_mine = model.similarity_matrix(x, x, progress=False)   # switches to eval and back
+        S_mine = model.similarity_matrix(x, x, progress=False)  # switches to eval and back
     pos, neg = hardest_pairs(S_mine, labels)
     anchors = torch.arange(B, device=x.device)
     s, _ = model(x[torch.cat([anchors, anchors])], x[torch.cat([pos, neg])])
     sp, sn = s[:B], s[B:]
     loss = torch.relu(margin - sp + sn).mean()
-    return loss, {"pos": pos, "neg": neg, "sim_pos": sp.detach(), "sim_neg": sn.detach(),
-                  "S_mine": S_mine}
+    return loss, {"pos": pos, "neg": neg, "sim_pos": sp.detach(), "sim_neg": sn.detach(), "S_mine": S_mine}
 
 
 def _iter_seed(seed: int, it: int) -> int:
@@ -207,19 +217,33 @@ def _batch_stats(S: torch.Tensor, labels: torch.Tensor, margin: float) -> dict:
         same = labels[:, None] == labels[None, :]
         pos = S.masked_fill(~same, float("inf")).amin(1)
         neg = S.masked_fill(same, float("-inf")).amax(1)
-    return {"active": float((per > 0).float().mean()), "hard_pos_sim": float(pos.mean()),
-            "hard_neg_sim": float(neg.mean())}
+    return {
+        "active": float((per > 0).float().mean()),
+        "hard_pos_sim": float(pos.mean()),
+        "hard_neg_sim": float(neg.mean()),
+    }
 
 
 def _pair_stats(sp: torch.Tensor, sn: torch.Tensor, margin: float) -> dict:
-    return {"active": float(((margin - sp + sn) > 0).float().mean()),
-            "hard_pos_sim": float(sp.mean()), "hard_neg_sim": float(sn.mean())}
+    return {
+        "active": float(((margin - sp + sn) > 0).float().mean()),
+        "hard_pos_sim": float(sp.mean()),
+        "hard_neg_sim": float(sn.mean()),
+    }
 
 
 def _fingerprint(model, feats, P, K, lr, margin, seed, weight_decay, mining) -> dict:
-    return {"model": repr(model), "feats_shape": list(feats.shape), "P": int(P), "K": int(K),
-            "lr": float(lr), "margin": float(margin), "seed": int(seed),
-            "weight_decay": float(weight_decay), "mining": mining}
+    return {
+        "model": repr(model),
+        "feats_shape": list(feats.shape),
+        "P": int(P),
+        "K": int(K),
+        "lr": float(lr),
+        "margin": float(margin),
+        "seed": int(seed),
+        "weight_decay": float(weight_decay),
+        "mining": mining,
+    }
 
 
 def _load_checkpoint(path: Path, fingerprint: dict):
@@ -233,23 +257,35 @@ def _load_checkpoint(path: Path, fingerprint: dict):
     if ck.get("format") != _CKPT_FORMAT:
         warnings.warn(f"train_aggregator: checkpoint {path} has an old format; starting from scratch")
         return None
-    diff = {k: (ck["fingerprint"].get(k), v) for k, v in fingerprint.items()
-            if ck["fingerprint"].get(k) != v}
+    diff = {k: (ck["fingerprint"].get(k), v) for k, v in fingerprint.items() if ck["fingerprint"].get(k) != v}
     if diff:
-        raise ValueError(f"train_aggregator: checkpoint {path} belongs to another run "
-                         f"(differs in {sorted(diff)}: saved vs now {diff}); "
-                         "use another ckpt_path or delete it")
+        raise ValueError(
+            f"train_aggregator: checkpoint {path} belongs to another run "
+            f"(differs in {sorted(diff)}: saved vs now {diff}); "
+            "use another ckpt_path or delete it"
+        )
     return ck
 
 
-def train_aggregator(model: nn.Module, feats: torch.Tensor, pids, iterations: int, P: int, K: int,
-                     lr: float, margin: float, seed: int, ckpt_path: str | Path | None = None,
-                     ckpt_every: int = 50, eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
-                     eval_every: int | None = None,
-                     batch_transform: Callable[[np.ndarray, torch.Tensor, np.random.Generator],
-                                               torch.Tensor] | None = None,
-                     weight_decay: float = 0.0, mining: str = "auto",
-                     progress: bool = True) -> pd.DataFrame:
+def train_aggregator(
+    model: nn.Module,
+    feats: torch.Tensor,
+    pids,
+    iterations: int,
+    P: int,
+    K: int,
+    lr: float,
+    margin: float,
+    seed: int,
+    ckpt_path: str | Path | None = None,
+    ckpt_every: int = 50,
+    eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
+    eval_every: int | None = None,
+    batch_transform: Callable[[np.ndarray, torch.Tensor, np.random.Generator], torch.Tensor] | None = None,
+    weight_decay: float = 0.0,
+    mining: str = "auto",
+    progress: bool = True,
+) -> pd.DataFrame:
     """Train an aggregator with batch-hard triplet loss on negative similarities (Sec. 3.2).
 
     Args:
@@ -312,14 +348,23 @@ def train_aggregator(model: nn.Module, feats: torch.Tensor, pids, iterations: in
         rows = list(ck["history"])
         start = int(ck["iteration"])
         if start > iterations:
-            raise ValueError(f"train_aggregator: checkpoint {ckpt_path} is at iteration {start}, "
-                             f"beyond iterations={iterations}")
+            raise ValueError(
+                f"train_aggregator: checkpoint {ckpt_path} is at iteration {start}, beyond iterations={iterations}"
+            )
 
     def save(it: int) -> None:
         if ckpt_path is not None:
-            torch_save_verified({"format": _CKPT_FORMAT, "fingerprint": fp, "iteration": it,
-                                 "model": model.state_dict(), "optim": opt.state_dict(),
-                                 "history": rows}, ckpt_path)
+            torch_save_verified(
+                {
+                    "format": _CKPT_FORMAT,
+                    "fingerprint": fp,
+                    "iteration": it,
+                    "model": model.state_dict(),
+                    "optim": opt.state_dict(),
+                    "history": rows,
+                },
+                ckpt_path,
+            )
 
     def evaluate() -> dict:
         was = model.training
@@ -331,8 +376,13 @@ def train_aggregator(model: nn.Module, feats: torch.Tensor, pids, iterations: in
             model.train(was)
 
     devices = [device] if device.type == "cuda" else []
-    bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
-               desc=f"train {type(model).__name__}")
+    bar = tqdm(
+        range(start, iterations),
+        initial=start,
+        total=iterations,
+        disable=not progress,
+        desc=f"train {type(model).__name__}",
+    )
     with torch.random.fork_rng(devices=devices):
         model.train()
         for it in bar:
@@ -356,8 +406,7 @@ def train_aggregator(model: nn.Module, feats: torch.Tensor, pids, iterations: in
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            row = {"iteration": it + 1, "loss": float(loss.detach()), **stats,
-                   "seconds": time.perf_counter() - t0}
+            row = {"iteration": it + 1, "loss": float(loss.detach()), **stats, "seconds": time.perf_counter() - t0}
             done = it + 1 == iterations
             if eval_fn is not None and (done or (eval_every and (it + 1) % int(eval_every) == 0)):
                 row.update(evaluate())

@@ -33,15 +33,17 @@ Features are returned as stored by the network (not normalised); use
 :func:`average_clips` (Fig. 4: averaging clip features with or without L2
 normalisation).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import threading
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,7 +55,7 @@ from reid_utils.data.transforms import FrameCache, frames_to_tensor, input_size,
 
 METHODS = ("clips", "consec", "random", "evenly", "all")
 RANDOM_METHODS = ("consec", "random")
-FEATURES_VERSION = 1   # bump when the extraction recipe changes (invalidates the cache)
+FEATURES_VERSION = 1  # bump when the extraction recipe changes (invalidates the cache)
 
 FrameTransform = Callable[[np.ndarray, int, int], np.ndarray]
 _SHARED_FRAME_CACHE: FrameCache | None = None
@@ -119,8 +121,9 @@ def l2_normalise(x: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Te
     return torch.nn.functional.normalize(x, p=2.0, dim=dim, eps=eps)
 
 
-def average_clips(feats: torch.Tensor, num: int | None = None, normalise_clips: bool = False,
-                  normalise_output: bool = False) -> torch.Tensor:
+def average_clips(
+    feats: torch.Tensor, num: int | None = None, normalise_clips: bool = False, normalise_output: bool = False
+) -> torch.Tensor:
     """Sequence feature as the mean of clip features (Sec. 4.3, Fig. 4).
 
     Args:
@@ -156,8 +159,9 @@ def tracklets_key(tracklets: Sequence) -> str:
     return h.hexdigest()[:16]
 
 
-def clip_indices(num_frames: int, num_clips: int, clip_len: int, method: str,
-                 rng: np.random.Generator | None = None) -> np.ndarray:
+def clip_indices(
+    num_frames: int, num_clips: int, clip_len: int, method: str, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Frame indices (M, L) of the clips of one tracklet (``"all"``: (1, T)).
 
     Args:
@@ -203,19 +207,30 @@ def _prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Mod
 
 def _run_batch(model, clips: list[torch.Tensor], device, amp: bool) -> torch.Tensor:
     x = torch.stack(clips).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last_3d)
-    ctx = (torch.autocast(device.type, dtype=torch.bfloat16) if amp
-           else torch.autocast(device.type, enabled=False))
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if amp else torch.autocast(device.type, enabled=False)
     with ctx:
         return model.extract_features(x).float().cpu()
 
 
-def extract_clip_features(model: torch.nn.Module, tracklets: Sequence, num_clips: int = 1,
-                          clip_len: int = 4, method: str = "clips", *, size=(256, 128),
-                          seed: int = 0, frame_transform: FrameTransform | None = None,
-                          device=None, batch_size: int | None = None, num_workers: int = 0,
-                          max_frames: int = 256, amp: bool = False, progress: bool = True,
-                          frame_cache: FrameCache | None = None,
-                          desc: str = "clip features") -> FeatureBank:
+def extract_clip_features(
+    model: torch.nn.Module,
+    tracklets: Sequence,
+    num_clips: int = 1,
+    clip_len: int = 4,
+    method: str = "clips",
+    *,
+    size=(256, 128),
+    seed: int = 0,
+    frame_transform: FrameTransform | None = None,
+    device=None,
+    batch_size: int | None = None,
+    num_workers: int = 0,
+    max_frames: int = 256,
+    amp: bool = False,
+    progress: bool = True,
+    frame_cache: FrameCache | None = None,
+    desc: str = "clip features",
+) -> FeatureBank:
     """Features of ``num_clips`` clips of ``clip_len`` frames of every tracklet.
 
     Args:
@@ -300,17 +315,24 @@ def extract_clip_features(model: torch.nn.Module, tracklets: Sequence, num_clips
         pids=np.array([int(t.pid) for t in tracklets], dtype=np.int64),
         camids=np.array([int(t.camid) for t in tracklets], dtype=np.int64),
         indices=indices,
-        meta={"method": method, "num_clips": num_clips, "clip_len": None if method == "all" else clip_len,
-              "seed": int(seed) if method in RANDOM_METHODS else None, "size": size,
-              "max_frames": max_frames if method == "all" else None},
+        meta={
+            "method": method,
+            "num_clips": num_clips,
+            "clip_len": None if method == "all" else clip_len,
+            "seed": int(seed) if method in RANDOM_METHODS else None,
+            "size": size,
+            "max_frames": max_frames if method == "all" else None,
+        },
     )
 
 
 def _checked(frames, shape, i, m) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.shape != shape or frames.dtype != np.uint8:
-        raise ValueError(f"frame_transform(tracklet {i}, clip {m}) returned {frames.dtype} "
-                         f"{frames.shape}; expected uint8 {shape} like its input")
+        raise ValueError(
+            f"frame_transform(tracklet {i}, clip {m}) returned {frames.dtype} "
+            f"{frames.shape}; expected uint8 {shape} like its input"
+        )
     return frames
 
 
@@ -326,11 +348,22 @@ def _all_frames_feature(model, clip: torch.Tensor, device, amp: bool, max_frames
     return acc
 
 
-def get_features(cfg, model: torch.nn.Module, tracklets: Sequence, num_clips: int = 1,
-                 clip_len: int = 4, method: str = "clips", *, seed: int | None = None,
-                 model_key: str | None = None, frame_transform: FrameTransform | None = None,
-                 transform_key: str | None = None, name: str = "features",
-                 progress: bool = True, **kwargs) -> FeatureBank:
+def get_features(
+    cfg,
+    model: torch.nn.Module,
+    tracklets: Sequence,
+    num_clips: int = 1,
+    clip_len: int = 4,
+    method: str = "clips",
+    *,
+    seed: int | None = None,
+    model_key: str | None = None,
+    frame_transform: FrameTransform | None = None,
+    transform_key: str | None = None,
+    name: str = "features",
+    progress: bool = True,
+    **kwargs,
+) -> FeatureBank:
     """:func:`extract_clip_features`, cached on disk under ``cfg.cache_root``.
 
     The cache key is built from the model's key (``model.reid_key``, set by
@@ -356,26 +389,48 @@ def get_features(cfg, model: torch.nn.Module, tracklets: Sequence, num_clips: in
     """
     model_key = model_key or getattr(model, "reid_key", None)
     if not model_key:
-        raise ValueError("get_features: the model has no reid_key (set by reid_utils.train); "
-                         "pass model_key= naming its weights so the features can be cached")
+        raise ValueError(
+            "get_features: the model has no reid_key (set by reid_utils.train); "
+            "pass model_key= naming its weights so the features can be cached"
+        )
     if frame_transform is not None and not transform_key:
-        raise ValueError("get_features: frame_transform given without transform_key; expected a "
-                         "string describing the transform (e.g. the corruption spec) for the cache key")
+        raise ValueError(
+            "get_features: frame_transform given without transform_key; expected a "
+            "string describing the transform (e.g. the corruption spec) for the cache key"
+        )
     seed = cfg.seed if seed is None else seed
     size = input_size(cfg)
-    spec = {"v": FEATURES_VERSION, "model": model_key, "tracklets": tracklets_key(tracklets),
-            "M": int(num_clips), "L": None if method == "all" else int(clip_len), "method": method,
-            "seed": int(seed) if method in RANDOM_METHODS else None, "size": list(size),
-            "transform": transform_key, "max_frames": kwargs.get("max_frames", 256)}
+    spec = {
+        "v": FEATURES_VERSION,
+        "model": model_key,
+        "tracklets": tracklets_key(tracklets),
+        "M": int(num_clips),
+        "L": None if method == "all" else int(clip_len),
+        "method": method,
+        "seed": int(seed) if method in RANDOM_METHODS else None,
+        "size": list(size),
+        "transform": transform_key,
+        "max_frames": kwargs.get("max_frames", 256),
+    }
     key = config_key(spec)
     kwargs.setdefault("num_workers", cfg.num_workers)
     kwargs.setdefault("frame_cache", shared_frame_cache())
 
     def compute() -> FeatureBank:
-        bank = extract_clip_features(model, tracklets, num_clips, clip_len, method, size=size,
-                                     seed=seed, frame_transform=frame_transform,
-                                     device=cfg.torch_device(), progress=progress,
-                                     desc=f"{name} M={num_clips} L={clip_len} {method}", **kwargs)
+        bank = extract_clip_features(
+            model,
+            tracklets,
+            num_clips,
+            clip_len,
+            method,
+            size=size,
+            seed=seed,
+            frame_transform=frame_transform,
+            device=cfg.torch_device(),
+            progress=progress,
+            desc=f"{name} M={num_clips} L={clip_len} {method}",
+            **kwargs,
+        )
         bank.meta.update(key=key, model_key=model_key, transform_key=transform_key)
         return bank
 

@@ -59,11 +59,12 @@ one and ends with the same weights as an uninterrupted run (on the same
 device and thread count). The finished model is cached under the key of
 (model + train configs, clip_len, seed, dataset identity).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -71,14 +72,20 @@ import torch.nn as nn
 
 from reid_utils.cache import ArtifactCache, torch_load_verified, torch_save_verified
 from reid_utils.config import config_key
-from reid_utils.training.features import LockedFrameCache, _bounded_map, extract_clip_features, tracklets_key
+from reid_utils.data.sampling import pk_batch, sample_clip
+from reid_utils.data.transforms import (
+    FrameCache,
+    augment_clip,
+    augment_params,
+    frames_to_tensor,
+    input_size,
+    load_frames,
+)
 from reid_utils.models.i3d import InceptionI3d
 from reid_utils.models.losses import batch_hard_triplet, pairwise_euclidean, softmax_ce
-from reid_utils.data.sampling import pk_batch, sample_clip
-from reid_utils.data.transforms import (FrameCache, augment_clip, augment_params, frames_to_tensor, input_size,
-                         load_frames)
+from reid_utils.training.features import LockedFrameCache, _bounded_map, extract_clip_features, tracklets_key
 
-TRAIN_VERSION = 2        # bump when the training recipe changes (invalidates cached models)
+TRAIN_VERSION = 2  # bump when the training recipe changes (invalidates cached models)
 TRAIN_BN_MOMENTUM = 0.1
 PORT_BN_MOMENTUM = 0.01
 
@@ -99,7 +106,7 @@ class ReIDNet(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.neck = nn.BatchNorm1d(backbone.feat_dim)
-        self.neck.bias.requires_grad_(False)   # BNNeck: scale only, no shift
+        self.neck.bias.requires_grad_(False)  # BNNeck: scale only, no shift
         self.classifier = nn.Linear(backbone.feat_dim, num_ids, bias=False)
 
     def forward(self, x: torch.Tensor):
@@ -116,8 +123,7 @@ class ReIDNet(nn.Module):
             if n.startswith("backbone.logits.") or not p.requires_grad:
                 continue
             (decay if p.ndim > 1 else no_decay).append(p)
-        return [{"params": decay, "weight_decay": weight_decay},
-                {"params": no_decay, "weight_decay": 0.0}]
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _set_bn_momentum(model: nn.Module, momentum: float) -> None:
@@ -128,17 +134,26 @@ def _set_bn_momentum(model: nn.Module, momentum: float) -> None:
 
 def dataset_identity(dataset) -> dict:
     """What identifies a dataset for the cache: name, protocol and tracklet-list hashes."""
-    return {"name": getattr(dataset, "name", "?"), "protocol": getattr(dataset, "protocol", ""),
-            "train": tracklets_key(dataset.train), "query": tracklets_key(dataset.query),
-            "gallery": tracklets_key(dataset.gallery)}
+    return {
+        "name": getattr(dataset, "name", "?"),
+        "protocol": getattr(dataset, "protocol", ""),
+        "train": tracklets_key(dataset.train),
+        "query": tracklets_key(dataset.query),
+        "gallery": tracklets_key(dataset.gallery),
+    }
 
 
 def train_key(cfg, dataset, clip_len: int | None = None, init=None) -> str:
     """Cache key of a trained model: model + train configs, clip_len, seed, dataset
     (and the key of the model it was initialised from, if any)."""
     tcfg = dataclasses.replace(cfg.train, clip_len=int(clip_len or cfg.train.clip_len))
-    spec = {"v": TRAIN_VERSION, "model": dataclasses.asdict(cfg.model),
-            "train": dataclasses.asdict(tcfg), "seed": cfg.seed, "data": dataset_identity(dataset)}
+    spec = {
+        "v": TRAIN_VERSION,
+        "model": dataclasses.asdict(cfg.model),
+        "train": dataclasses.asdict(tcfg),
+        "seed": cfg.seed,
+        "data": dataset_identity(dataset),
+    }
     if init is not None:
         spec["init"] = _init_key(init)
     return config_key(spec)
@@ -155,8 +170,10 @@ def build_backbone(cfg) -> InceptionI3d:
     """The I3D of ``cfg.model``: Kinetics-initialised when ``pretrained`` (width 1 only)."""
     if cfg.model.pretrained:
         if cfg.model.width_mult != 1.0:
-            raise ValueError(f"cfg.model.pretrained=True needs width_mult=1.0 (Kinetics weights are "
-                             f"full width); got width_mult={cfg.model.width_mult}")
+            raise ValueError(
+                f"cfg.model.pretrained=True needs width_mult=1.0 (Kinetics weights are "
+                f"full width); got width_mult={cfg.model.width_mult}"
+            )
         from reid_utils.models.pretrained import kinetics_i3d
 
         net = kinetics_i3d()
@@ -164,8 +181,10 @@ def build_backbone(cfg) -> InceptionI3d:
         torch.manual_seed(cfg.seed)
         net = InceptionI3d(width_mult=cfg.model.width_mult)
     if net.feat_dim != cfg.model.feat_dim:
-        raise ValueError(f"cfg.model.feat_dim={cfg.model.feat_dim} but InceptionI3d(width_mult="
-                         f"{cfg.model.width_mult}) gives {net.feat_dim}-D features")
+        raise ValueError(
+            f"cfg.model.feat_dim={cfg.model.feat_dim} but InceptionI3d(width_mult="
+            f"{cfg.model.width_mult}) gives {net.feat_dim}-D features"
+        )
     return net
 
 
@@ -180,28 +199,44 @@ def _batch_plan(cfg, pids: np.ndarray, lengths: np.ndarray, clip_len: int, it: i
     clips = [sample_clip(int(lengths[i]), clip_len, cfg.train.sampling, rng) for i in idx]
     flips = rng.random(len(idx)) < 0.5
     tc = cfg.train
-    augs = [augment_params(rng, tc.color_jitter, tc.random_erasing)
-            if (tc.color_jitter or tc.random_erasing) else None for _ in idx]
+    augs = [
+        augment_params(rng, tc.color_jitter, tc.random_erasing) if (tc.color_jitter or tc.random_erasing) else None
+        for _ in idx
+    ]
     return idx, clips, flips, augs
 
 
-def evaluate_model(cfg, backbone: InceptionI3d, dataset, clip_len: int, progress: bool = False,
-                   frame_cache: FrameCache | None = None) -> dict:
+def evaluate_model(
+    cfg, backbone: InceptionI3d, dataset, clip_len: int, progress: bool = False, frame_cache: FrameCache | None = None
+) -> dict:
     """mAP and rank-1 of single ``evenly`` clips (the periodic check during training)."""
     from reid_utils.eval.ranking import evaluate_features
 
-    kw = dict(num_clips=1, clip_len=clip_len, method="evenly", size=input_size(cfg),
-              device=cfg.torch_device(), num_workers=cfg.num_workers, progress=progress,
-              frame_cache=frame_cache)
+    kw = dict(
+        num_clips=1,
+        clip_len=clip_len,
+        method="evenly",
+        size=input_size(cfg),
+        device=cfg.torch_device(),
+        num_workers=cfg.num_workers,
+        progress=progress,
+        frame_cache=frame_cache,
+    )
     q = extract_clip_features(backbone, dataset.query, desc="eval query", **kw)
     g = extract_clip_features(backbone, dataset.gallery, desc="eval gallery", **kw)
     r = evaluate_features(q.feats[:, 0], g.feats[:, 0], dataset)
     return {"mAP": r["mAP"], "rank1": r["rank1"]}
 
 
-def train_i3d(cfg, dataset, clip_len: int | None = None, progress: bool = True,
-              checkpoint_every: int | None = None,
-              callback: Callable[[int, dict], None] | None = None, init: InceptionI3d | None = None):
+def train_i3d(
+    cfg,
+    dataset,
+    clip_len: int | None = None,
+    progress: bool = True,
+    checkpoint_every: int | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+    init: InceptionI3d | None = None,
+):
     """Train (or load from the cache) the I3D for re-ID (Sec. 3.2).
 
     Args:
@@ -229,8 +264,11 @@ def train_i3d(cfg, dataset, clip_len: int | None = None, progress: bool = True,
     key = train_key(cfg, dataset, clip_len, init)
     cache = ArtifactCache(cfg.cache_root)
     entry = cache.get_or_compute(
-        "i3d", key, lambda: _train(cfg, dataset, clip_len, key, cache, progress,
-                                   checkpoint_every, callback, init), verbose=progress)
+        "i3d",
+        key,
+        lambda: _train(cfg, dataset, clip_len, key, cache, progress, checkpoint_every, callback, init),
+        verbose=progress,
+    )
     _remove_checkpoint(cache, key)  # the final model is cached: the resume point is obsolete
     return _model_from_entry(cfg, entry, key)
 
@@ -269,9 +307,15 @@ def get_trained_i3d(cfg, clip_len: int | None = None, dataset=None, progress: bo
 def finetune_config(cfg):
     """``cfg`` with the training schedule of the warm-started phase (``cfg.ablation``)."""
     n = int(cfg.ablation.finetune_iterations)
-    return dataclasses.replace(cfg, train=dataclasses.replace(
-        cfg.train, iterations=n, lr=float(cfg.ablation.finetune_lr),
-        eval_every=min(int(cfg.train.eval_every or n), n)))
+    return dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(
+            cfg.train,
+            iterations=n,
+            lr=float(cfg.ablation.finetune_lr),
+            eval_every=min(int(cfg.train.eval_every or n), n),
+        ),
+    )
 
 
 def trained_i3d(cfg, dataset, clip_len: int | None = None, progress: bool = True):
@@ -301,8 +345,17 @@ def trained_i3d(cfg, dataset, clip_len: int | None = None, progress: bool = True
     return model, history
 
 
-def _train(cfg, dataset, clip_len: int, key: str, cache: ArtifactCache, progress: bool,
-           checkpoint_every: int | None, callback, init=None) -> dict:
+def _train(
+    cfg,
+    dataset,
+    clip_len: int,
+    key: str,
+    cache: ArtifactCache,
+    progress: bool,
+    checkpoint_every: int | None,
+    callback,
+    init=None,
+) -> dict:
     from tqdm.auto import tqdm
 
     tc = cfg.train
@@ -325,7 +378,7 @@ def _train(cfg, dataset, clip_len: int, key: str, cache: ArtifactCache, progress
         backbone.load_state_dict({k: v.detach().cpu() for k, v in init.state_dict().items()}, strict=True)
     model = ReIDNet(backbone, len(pid2label))
     _set_bn_momentum(model, TRAIN_BN_MOMENTUM)
-    model.to(device, memory_format=torch.channels_last_3d)   # faster on CUDA and CPU alike
+    model.to(device, memory_format=torch.channels_last_3d)  # faster on CUDA and CPU alike
     opt = torch.optim.Adam(model.param_groups(tc.weight_decay), lr=tc.lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, _milestones(cfg), gamma=tc.lr_gamma)
     history: list[dict] = []
@@ -361,8 +414,7 @@ def _train(cfg, dataset, clip_len: int, key: str, cache: ArtifactCache, progress
 
     # Batches are loaded one step ahead on a worker thread when cfg.num_workers > 0.
     batches = _bounded_map(load_batch, range(start, tc.iterations), min(cfg.num_workers, 2), 2)
-    bar = tqdm(total=tc.iterations, initial=start, desc=f"train I3D L={clip_len}",
-               disable=not progress, leave=True)
+    bar = tqdm(total=tc.iterations, initial=start, desc=f"train I3D L={clip_len}", disable=not progress, leave=True)
     model.train()
     try:
         for it, (x, y) in zip(range(start, tc.iterations), batches):
@@ -383,23 +435,34 @@ def _train(cfg, dataset, clip_len: int, key: str, cache: ArtifactCache, progress
             lr = opt.param_groups[0]["lr"]
             sched.step()
             n = it + 1
-            row = {"iteration": n, "loss": loss.item(), "triplet": l_tri.item(),
-                   "softmax": l_ce.item(), "lr": lr, "seconds": time.perf_counter() - t0}
+            row = {
+                "iteration": n,
+                "loss": loss.item(),
+                "triplet": l_tri.item(),
+                "softmax": l_ce.item(),
+                "lr": lr,
+                "seconds": time.perf_counter() - t0,
+            }
             if eval_every and (n % eval_every == 0 or n == tc.iterations):
                 model.eval()
-                row.update(evaluate_model(cfg, model.backbone, dataset, clip_len,
-                                          frame_cache=frame_cache))
+                row.update(evaluate_model(cfg, model.backbone, dataset, clip_len, frame_cache=frame_cache))
                 model.train()
             history.append(row)
             bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", **({"mAP": f"{row['mAP']:.3f}"}
-                                                         if "mAP" in row else {}))
+            bar.set_postfix(loss=f"{row['loss']:.3f}", **({"mAP": f"{row['mAP']:.3f}"} if "mAP" in row else {}))
             if n % checkpoint_every == 0 and n < tc.iterations:
-                torch_save_verified({
-                    "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
-                    "iteration": n, "history": history}, ckpt)
+                torch_save_verified(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
+                        "iteration": n,
+                        "history": history,
+                    },
+                    ckpt,
+                )
             if callback is not None:
                 callback(n, row)
     finally:
@@ -407,12 +470,18 @@ def _train(cfg, dataset, clip_len: int, key: str, cache: ArtifactCache, progress
         batches.close()
     _set_bn_momentum(model, PORT_BN_MOMENTUM)
     model.eval()
-    entry = {"backbone": {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
-             "classifier": {k: v.detach().cpu() for k, v in model.classifier.state_dict().items()},
-             "neck": {k: v.detach().cpu() for k, v in model.neck.state_dict().items()},
-             "history": history, "width_mult": cfg.model.width_mult,
-             "num_classes": model.backbone.num_classes, "feat_dim": model.backbone.feat_dim,
-             "clip_len": clip_len, "key": key, "num_ids": len(pid2label)}
+    entry = {
+        "backbone": {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
+        "classifier": {k: v.detach().cpu() for k, v in model.classifier.state_dict().items()},
+        "neck": {k: v.detach().cpu() for k, v in model.neck.state_dict().items()},
+        "history": history,
+        "width_mult": cfg.model.width_mult,
+        "num_classes": model.backbone.num_classes,
+        "feat_dim": model.backbone.feat_dim,
+        "clip_len": clip_len,
+        "key": key,
+        "num_ids": len(pid2label),
+    }
     return entry
 
 

@@ -4,6 +4,7 @@ Every notebook saves its figures through :func:`save_fig`, into the figures
 directory of the active profile (the repo's ``figures/`` for ``default``, a
 temporary directory in tests).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,9 @@ def save_fig(fig, name: str, figures_dir: str | Path, dpi: int = 130, formats=("
     figures_dir.mkdir(parents=True, exist_ok=True)
     for fmt in formats:
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight",
-                    metadata={"Software": None} if fmt == "png" else None)
+        fig.savefig(
+            buf, format=fmt, dpi=dpi, bbox_inches="tight", metadata={"Software": None} if fmt == "png" else None
+        )
         out.append(atomic_write_bytes(figures_dir / f"{name}.{fmt}", buf.getvalue()))
     return out
 
@@ -46,8 +48,10 @@ def save_table(df, name: str, figures_dir: str | Path, float_format: str = "%.4f
         md = df.to_markdown(floatfmt=float_format.replace("%", ""))
     except ImportError:  # tabulate not installed: a plain fixed-width rendering
         md = "```\n" + df.to_string(float_format=lambda v: float_format % v) + "\n```\n"
-    return [atomic_write_bytes(figures_dir / f"{name}.csv", csv.encode()),
-            atomic_write_bytes(figures_dir / f"{name}.md", md.encode())]
+    return [
+        atomic_write_bytes(figures_dir / f"{name}.csv", csv.encode()),
+        atomic_write_bytes(figures_dir / f"{name}.md", md.encode()),
+    ]
 
 
 def setup_style():
@@ -92,9 +96,18 @@ def _tracklet_strip(frames, height: int, border: int, colour, gap: int = 2):
     return strip
 
 
-def plot_ranked_results(query_thumbs, gallery_thumbs, matches, titles=None, thumb_height: int = 64,
-                        border: int = 4, match_colour=(0, 160, 60), miss_colour=(210, 30, 30),
-                        query_colour=(60, 60, 60), cell_width: float = 1.6):
+def plot_ranked_results(
+    query_thumbs,
+    gallery_thumbs,
+    matches,
+    titles=None,
+    thumb_height: int = 64,
+    border: int = 4,
+    match_colour=(0, 160, 60),
+    miss_colour=(210, 30, 30),
+    query_colour=(60, 60, 60),
+    cell_width: float = 1.6,
+):
     """Ranked retrieval results: one row per query, the query tracklet then its top-k.
 
     Each gallery tracklet is framed green if it is a true match, red otherwise
@@ -133,11 +146,11 @@ def plot_ranked_results(query_thumbs, gallery_thumbs, matches, titles=None, thum
     if titles is not None and (len(titles) != nq or any(len(t) != k + 1 for t in titles)):
         raise ValueError(f"titles: expected {nq} lists of {k + 1} strings (query first)")
 
-    fig, axes = plt.subplots(nq, k + 1, figsize=(cell_width * (k + 1), 1.1 * cell_width * nq),
-                             squeeze=False)
+    fig, axes = plt.subplots(nq, k + 1, figsize=(cell_width * (k + 1), 1.1 * cell_width * nq), squeeze=False)
     for q in range(nq):
         panels = [(query_thumbs[q], query_colour)] + [
-            (gallery_thumbs[q][r], match_colour if matches[q, r] else miss_colour) for r in range(k)]
+            (gallery_thumbs[q][r], match_colour if matches[q, r] else miss_colour) for r in range(k)
+        ]
         for c, (frames, colour) in enumerate(panels):
             ax = axes[q, c]
             ax.imshow(_tracklet_strip(frames, thumb_height, border, np.asarray(colour, np.uint8)))
@@ -152,8 +165,13 @@ def plot_ranked_results(query_thumbs, gallery_thumbs, matches, titles=None, thum
 
 
 # -- notebook 00: data and sampling ------------------------------------------
-NUISANCE_COLORS = {"occlusion": "#e69f00", "empty": "#999999", "id_switch": "#d55e00",
-                   "bad_crop": "#cc79a7", "blur": "#0072b2"}
+NUISANCE_COLORS = {
+    "occlusion": "#e69f00",
+    "empty": "#999999",
+    "id_switch": "#d55e00",
+    "bad_crop": "#cc79a7",
+    "blur": "#0072b2",
+}
 
 
 def plot_dataset_stats(stats: dict):
@@ -172,8 +190,12 @@ def plot_dataset_stats(stats: dict):
     bins = np.unique(np.geomspace(max(1, all_len.min()), all_len.max() + 1, 25).astype(int))
     for split, lens in lengths_by_split.items():
         axes[0].hist(lens, bins=bins, histtype="step", lw=2, label=f"{split} (median {int(np.median(lens))})")
-    axes[0].set(xscale="log", xlabel="tracklet length (frames, log scale)", ylabel="tracklets",
-                title="Heavy-tailed tracklet lengths")
+    axes[0].set(
+        xscale="log",
+        xlabel="tracklet length (frames, log scale)",
+        ylabel="tracklets",
+        title="Heavy-tailed tracklet lengths",
+    )
     axes[0].xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0].legend(frameon=False)
@@ -181,9 +203,12 @@ def plot_dataset_stats(stats: dict):
     width = 0.8 / max(1, len(per_cam.index))
     for k, split in enumerate(per_cam.index):
         axes[1].bar(np.arange(num_cameras) + k * width, per_cam.loc[split].to_numpy(), width=width, label=split)
-    axes[1].set(xticks=np.arange(num_cameras) + 0.4 - width / 2,
-                xticklabels=[f"C{c + 1}" for c in range(num_cameras)], ylabel="tracklets",
-                title="Tracklets per camera")
+    axes[1].set(
+        xticks=np.arange(num_cameras) + 0.4 - width / 2,
+        xticklabels=[f"C{c + 1}" for c in range(num_cameras)],
+        ylabel="tracklets",
+        title="Tracklets per camera",
+    )
     axes[1].legend(frameon=False)
     fig.tight_layout()
     return fig
@@ -203,12 +228,14 @@ def contact_sheet(rows, titles=None, flags=None, thumb_height=64):
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     h, w = rows[0][0].shape[:2]
     scale = thumb_height / h
-    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
-                             figsize=(n_cols * w * scale / 60 + 0.6, n_rows * (thumb_height / 60 + 0.25)))
+    fig, axes = plt.subplots(
+        n_rows, n_cols, squeeze=False, figsize=(n_cols * w * scale / 60 + 0.6, n_rows * (thumb_height / 60 + 0.25))
+    )
     for r, frames in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r, c]
-            ax.set_xticks([]); ax.set_yticks([])
+            ax.set_xticks([])
+            ax.set_yticks([])
             for s in ax.spines.values():
                 s.set_visible(False)
             if c >= len(frames):
@@ -216,18 +243,22 @@ def contact_sheet(rows, titles=None, flags=None, thumb_height=64):
             ax.imshow(frames[c])
             marks = (flags[r][c] if flags else []) or []
             for k, name in enumerate(marks):
-                ax.add_patch(mpatches.Rectangle((1 + 5 * k, 1), 4, 4, color=NUISANCE_COLORS[name],
-                                                transform=ax.transData))
+                ax.add_patch(
+                    mpatches.Rectangle((1 + 5 * k, 1), 4, 4, color=NUISANCE_COLORS[name], transform=ax.transData)
+                )
             if marks:
                 for s in ax.spines.values():
-                    s.set_visible(True); s.set_color(NUISANCE_COLORS[marks[0]]); s.set_linewidth(2.5)
+                    s.set_visible(True)
+                    s.set_color(NUISANCE_COLORS[marks[0]])
+                    s.set_linewidth(2.5)
         if titles:
             axes[r, 0].set_ylabel(titles[r], rotation=0, ha="right", va="center", fontsize=8)
     handles = [mpatches.Patch(color=col, label=name.replace("_", " ")) for name, col in NUISANCE_COLORS.items()]
     fig_h = fig.get_size_inches()[1]
     fig.subplots_adjust(wspace=0.04, hspace=0.08, top=1 - 0.45 / fig_h)
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False,
-               bbox_to_anchor=(0.5, 1.0), fontsize=8)
+    fig.legend(
+        handles=handles, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.0), fontsize=8
+    )
     return fig
 
 
@@ -342,13 +373,17 @@ def plot_training_curves(histories: dict, smooth: int = 10):
         smooth: moving-average window for the losses.
     """
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    ends = {float(h.loc[h["phase"] == "trunk", "iteration"].max())
-            for h in histories.values() if "phase" in h and (h["phase"] == "trunk").any()}
+    ends = {
+        float(h.loc[h["phase"] == "trunk", "iteration"].max())
+        for h in histories.values()
+        if "phase" in h and (h["phase"] == "trunk").any()
+    }
     for x in ends:
         for ax in axes:
             ax.axvline(x, color="0.5", ls=":", lw=1)
-        axes[0].annotate(" end of shared trunk", (x, 0.97), xycoords=("data", "axes fraction"),
-                         fontsize=7, color="0.4", va="top")
+        axes[0].annotate(
+            " end of shared trunk", (x, 0.97), xycoords=("data", "axes fraction"), fontsize=7, color="0.4", va="top"
+        )
     for label, h in histories.items():
         for ax, col in zip(axes[:2], ("triplet", "softmax")):
             ax.plot(h["iteration"], h[col].rolling(smooth, min_periods=1).mean(), label=label)
@@ -421,19 +456,25 @@ def ranked_results_figure(dataset, distmat, query_indices, k: int = 5, frames: i
     """
     import numpy as np
 
-    from reid_utils.eval.ranking import evaluate_rank
     from reid_utils.data.transforms import thumbnails
+    from reid_utils.eval.ranking import evaluate_rank
 
     q, g = dataset.query, dataset.gallery
-    res = evaluate_rank(np.asarray(distmat), np.array([t.pid for t in q]), np.array([t.pid for t in g]),
-                        np.array([t.camid for t in q]), np.array([t.camid for t in g]),
-                        max_rank=min(k, len(g)), return_details=True)
+    res = evaluate_rank(
+        np.asarray(distmat),
+        np.array([t.pid for t in q]),
+        np.array([t.pid for t in g]),
+        np.array([t.camid for t in q]),
+        np.array([t.camid for t in g]),
+        max_rank=min(k, len(g)),
+        return_details=True,
+    )
     q_th, g_th, matches, titles = [], [], [], []
     for qi in query_indices:
         q_th.append(thumbnails(q[qi], num=frames)[1])
         ranked = [int(i) for i in res.ranked_indices[qi, :k] if i >= 0]
         g_th.append([thumbnails(g[i], num=frames)[1] for i in ranked])
-        matches.append(list(res.ranked_matches[qi, :len(ranked)]))
+        matches.append(list(res.ranked_matches[qi, : len(ranked)]))
         titles.append([f"query pid {q[qi].pid}"] + [f"#{r + 1} pid {g[i].pid}" for r, i in enumerate(ranked)])
     width = max(len(m) for m in matches)
     matches = [m + [False] * (width - len(m)) for m in matches]
@@ -465,8 +506,9 @@ def plot_agg_training(histories: dict, smooth: int = 20):
         axes[1].plot(it, roll(h["hard_neg_sim"]), color=c, lw=2, ls="--")
         axes[2].plot(it, roll(h["active"]), color=c, lw=2, label=label)
     axes[0].set(xlabel="iteration", ylabel="batch-hard triplet loss", title=f"Loss (line: rolling mean of {smooth})")
-    axes[1].set(xlabel="iteration", ylabel="similarity",
-                title="Mined pairs: hardest positive (solid), negative (dashed)")
+    axes[1].set(
+        xlabel="iteration", ylabel="similarity", title="Mined pairs: hardest positive (solid), negative (dashed)"
+    )
     axes[2].set(xlabel="iteration", ylabel="fraction", ylim=(-0.02, 1.02), title="Anchors with a positive hinge")
     axes[0].legend(frameon=False, fontsize=8)
     fig.tight_layout()
@@ -510,8 +552,9 @@ def plot_importance_heatmaps(panels):
     for r, (title, alpha, cos) in enumerate(panels):
         alpha = np.asarray(alpha, dtype=float)
         a = alpha / alpha.mean()
-        for c, (mat, name, cm) in enumerate([(a, "importance alpha / mean", "magma"),
-                                             (np.asarray(cos, float), "clip-pair cosine", "viridis")]):
+        for c, (mat, name, cm) in enumerate(
+            [(a, "importance alpha / mean", "magma"), (np.asarray(cos, float), "clip-pair cosine", "viridis")]
+        ):
             ax = axes[r, c]
             im = ax.imshow(mat, cmap=cm)
             ax.set(xlabel="gallery clip j", ylabel="query clip i")
@@ -548,15 +591,26 @@ def plot_alpha_vs_cosine(df, max_points: int = 4000, seed: int = 0):
         per_t = sub.groupby(step[sub.index])["alpha_rel"].mean()
         axes[2].plot(per_t.index, per_t.to_numpy(), "-", color=col, lw=1.5, label=name)
     axes[0].axvline(1.0, color="0.4", ls=":", lw=1)
-    axes[0].set(xlabel="alpha / mean alpha of the sequence pair", ylabel="density",
-                title="Importance scores (1 = uniform weighting)")
+    axes[0].set(
+        xlabel="alpha / mean alpha of the sequence pair",
+        ylabel="density",
+        title="Importance scores (1 = uniform weighting)",
+    )
     axes[0].legend(frameon=False)
-    axes[1].set(xlabel="clip-pair cosine", ylabel="alpha / mean alpha (log)", yscale="log",
-                title="Importance vs clip-pair cosine")
+    axes[1].set(
+        xlabel="clip-pair cosine",
+        ylabel="alpha / mean alpha (log)",
+        yscale="log",
+        title="Importance vs clip-pair cosine",
+    )
     axes[1].legend(frameon=False, markerscale=3)
     axes[2].axhline(1.0, color="0.4", ls=":", lw=1)
-    axes[2].set(xlabel="visiting step t = i M + j", ylabel="mean alpha / mean alpha (log)", yscale="log",
-                title="Importance vs position in the recurrence")
+    axes[2].set(
+        xlabel="visiting step t = i M + j",
+        ylabel="mean alpha / mean alpha (log)",
+        yscale="log",
+        title="Importance vs position in the recurrence",
+    )
     for k in range(M, M * M, M):
         axes[2].axvline(k - 0.5, color="0.85", lw=0.8, zorder=0)
     axes[2].legend(frameon=False)
@@ -640,16 +694,26 @@ def plot_degradation(panels: dict, metric: str = "mAP"):
     """
     fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 3.9), squeeze=False)
     for ax, (title, df) in zip(axes[0], panels.items()):
-        for method, name in [("learned", "learned"), ("topt-e", "best top-t%-eval"),
-                             ("topt-te", "best top-t%-train-eval"), ("mean", "mean feature")]:
+        for method, name in [
+            ("learned", "learned"),
+            ("topt-e", "best top-t%-eval"),
+            ("topt-te", "best top-t%-train-eval"),
+            ("mean", "mean feature"),
+        ]:
             sub = df[df["method"] == method]
             if not len(sub):
                 continue
             best = sub.groupby("Mc_max")[metric].max()
-            ax.plot(best.index, best.to_numpy(), "-o", ms=4, color=AGG_METHOD_COLORS[method], label=name,
-                    lw=2.5 if method == "learned" else 1.5)
-        ax.set(xlabel="$M_c^{max}$ (max. corrupted clips per sequence)",
-               ylabel=f"{metric} (%)", title=title)
+            ax.plot(
+                best.index,
+                best.to_numpy(),
+                "-o",
+                ms=4,
+                color=AGG_METHOD_COLORS[method],
+                label=name,
+                lw=2.5 if method == "learned" else 1.5,
+            )
+        ax.set(xlabel="$M_c^{max}$ (max. corrupted clips per sequence)", ylabel=f"{metric} (%)", title=title)
         ax.set_xticks(sorted(df["Mc_max"].unique()))
         ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()

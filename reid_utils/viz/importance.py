@@ -20,29 +20,45 @@ Every plotting function takes an optional ``fig``: by default a pyplot figure
 ``matplotlib.figure.Figure`` so that no pyplot state is touched inside widget
 callbacks. :func:`figure_png` renders any figure to PNG bytes.
 """
+
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from reid_utils.viz.core import NUISANCE_COLORS, _tracklet_strip, frame_nuisances
 
-__all__ = ["CORRUPTED_COLOR", "QUERY_COLOR", "GALLERY_COLOR", "ClipSource", "clip_pair_image",
-           "plot_pair_importance", "plot_fig7", "plot_importance_auc", "figure_png", "new_figure"]
+__all__ = [
+    "CORRUPTED_COLOR",
+    "QUERY_COLOR",
+    "GALLERY_COLOR",
+    "ClipSource",
+    "clip_pair_image",
+    "plot_pair_importance",
+    "plot_fig7",
+    "plot_importance_auc",
+    "figure_png",
+    "new_figure",
+]
 
 CORRUPTED_COLOR = "#56b4e9"
-QUERY_COLOR = (0, 160, 60)       # green outline, as in the paper's Fig. 7
-GALLERY_COLOR = (240, 140, 0)    # orange outline
+QUERY_COLOR = (0, 160, 60)  # green outline, as in the paper's Fig. 7
+GALLERY_COLOR = (240, 140, 0)  # orange outline
 MARK_COLORS = dict(NUISANCE_COLORS, corrupted=CORRUPTED_COLOR)
-METHOD_STYLE = {"learned": ("#d55e00", "o"), "learned-step": ("#e69f00", "D"), "topt-select": ("#0072b2", "s"), "topt-rank": ("#56b4e9", "^")}
+METHOD_STYLE = {
+    "learned": ("#d55e00", "o"),
+    "learned-step": ("#e69f00", "D"),
+    "topt-select": ("#0072b2", "s"),
+    "topt-rank": ("#56b4e9", "^"),
+}
 
 
 def _rgb(hex_colour: str) -> np.ndarray:
     h = hex_colour.lstrip("#")
-    return np.array([int(h[k:k + 2], 16) for k in (0, 2, 4)], np.uint8)
+    return np.array([int(h[k : k + 2], 16) for k in (0, 2, 4)], np.uint8)
 
 
 class ClipSource:
@@ -63,8 +79,9 @@ class ClipSource:
         self.size = size
         self.corrupted = None if corrupted is None else np.asarray(corrupted, bool)
         if self.corrupted is not None and self.corrupted.shape[0] != len(tracklets):
-            raise ValueError(f"corrupted: expected {len(tracklets)} rows (one per tracklet), "
-                             f"got {self.corrupted.shape}")
+            raise ValueError(
+                f"corrupted: expected {len(tracklets)} rows (one per tracklet), got {self.corrupted.shape}"
+            )
 
     def _is_corrupted(self, seq: int, clip: int | None) -> bool:
         return bool(self.corrupted is not None and clip is not None and self.corrupted[seq, clip])
@@ -99,13 +116,20 @@ def _mark(strip: np.ndarray, frames: list, flags: list | None, height: int, bord
         for k, name in enumerate(names or []):
             x0 = x + 1 + k * (sq + 1)
             if x0 + sq <= x + width:
-                strip[border + 1:border + 1 + sq, x0:x0 + sq] = _rgb(MARK_COLORS.get(name, "#000000"))
+                strip[border + 1 : border + 1 + sq, x0 : x0 + sq] = _rgb(MARK_COLORS.get(name, "#000000"))
         x += width + gap
     return strip
 
 
-def clip_pair_image(q_frames: list, g_frames: list, height: int = 64, q_flags: list | None = None,
-                    g_flags: list | None = None, border: int = 3, gap: int = 8) -> np.ndarray:
+def clip_pair_image(
+    q_frames: list,
+    g_frames: list,
+    height: int = 64,
+    q_flags: list | None = None,
+    g_flags: list | None = None,
+    border: int = 3,
+    gap: int = 8,
+) -> np.ndarray:
     """A query clip and a gallery clip side by side, framed green / orange, nuisances marked.
 
     Args:
@@ -117,10 +141,12 @@ def clip_pair_image(q_frames: list, g_frames: list, height: int = 64, q_flags: l
     Returns:
         (height + 2 border, W, 3) uint8 image.
     """
-    q = _mark(_tracklet_strip(q_frames, height, border, np.array(QUERY_COLOR, np.uint8)), q_frames,
-              q_flags, height, border)
-    g = _mark(_tracklet_strip(g_frames, height, border, np.array(GALLERY_COLOR, np.uint8)), g_frames,
-              g_flags, height, border)
+    q = _mark(
+        _tracklet_strip(q_frames, height, border, np.array(QUERY_COLOR, np.uint8)), q_frames, q_flags, height, border
+    )
+    g = _mark(
+        _tracklet_strip(g_frames, height, border, np.array(GALLERY_COLOR, np.uint8)), g_frames, g_flags, height, border
+    )
     return np.concatenate([q, np.full((q.shape[0], gap, 3), 255, np.uint8), g], axis=1)
 
 
@@ -163,18 +189,31 @@ def _draw_column(axes, pair: pd.DataFrame, n: int, q_source, g_source, title: st
     Mq, Mg = int(pair["i"].max()) + 1, int(pair["j"].max()) + 1
     rows = list(ext[ext["which"] == "highest"].itertuples()) + list(ext[ext["which"] == "lowest"].itertuples())
     q, g = int(pair["q"].iloc[0]), int(pair["g"].iloc[0])
-    for ax, r in zip(axes[:2 * n], rows):
+    for ax, r in zip(axes[: 2 * n], rows):
         _clean_axes(ax)
         has_frames = hasattr(r, "q_frames") and q_source is not None and g_source is not None
         if has_frames:
-            img = clip_pair_image(q_source.frames(q, r.q_frames, r.i), g_source.frames(g, r.g_frames, r.j),
-                                  height, q_source.flags(q, r.q_frames, r.i), g_source.flags(g, r.g_frames, r.j))
+            img = clip_pair_image(
+                q_source.frames(q, r.q_frames, r.i),
+                g_source.frames(g, r.g_frames, r.j),
+                height,
+                q_source.flags(q, r.q_frames, r.i),
+                g_source.flags(g, r.g_frames, r.j),
+            )
             ax.imshow(img)
         else:
-            ax.text(0.5, 0.5, f"query clip {r.i} | gallery clip {r.j}", ha="center", va="center",
-                    transform=ax.transAxes, fontsize=8)
-        ax.set_title(f"{r.which} #{r.order + 1}: clips ({r.i}, {r.j})  "
-                     f"α/mean {r.alpha_rel:.2f}  cos {r.cos:.2f}", fontsize=8)
+            ax.text(
+                0.5,
+                0.5,
+                f"query clip {r.i} | gallery clip {r.j}",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=8,
+            )
+        ax.set_title(
+            f"{r.which} #{r.order + 1}: clips ({r.i}, {r.j})  α/mean {r.alpha_rel:.2f}  cos {r.cos:.2f}", fontsize=8
+        )
     ax = axes[2 * n]
     a = np.zeros((Mq, Mg))
     a[pair["i"].to_numpy(), pair["j"].to_numpy()] = pair["alpha_rel"].to_numpy()
@@ -187,8 +226,9 @@ def _draw_column(axes, pair: pd.DataFrame, n: int, q_source, g_source, title: st
         ax.add_patch(_rect(r.j, r.i, "#00c853" if r.which == "highest" else "#2962ff"))
     ax.set_title("importance α / mean (green: highest, blue: lowest)", fontsize=8)
     ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    axes[0].annotate(title, xy=(0.5, 1.35), xycoords="axes fraction", ha="center", va="bottom",
-                     fontsize=8.5, fontweight="bold")
+    axes[0].annotate(
+        title, xy=(0.5, 1.35), xycoords="axes fraction", ha="center", va="bottom", fontsize=8.5, fontweight="bold"
+    )
 
 
 def _rect(x, y, colour):
@@ -201,19 +241,35 @@ def _legend(fig, y: float = 1.0, ncol: int | None = None):
     import matplotlib.patches as mpatches
 
     handles = [mpatches.Patch(color=c, label=k.replace("_", " ")) for k, c in MARK_COLORS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=ncol or len(handles), frameon=False, fontsize=8,
-               bbox_to_anchor=(0.5, y))
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=ncol or len(handles),
+        frameon=False,
+        fontsize=8,
+        bbox_to_anchor=(0.5, y),
+    )
 
 
 def pair_title(row) -> str:
     """Column heading: the sequences, their identities, the kind of pair and its similarity."""
     kind = f"{row['kind']}, " if "kind" in row and isinstance(row["kind"], str) else ""
-    return (f"query {int(row['q'])} (pid {int(row['q_pid'])}) vs gallery {int(row['g'])} "
-            f"(pid {int(row['g_pid'])})\n{kind}similarity s = {float(row['similarity']):.3f}")
+    return (
+        f"query {int(row['q'])} (pid {int(row['q_pid'])}) vs gallery {int(row['g'])} "
+        f"(pid {int(row['g_pid'])})\n{kind}similarity s = {float(row['similarity']):.3f}"
+    )
 
 
-def plot_pair_importance(pair: pd.DataFrame, title: str, q_source=None, g_source=None, n: int = 2,
-                         height: int = 56, fig=None, pyplot: bool = True):
+def plot_pair_importance(
+    pair: pd.DataFrame,
+    title: str,
+    q_source=None,
+    g_source=None,
+    n: int = 2,
+    height: int = 56,
+    fig=None,
+    pyplot: bool = True,
+):
     """One sequence pair: its 2n extreme clip pairs and its M x M importance map.
 
     Args:
@@ -237,8 +293,16 @@ def plot_pair_importance(pair: pd.DataFrame, title: str, q_source=None, g_source
     return fig
 
 
-def plot_fig7(examples: pd.DataFrame, table: pd.DataFrame, q_source=None, g_source=None, n: int = 2,
-              height: int = 56, fig=None, pyplot: bool = True):
+def plot_fig7(
+    examples: pd.DataFrame,
+    table: pd.DataFrame,
+    q_source=None,
+    g_source=None,
+    n: int = 2,
+    height: int = 56,
+    fig=None,
+    pyplot: bool = True,
+):
     """The paper's Fig. 7 on our data: one column per example sequence pair.
 
     Args:
@@ -264,9 +328,12 @@ def plot_fig7(examples: pd.DataFrame, table: pd.DataFrame, q_source=None, g_sour
     return fig
 
 
-def plot_importance_auc(auc: pd.DataFrame,
-                        methods: Sequence[str] = ("learned", "learned-step", "topt-select", "topt-rank"),
-                        fig=None, pyplot: bool = True):
+def plot_importance_auc(
+    auc: pd.DataFrame,
+    methods: Sequence[str] = ("learned", "learned-step", "topt-select", "topt-rank"),
+    fig=None,
+    pyplot: bool = True,
+):
     """ROC AUC of low importance per nuisance, per method, with bootstrap intervals.
 
     Args:
@@ -292,13 +359,22 @@ def plot_importance_auc(auc: pd.DataFrame,
             colour, marker = METHOD_STYLE.get(m, ("k", "o"))
             y = r["auc"].to_numpy(float)
             err = np.vstack([y - r["lo"].to_numpy(float), r["hi"].to_numpy(float) - y])
-            ax.errorbar(x + off, y, yerr=np.where(np.isfinite(err), err, 0), fmt=marker, color=colour,
-                        capsize=3, ms=6, label=r["method_label"].dropna().iloc[0] if r["method_label"].notna().any() else m)
+            ax.errorbar(
+                x + off,
+                y,
+                yerr=np.where(np.isfinite(err), err, 0),
+                fmt=marker,
+                color=colour,
+                capsize=3,
+                ms=6,
+                label=r["method_label"].dropna().iloc[0] if r["method_label"].notna().any() else m,
+            )
         prev = sub.drop_duplicates("nuisance").set_index("nuisance")["prevalence"].reindex(names)
         ax.axhline(0.5, color="0.3", ls="--", lw=1.2)
         ax.set_xticks(x)
-        ax.set_xticklabels([f"{nm.replace('_', ' ')}\n{100 * p:.0f} % of pairs" for nm, p in zip(names, prev)],
-                           fontsize=8)
+        ax.set_xticklabels(
+            [f"{nm.replace('_', ' ')}\n{100 * p:.0f} % of pairs" for nm, p in zip(names, prev)], fontsize=8
+        )
         ttl = "AUC of low importance for 'pair contains X'"
         if lv is not None:
             ttl += f", $M_c^{{max}}$ = {int(lv)}"

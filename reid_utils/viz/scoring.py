@@ -5,6 +5,7 @@ aggregator (Sec. 3.1, Eqs. 1-4) rescoring the top K of a mean-feature ranking
 (Sec. 4.3), between the two ends K = 0 (mean feature only) and K = G (full
 learned scoring). Saved through ``viz.save_fig`` by the caller.
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt

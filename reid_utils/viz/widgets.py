@@ -39,12 +39,13 @@ of the feature banks). Exceptions raised while updating are caught, shown in
 the status widget and logged with their traceback (logger
 ``reid_utils.widgets``); nothing is swallowed silently.
 """
+
 from __future__ import annotations
 
 import html
 import io
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -53,9 +54,15 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ImportanceExplorer", "CLASSES"]
 
-CLASSES = {"container": "reid-explorer", "query": "reid-query", "gallery": "reid-gallery",
-           "ranking": "reid-ranking", "heatmap": "reid-heatmap", "title": "reid-heatmap-title",
-           "status": "reid-status"}
+CLASSES = {
+    "container": "reid-explorer",
+    "query": "reid-query",
+    "gallery": "reid-gallery",
+    "ranking": "reid-ranking",
+    "heatmap": "reid-heatmap",
+    "title": "reid-heatmap-title",
+    "status": "reid-status",
+}
 _MATCH, _MISS = (0, 160, 60), (210, 30, 30)
 
 
@@ -101,22 +108,41 @@ class ImportanceExplorer:
         status: the parts of the DOM contract (module doc).
     """
 
-    def __init__(self, model, q_feats: torch.Tensor, g_feats: torch.Tensor, q_pids, g_pids,
-                 q_camids=None, g_camids=None, *, similarity=None, q_clip_frames=None, g_clip_frames=None,
-                 q_source=None, g_source=None, topk: int = 5, queries: Sequence[int] | None = None,
-                 thumb_height: int = 48, n_extreme: int = 2):
+    def __init__(
+        self,
+        model,
+        q_feats: torch.Tensor,
+        g_feats: torch.Tensor,
+        q_pids,
+        g_pids,
+        q_camids=None,
+        g_camids=None,
+        *,
+        similarity=None,
+        q_clip_frames=None,
+        g_clip_frames=None,
+        q_source=None,
+        g_source=None,
+        topk: int = 5,
+        queries: Sequence[int] | None = None,
+        thumb_height: int = 48,
+        n_extreme: int = 2,
+    ):
         import ipywidgets as W
 
         for name, x in (("q_feats", q_feats), ("g_feats", g_feats)):
             if not torch.is_tensor(x) or x.dim() != 3:
-                raise ValueError(f"{name}: expected a tensor (N, M, D), got "
-                                 f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
+                raise ValueError(
+                    f"{name}: expected a tensor (N, M, D), got "
+                    f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}"
+                )
         self.model, self.q_feats, self.g_feats = model, q_feats, g_feats
         Q, G = len(q_feats), len(g_feats)
         self.q_pids, self.g_pids = np.asarray(q_pids), np.asarray(g_pids)
         if self.q_pids.shape != (Q,) or self.g_pids.shape != (G,):
-            raise ValueError(f"q_pids, g_pids: expected ({Q},) and ({G},), got {self.q_pids.shape}, "
-                             f"{self.g_pids.shape}")
+            raise ValueError(
+                f"q_pids, g_pids: expected ({Q},) and ({G},), got {self.q_pids.shape}, {self.g_pids.shape}"
+            )
         self.q_camids = None if q_camids is None else np.asarray(q_camids)
         self.g_camids = None if g_camids is None else np.asarray(g_camids)
         if similarity is None:
@@ -133,8 +159,9 @@ class ImportanceExplorer:
         if not queries or min(queries) < 0 or max(queries) >= Q:
             raise ValueError(f"queries: expected a non-empty list of indices in [0, {Q})")
 
-        self.query = W.Dropdown(options=[(self._query_label(q), q) for q in queries], value=queries[0],
-                                description="query")
+        self.query = W.Dropdown(
+            options=[(self._query_label(q), q) for q in queries], value=queries[0], description="query"
+        )
         self.gallery = W.Dropdown(options=[], description="gallery", layout=W.Layout(width="360px"))
         self.ranking_text = W.HTML()
         self.ranking_image = W.Image(format="png")
@@ -142,11 +169,16 @@ class ImportanceExplorer:
         self.title = W.HTML()
         self.heatmap = W.Image(format="png")
         self.status = W.HTML("starting")
-        for w, key in ((self.query, "query"), (self.gallery, "gallery"), (self.ranking, "ranking"),
-                       (self.heatmap, "heatmap"), (self.title, "title"), (self.status, "status")):
+        for w, key in (
+            (self.query, "query"),
+            (self.gallery, "gallery"),
+            (self.ranking, "ranking"),
+            (self.heatmap, "heatmap"),
+            (self.title, "title"),
+            (self.status, "status"),
+        ):
             w.add_class(CLASSES[key])
-        self.widget = W.VBox([W.HBox([self.query, self.gallery, self.status]), self.ranking, self.title,
-                              self.heatmap])
+        self.widget = W.VBox([W.HBox([self.query, self.gallery, self.status]), self.ranking, self.title, self.heatmap])
         self.widget.add_class(CLASSES["container"])
         self._busy = False
         self.query.observe(self._on_query, names="value")
@@ -168,14 +200,15 @@ class ImportanceExplorer:
         if self.q_camids is not None and self.g_camids is not None:
             s[(self.g_pids == self.q_pids[q]) & (self.g_camids == self.q_camids[q])] = -np.inf
         order = np.argsort(-s, kind="stable")
-        return order[np.isfinite(s[order])][:self.topk]
+        return order[np.isfinite(s[order])][: self.topk]
 
     def pair_table(self, q: int, g: int):
         """``importance.clip_pair_table`` of one sequence pair (alpha from ``model.forward``)."""
         from reid_utils.experiments.importance import clip_pair_table
 
-        return clip_pair_table(self.model, self.q_feats, self.g_feats, np.array([[q, g]], np.int64),
-                               self.q_clip_frames, self.g_clip_frames)
+        return clip_pair_table(
+            self.model, self.q_feats, self.g_feats, np.array([[q, g]], np.int64), self.q_clip_frames, self.g_clip_frames
+        )
 
     # -- callbacks -------------------------------------------------------------
     def _guarded(self, fn):
@@ -202,18 +235,22 @@ class ImportanceExplorer:
         match = self.g_pids[ranked] == self.q_pids[q]
         self._busy = True
         try:
-            self.gallery.options = [(f"#{r + 1} gallery {int(g)} (pid {int(self.g_pids[g])}) "
-                                     f"{'✓ match' if m else '✗ non-match'}", int(g))
-                                    for r, (g, m) in enumerate(zip(ranked, match))]
+            self.gallery.options = [
+                (f"#{r + 1} gallery {int(g)} (pid {int(self.g_pids[g])}) {'✓ match' if m else '✗ non-match'}", int(g))
+                for r, (g, m) in enumerate(zip(ranked, match))
+            ]
             self.gallery.value = int(ranked[0]) if len(ranked) else None
         finally:
             self._busy = False
         items = "".join(
             f"<li>#{r + 1} gallery {int(g)} (pid {int(self.g_pids[g])}), similarity {self.S[q, g]:.3f} "
             f"<b style='color:{'#00a03c' if m else '#d21e1e'}'>{'✓ match' if m else '✗ non-match'}</b></li>"
-            for r, (g, m) in enumerate(zip(ranked, match)))
-        self.ranking_text.value = (f"<b>query {q}</b> (pid {int(self.q_pids[q])}): top-{len(ranked)} "
-                                   f"ranked gallery <ol style='margin:0'>{items}</ol>")
+            for r, (g, m) in enumerate(zip(ranked, match))
+        )
+        self.ranking_text.value = (
+            f"<b>query {q}</b> (pid {int(self.q_pids[q])}): top-{len(ranked)} "
+            f"ranked gallery <ol style='margin:0'>{items}</ol>"
+        )
         png = self._ranking_png(q, ranked, match)
         self.ranking_image.value, self.ranking_image.width = png, _png_width(png)
         if len(ranked):
@@ -226,20 +263,24 @@ class ImportanceExplorer:
         if source is None or clip_frames is None:
             return None
         idx = np.asarray(clip_frames)[int(seq)]
-        return source.frames(seq, idx[:, 0])          # first frame of every clip
+        return source.frames(seq, idx[:, 0])  # first frame of every clip
 
     def _ranking_png(self, q: int, ranked, match) -> bytes:
         from reid_utils.viz.core import _tracklet_strip
 
         h = self.thumb_height
         qf = self._thumb(self.q_source, q, self.q_clip_frames)
-        if qf is None:   # no frames: coloured tiles, one per ranked item
+        if qf is None:  # no frames: coloured tiles, one per ranked item
             tiles = [np.full((h, h // 2, 3), 128, np.uint8)] + [
-                np.full((h, h // 2, 3), _MATCH if m else _MISS, np.uint8) for m in match]
+                np.full((h, h // 2, 3), _MATCH if m else _MISS, np.uint8) for m in match
+            ]
         else:
             tiles = [_tracklet_strip(qf, h, 3, np.array((60, 60, 60), np.uint8))] + [
-                _tracklet_strip(self._thumb(self.g_source, g, self.g_clip_frames), h, 3,
-                                np.array(_MATCH if m else _MISS, np.uint8)) for g, m in zip(ranked, match)]
+                _tracklet_strip(
+                    self._thumb(self.g_source, g, self.g_clip_frames), h, 3, np.array(_MATCH if m else _MISS, np.uint8)
+                )
+                for g, m in zip(ranked, match)
+            ]
         H = max(t.shape[0] for t in tiles)
         padded = []
         for k, t in enumerate(tiles):
@@ -260,16 +301,34 @@ class ImportanceExplorer:
         s = float(table["similarity"].iloc[0])
         self.title.value = f"query {q} vs gallery {g}: similarity {s:.3f}"
         heading = pair_title({"q": q, "g": g, "q_pid": self.q_pids[q], "g_pid": self.g_pids[g], "similarity": s})
-        fig = plot_pair_importance(table, heading,
-                                   self.q_source if self.q_clip_frames is not None else None,
-                                   self.g_source if self.g_clip_frames is not None else None,
-                                   n=self.n_extreme, height=self.thumb_height, fig=Figure(figsize=(4.6, 7.2)))
+        fig = plot_pair_importance(
+            table,
+            heading,
+            self.q_source if self.q_clip_frames is not None else None,
+            self.g_source if self.g_clip_frames is not None else None,
+            n=self.n_extreme,
+            height=self.thumb_height,
+            fig=Figure(figsize=(4.6, 7.2)),
+        )
         png = figure_png(fig, dpi=105)
         self.heatmap.value, self.heatmap.width = png, _png_width(png)
 
     @classmethod
-    def from_banks(cls, model, query_bank, gallery_bank, q_tracklets=None, g_tracklets=None, *,
-                   q_feats=None, g_feats=None, size=None, q_corrupted=None, g_corrupted=None, **kwargs):
+    def from_banks(
+        cls,
+        model,
+        query_bank,
+        gallery_bank,
+        q_tracklets=None,
+        g_tracklets=None,
+        *,
+        q_feats=None,
+        g_feats=None,
+        size=None,
+        q_corrupted=None,
+        g_corrupted=None,
+        **kwargs,
+    ):
         """An explorer from ``FeatureBank`` objects (and the tracklets for thumbnails).
 
         Args:
@@ -285,7 +344,17 @@ class ImportanceExplorer:
 
         qs = None if q_tracklets is None else ClipSource(q_tracklets, size, q_corrupted)
         gs = None if g_tracklets is None else ClipSource(g_tracklets, size, g_corrupted)
-        return cls(model, query_bank.feats if q_feats is None else q_feats,
-                   gallery_bank.feats if g_feats is None else g_feats, query_bank.pids, gallery_bank.pids,
-                   query_bank.camids, gallery_bank.camids, q_clip_frames=query_bank.indices,
-                   g_clip_frames=gallery_bank.indices, q_source=qs, g_source=gs, **kwargs)
+        return cls(
+            model,
+            query_bank.feats if q_feats is None else q_feats,
+            gallery_bank.feats if g_feats is None else g_feats,
+            query_bank.pids,
+            gallery_bank.pids,
+            query_bank.camids,
+            gallery_bank.camids,
+            q_clip_frames=query_bank.indices,
+            g_clip_frames=gallery_bank.indices,
+            q_source=qs,
+            g_source=gs,
+            **kwargs,
+        )
