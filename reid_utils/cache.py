@@ -30,6 +30,20 @@ from typing import Any
 
 COMPLETE_MARKER = "_COMPLETE"
 
+# One recipe version per kind of artifact: bump a kind's number when the code that
+# produces it changes, and every cached entry of that kind is rebuilt.
+ARTIFACT_VERSIONS: dict[str, int] = {
+    "i3d": 2,  # training.i3d: a trained I3D (weights + history)
+    "features": 1,  # training.features: a feature bank
+    "baseline-color": 1,  # experiments.baselines: colour-histogram results
+    "fig3-sampling": 1,  # experiments.i3d_ablations: Fig. 3 grid
+    "fig4-averaging": 1,  # experiments.i3d_ablations: Fig. 4 grid
+    "agg-model": 1,  # experiments: a trained aggregator
+    "agg-results": 1,  # experiments: one corruption level's rows
+    "agg-similarity": 1,  # experiments.importance: a similarity matrix
+    "cmp-similarities": 1,  # experiments.comparison: a similarity set
+}
+
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -213,3 +227,37 @@ def is_complete_dir(path: str | Path) -> bool:
         return n == manifest["num_files"]
     except (OSError, ValueError, KeyError):
         return False
+
+
+def artifact_key(kind: str, spec: dict) -> str:
+    """Cache key of an artifact of ``kind`` produced from ``spec`` (plain data: config
+    values, keys of the inputs), including the kind's recipe version."""
+    from reid_utils.config import config_key
+
+    if kind not in ARTIFACT_VERSIONS:
+        raise KeyError(f"artifact kind {kind!r}: expected one of {sorted(ARTIFACT_VERSIONS)}")
+    return config_key({"v": ARTIFACT_VERSIONS[kind], **spec})
+
+
+def cached(
+    cache_root: str | Path,
+    kind: str,
+    spec: dict,
+    compute: Callable[[], Any],
+    *,
+    name: str | None = None,
+    verbose: bool = True,
+) -> Any:
+    """The one way to cache an expensive result: key ``spec`` by :func:`artifact_key`
+    and return the entry ``<name or kind>-<key>`` from ``ArtifactCache(cache_root)``,
+    computing and storing it when missing or corrupt.
+
+    Args:
+        cache_root: the profile's artifact folder (``cfg.cache_root``).
+        kind: a key of :data:`ARTIFACT_VERSIONS`.
+        spec: everything the result depends on (JSON-serialisable).
+        compute: builds the result (torch-serialisable) when it is not cached.
+        name: file-name prefix when it should differ from ``kind``.
+    """
+    key = artifact_key(kind, spec)
+    return ArtifactCache(cache_root).get_or_compute(name or kind, key, compute, verbose=verbose)

@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
+from reid_utils import paper
+from reid_utils.eval.distances import similarity_to_distance
 from reid_utils.config import get_config
 from reid_utils.eval.ranking import evaluate_rank, mars_official_gallery
 from reid_utils.experiments import comparison as C
@@ -82,7 +84,7 @@ def _bank(feats, pids, camids):
 # the paper's tables
 # --------------------------------------------------------------------------- #
 def test_paper_tables_are_the_published_ones():
-    t3, t4, t5 = (C.paper_table(t) for t in (3, 4, 5))
+    t3, t4, t5 = (paper.paper_table(t) for t in (3, 4, 5))
     assert len(t3) == 16 and len(t4) == 4 and len(t5) == 8
     assert set(t3["source"]) == {"paper (MARS)"} and set(t4["source"]) == {"paper (DukeMTMC-VideoReID)"}
     assert set(t5["source"]) == {"paper (PRID2011)"}
@@ -90,7 +92,7 @@ def test_paper_tables_are_the_published_ones():
     assert ours.to_numpy().tolist() == [[75.9, 82.7, 94.0, 97.2], [83.3, 83.4, 93.4, 97.4]]
     assert t4.set_index("model").loc["Ours (paper)", "mAP"] == 88.5
     assert t5.set_index("model").loc["Ours (paper)", "R1"] == 82.9
-    assert C.paper_metrics(3) == ["mAP", "R1", "R5", "R20"] and C.paper_metrics(5) == ["R1", "R5", "R20"]
+    assert paper.paper_metrics(3) == ["mAP", "R1", "R5", "R20"] and paper.paper_metrics(5) == ["R1", "R5", "R20"]
     # the asterisk (3D CNN backbone) and the re-ranking flags of Table 3
     assert set(t3.loc[t3["backbone_3d"], "model"]) == {
         "RRU + STIM (2018)",
@@ -105,7 +107,7 @@ def test_paper_tables_are_the_published_ones():
 def test_paper_table_rejects_other_numbers():
     for bad in (2, 6, "3"):
         with pytest.raises(ValueError, match="table"):
-            C.paper_table(bad)
+            paper.paper_table(bad)
 
 
 # --------------------------------------------------------------------------- #
@@ -114,7 +116,7 @@ def test_paper_table_rejects_other_numbers():
 def test_comparison_table_puts_ours_beside_the_paper_with_aligned_columns():
     ours = _ours_rows()
     tab = C.comparison_table(3, ours)
-    paper = C.paper_table(3)
+    paper = paper.paper_table(3)
     assert list(tab.columns) == ["source", "model", "protocol", "mAP", "R1", "R5", "R20", "reranking", "backbone_3d"]
     assert len(tab) == len(paper) + len(ours)
     # paper rows first, unchanged; ours after, labelled as ours and as the synthetic benchmark
@@ -193,11 +195,11 @@ def test_similarity_set_bad_input():
 
 def test_distance_is_nonnegative_and_ordered_like_minus_similarity():
     s = np.array([[0.2, 1.0 + 3e-7, 1.0 + 1e-7, -0.5, 0.99999]])
-    d = C.similarity_to_distance(s)
+    d = similarity_to_distance(s)
     assert d.min() == 0.0
     assert np.array_equal(np.argsort(d, kind="stable"), np.argsort(-s, kind="stable"))
     assert len(np.unique(d)) == s.size  # no ties created (no clipping)
-    assert np.allclose(C.similarity_to_distance([[0.25, -1.0]]), [[0.75, 2.0]])  # 1 - s for cosines
+    assert np.allclose(similarity_to_distance([[0.25, -1.0]]), [[0.75, 2.0]])  # 1 - s for cosines
 
 
 def test_similarity_set_from_models_uses_their_scores():
@@ -231,7 +233,7 @@ def test_protocol_inputs_shapes_and_official_gallery():
         assert d.shape == (Q, G + Q + J) and len(gp) == len(gc) == G + Q + J
         assert (gp[G + Q :] == -1).all()
     # the official gallery is evaluation.mars_official_gallery's, then the junk columns
-    D = C.similarity_to_distance(s.sim)
+    D = similarity_to_distance(s.sim)
     qs = s.query_slice
     ref = mars_official_gallery(D[qs, :G], D[qs, qs], s.pids[qs], s.pids[:G], s.camids[qs], s.camids[:G])
     d, qp, gp, qc, gc = C.protocol_inputs(s, "mars_official")
@@ -395,8 +397,8 @@ def test_availability_real_dataset(tmp_path, name, dirs, table):
     assert a.available and a.had == (name,) and a.table == table and a.problem is None
     others = [d for d in C.PAPER_DATASETS if d != name]
     assert a.missing == tuple(others)
-    assert C.DATASET_TITLES[name] in a.statement and str(tmp_path / name) in a.statement
-    assert all(C.DATASET_TITLES[o] in a.statement.split("Not available")[1] for o in others)
+    assert paper.DATASET_TITLES[name] in a.statement and str(tmp_path / name) in a.statement
+    assert all(paper.DATASET_TITLES[o] in a.statement.split("Not available")[1] for o in others)
     assert f"Table {table}" in a.statement
 
 
@@ -423,7 +425,7 @@ def test_protocols_and_labels():
 # re-ranking gains and the figure
 # --------------------------------------------------------------------------- #
 def test_reranking_gains_paper_pairs_and_ours():
-    g = C.reranking_gains(_ours_rows(), C.paper_table(3))
+    g = C.reranking_gains(_ours_rows(), paper.paper_table(3))
     paper = g[g["source"] == "paper (MARS)"].set_index("model")
     assert list(paper.index) == ["PABR (2018)", "STA (2019)", "Ours (paper)"]
     assert paper.loc["Ours (paper)", "mAP"] == pytest.approx(83.3 - 75.9)
@@ -440,7 +442,7 @@ def test_plot_comparison():
     from reid_utils.viz.comparison import plot_comparison
 
     ours = _ours_rows()
-    fig = plot_comparison(ours, C.reranking_gains(ours, C.paper_table(3)))
+    fig = plot_comparison(ours, C.reranking_gains(ours, paper.paper_table(3)))
     assert len(fig.axes) == 3
     plt.close(fig)
     with pytest.raises(ValueError, match="ours"):
@@ -452,7 +454,7 @@ def test_reranking_summary_is_computed_from_the_numbers():
     sel = (ours["method"] == "learned") & ours["reranking"]
     ours.loc[sel & (ours["protocol"] == "torchreid"), "mAP"] -= 3.0  # gain -2 under torchreid
     ours.loc[sel & (ours["protocol"] == "mars_official"), "mAP"] -= 1.0  # gain 0 under official
-    text = C.reranking_summary(C.reranking_gains(ours, C.paper_table(3)))
+    text = C.reranking_summary(C.reranking_gains(ours, paper.paper_table(3)))
     mAP_line = next(ln for ln in text.splitlines() if ln.startswith("For mAP"))
     assert "+7.4" in mAP_line and "-2.0 (torchreid)" in mAP_line
     assert "disagrees with the paper's direction under torchreid" in mAP_line
@@ -468,6 +470,6 @@ def test_plot_comparison_paper_pairs_only():
 
     from reid_utils.viz.comparison import plot_comparison
 
-    fig = plot_comparison(None, C.reranking_gains(None, C.paper_table(3)))
+    fig = plot_comparison(None, C.reranking_gains(None, paper.paper_table(3)))
     assert len(fig.axes) == 1
     plt.close(fig)

@@ -78,7 +78,7 @@ def test_pairwise_and_reranking_inputs(feats):
         assert pairwise_distance(x, y, m).shape == (13, 9)
     qg, qq, gg = reranking_inputs(x, y)
     assert qg.shape == (13, 9) and qq.shape == (13, 13) and gg.shape == (9, 9)
-    np.testing.assert_allclose(similarity_to_distance(np.array([0.2, 0.9])), [-0.2, -0.9])
+    np.testing.assert_allclose(similarity_to_distance(np.array([0.2, 0.9])), [0.8, 0.1])
 
 
 def test_bad_input(feats):

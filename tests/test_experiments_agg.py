@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+from reid_utils import paper
 from reid_utils.config import get_config
 from reid_utils.experiments import corruption_sweep as E
 from reid_utils.training import aggregator as agg_train
@@ -191,18 +192,18 @@ def test_claim_check_reads_the_numbers():
     worse = _fake_results([0.50, 0.40, 0.20], [0.51, 0.45, 0.30], [0.50, 0.46, 0.35])
     c2 = E.claim_check(worse)
     assert not c2["holds"] and "does not hold" in c2["text"]
-    paper = E.claim_check(E.paper_results(), scale=1.0, source="MARS (paper)")
+    paper = E.claim_check(paper.paper_results(), scale=1.0, source="MARS (paper)")
     assert paper["holds"]  # the paper's own numbers support its claim
 
 
 def test_paper_table2_package_data():
-    p = E.paper_table2()
+    p = paper.paper_table2()
     assert set(p["method"]) == {"topt-e", "topt-te", "learned"}
     assert set(p["metric"]) == {"mAP", "rank1"} and sorted(p["Mc_max"].unique()) == list(range(8))
     assert p[p["method"] == "learned"]["t"].isna().all()
     assert sorted(p.loc[p["method"] == "topt-te", "t"].unique()) == list(E.TRAIN_EVAL_PERCENTS)
     assert len(p) == p.groupby(["method", "t", "metric", "Mc_max"], dropna=False).ngroups
-    r = E.paper_results()
+    r = paper.paper_results()
     assert {"mAP", "rank1"} <= set(r.columns) and len(r) == len(p) // 2
 
 

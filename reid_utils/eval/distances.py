@@ -145,12 +145,20 @@ def reranking_inputs(query, gallery, metric: str = "euclidean", chunk_size: int 
     )
 
 
-def similarity_to_distance(sim):
-    """Negated similarity, the distance used for similarity-scoring models.
+def similarity_to_distance(sim) -> np.ndarray:
+    """The one similarity -> distance rule: ``d = c - s`` with ``c = max(1, max s)``.
 
-    The learned aggregator (Eq. 3-4) outputs a similarity; ranking by
-    ``-sim`` is the same as ranking by decreasing similarity.
+    ``1 - s`` for cosines; non-negative (k-reciprocal re-ranking needs that) and
+    ordered exactly as ``-s`` (no clipping, so no new ties), so rankings, CMC and
+    mAP are those of decreasing similarity.
+
+    Args:
+        sim: (Q, G) similarities, numpy array or torch tensor.
+
+    Returns:
+        (Q, G) float64 numpy distances.
     """
     if isinstance(sim, torch.Tensor):
-        return -sim
-    return -np.asarray(sim)
+        sim = sim.detach().cpu().double().numpy()
+    s = np.asarray(sim, dtype=np.float64)
+    return max(1.0, float(s.max())) - s

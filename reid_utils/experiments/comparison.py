@@ -84,22 +84,20 @@ import numpy as np
 import pandas as pd
 import torch
 
+from reid_utils.eval.distances import similarity_to_distance
 from reid_utils.eval.ranking import PROTOCOLS, evaluate_rank, mars_official_gallery, protocol_of, summarize_splits
 from reid_utils.eval.reranking import re_ranking
+from reid_utils.paper import DATASET_TITLES, METRICS, PAPER_TABLE_FILES, TABLE_DATASET, paper_metrics, paper_table
 
 __all__ = [
     "COMPARISON_VERSION",
     "RERANK",
     "PAPER_DATASETS",
-    "DATASET_TITLES",
     "DATASET_TABLE",
-    "METRICS",
     "OUR_MODELS",
     "PROTOCOL_NAMES",
     "PRID_NUM_SPLITS",
     "canonical_dataset",
-    "paper_table",
-    "paper_metrics",
     "DataAvailability",
     "data_availability",
     "ours_source",
@@ -107,7 +105,6 @@ __all__ = [
     "SimilaritySet",
     "assemble_similarity_set",
     "similarity_set",
-    "similarity_to_distance",
     "protocol_inputs",
     "evaluate_set",
     "result_rows",
@@ -126,17 +123,8 @@ __all__ = [
 COMPARISON_VERSION = 1  # bump when the recipe changes (invalidates cached similarity sets)
 RERANK = {"k1": 20, "k2": 6, "lambda_value": 0.3}  # DESIGN.md; Zhong et al.'s defaults
 PAPER_DATASETS = ("mars", "dukemtmc-videoreid", "prid2011")
-DATASET_TITLES = {
-    "mars": "MARS",
-    "dukemtmc-videoreid": "DukeMTMC-VideoReID",
-    "prid2011": "PRID2011",
-    "synthetic": "synthetic benchmark",
-}
-PAPER_TABLE_FILES = {3: "table3_mars_sota.csv", 4: "table4_dukemtmc_videoreid_sota.csv", 5: "table5_prid2011_sota.csv"}
-TABLE_DATASET = {3: "mars", 4: "dukemtmc-videoreid", 5: "prid2011"}
 DATASET_TABLE = {"mars": 3, "synthetic": 3, "dukemtmc-videoreid": 4, "prid2011": 5}
 MARS_LAYOUT = ("mars", "synthetic")
-METRICS = ("mAP", "R1", "R5", "R20")
 OUR_MODELS = {
     ("learned", False): "Ours (learned aggregation)",
     ("learned", True): "Ours + Reranking",
@@ -167,35 +155,6 @@ def canonical_dataset(name: str) -> str:
 # --------------------------------------------------------------------------- #
 # the paper's tables
 # --------------------------------------------------------------------------- #
-def paper_table(table: int) -> pd.DataFrame:
-    """The paper's Table 3 (MARS), 4 (DukeMTMC-VideoReID) or 5 (PRID2011), in percent.
-
-    Read from the package data (verbatim copies of the published values; a
-    ``-`` in the paper is NaN). Columns: ``source`` (``"paper (MARS)"``, ...),
-    ``model``, ``protocol`` (``"as published"``), the table's metrics (a
-    subset of :data:`METRICS`), ``reranking`` (bool; Table 3 marks it, Tables
-    4-5 list no re-ranked row) and, for Table 3, ``backbone_3d`` (bool, the
-    paper's asterisk).
-    """
-    if table not in PAPER_TABLE_FILES:
-        raise ValueError(f"table: expected one of {sorted(PAPER_TABLE_FILES)} (the paper's Tables 3-5), got {table!r}")
-    from reid_utils.experiments.corruption_sweep import read_paper_table
-
-    df = read_paper_table(PAPER_TABLE_FILES[table])
-    for col in ("backbone_3d", "reranking"):
-        if col in df.columns:
-            df[col] = df[col].map({"yes": True, "no": False}).astype(bool)
-    if "reranking" not in df.columns:
-        df["reranking"] = df["model"].str.contains("Reranking", case=False)
-    df.insert(0, "source", f"paper ({DATASET_TITLES[TABLE_DATASET[table]]})")
-    df.insert(2, "protocol", "as published")
-    return df
-
-
-def paper_metrics(table: int | pd.DataFrame) -> list[str]:
-    """The metric columns of a paper table, in :data:`METRICS` order."""
-    df = paper_table(table) if isinstance(table, int) else table
-    return [m for m in METRICS if m in df.columns]
 
 
 # --------------------------------------------------------------------------- #
@@ -462,15 +421,6 @@ def similarity_set(model, query, gallery, junk=None, progress: bool = False) -> 
     return assemble_similarity_set(
         s_q[:, :G], s_q[:, G : G + Q], s_g[:, :G], query.pids, query.camids, gallery.pids, gallery.camids, **extra
     )
-
-
-def similarity_to_distance(sim) -> np.ndarray:
-    """``d = c - s`` with ``c = max(1, max s)``: ``1 - s`` for cosines (module doc: why not ``-s``).
-
-    Non-negative, and ordered exactly as ``-s`` (no clipping, so no new ties).
-    """
-    s = np.asarray(sim, dtype=np.float64)
-    return max(1.0, float(s.max())) - s
 
 
 def _check_protocol(protocol: str) -> None:

@@ -49,7 +49,6 @@ import dataclasses
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 
 import numpy as np
 import pandas as pd
@@ -58,7 +57,9 @@ import torch
 from reid_utils.cache import ArtifactCache
 from reid_utils.config import config_key
 from reid_utils.data.corruption import DOWNSCALE, JPEG_QUALITY, assemble_corrupted, corrupt_clip, corruption_plan
+from reid_utils.eval.distances import similarity_to_distance
 from reid_utils.eval.ranking import evaluate_rank, protocol_of
+from reid_utils.paper import paper_table2
 from reid_utils.training.aggregator import build_aggregator, corrupting_transform, resolve_mining, train_aggregator
 from reid_utils.training.features import FeatureBank, get_features
 
@@ -72,7 +73,6 @@ __all__ = [
     "torch_threads",
     "dataset_protocol",
     "scoring_model",
-    "read_paper_table",
     "get_backbone",
     "clip_banks",
     "test_plan",
@@ -84,8 +84,6 @@ __all__ = [
     "topt_scores_all_t",
     "run_level",
     "run_sweep",
-    "paper_table2",
-    "paper_results",
     "as_percent",
     "table2_wide",
     "table2_side_by_side",
@@ -380,7 +378,7 @@ def evaluate_similarity(S: torch.Tensor, query: FeatureBank, gallery: FeatureBan
     if S.shape != (len(query), len(gallery)):
         raise ValueError(f"S: expected shape ({len(query)}, {len(gallery)}), got {tuple(S.shape)}")
     cmc, mAP = evaluate_rank(
-        -S.double().numpy(),
+        similarity_to_distance(S),
         query.pids,
         gallery.pids,
         query.camids,
@@ -650,11 +648,6 @@ def training_cost(results: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- #
 # Table 2 and the claim
 # --------------------------------------------------------------------------- #
-def read_paper_table(filename: str) -> pd.DataFrame:
-    """One of the paper's tables shipped as package data (``reid_utils/paper_tables/<filename>``,
-    values copied verbatim from the paper), as read from the CSV."""
-    with resources.files("reid_utils").joinpath("paper_tables", filename).open() as f:
-        return pd.read_csv(f)
 
 
 def scoring_model(cfg, model):
@@ -662,30 +655,6 @@ def scoring_model(cfg, model):
     (on CUDA ``similarity_matrix`` then picks the fused kernel); aggregators are trained
     and cached on the CPU."""
     return model.to(cfg.torch_device()).eval()
-
-
-def paper_table2() -> pd.DataFrame:
-    """The paper's Table 2 (MARS), long form: method, t, metric, Mc_max, value (percent).
-
-    Read from the package data file ``reid_utils/paper_tables/
-    table2_mars_corruption.csv``: the values printed in the paper, copied
-    verbatim (``t`` is NaN for the learned method).
-    """
-    df = read_paper_table("table2_mars_corruption.csv")
-    df["t"] = pd.to_numeric(df["t_percent"].replace("n/a", np.nan))
-    return df.drop(columns="t_percent")[["method", "t", "metric", "Mc_max", "value"]]
-
-
-def paper_results() -> pd.DataFrame:
-    """The paper's Table 2 in the layout of our results: method, t, Mc_max, mAP, rank1 (percent)."""
-    p = paper_table2()
-    wide = (
-        p.pivot_table(index=["method", "t", "Mc_max"], columns="metric", values="value", dropna=False)
-        .dropna(how="all")
-        .reset_index()
-    )
-    wide.columns.name = None
-    return wide
 
 
 def as_percent(results: pd.DataFrame, metrics: Sequence[str] = ("mAP", "rank1")) -> pd.DataFrame:

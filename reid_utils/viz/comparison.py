@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from reid_utils.experiments.comparison import METRICS
+from reid_utils.paper import METRICS
 from reid_utils.viz.core import plt
 
 _MODEL_COLOURS = {
