@@ -20,8 +20,8 @@ BASE = {"config", "cache", "paper"}
 MIDDLE = {
     "synth": BASE,
     "models": BASE,
-    "eval": BASE | {"models"},  # shortlist rescoring takes an aggregator
     "data": BASE | {"synth"},  # the synthetic benchmark is read through the MARS loader
+    "eval": BASE | {"models", "data"},  # shortlist rescoring takes an aggregator; ids of tracklets
 }
 ALLOWED = {
     "config": set(),

@@ -176,6 +176,14 @@ class VideoDataset:
 # ---------------------------------------------------------------------------
 # small checks shared by the loaders
 # ---------------------------------------------------------------------------
+def id_arrays(tracklets: Sequence[Tracklet]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(pids, camids)`` of a list of tracklets, as two (N,) int64 arrays (what
+    ``evaluate_rank`` takes)."""
+    pids = np.array([t.pid for t in tracklets], dtype=np.int64)
+    camids = np.array([t.camid for t in tracklets], dtype=np.int64)
+    return pids, camids
+
+
 def _require_dir(path: str | Path, what: str) -> Path:
     path = Path(path)
     if not path.is_dir():
