@@ -184,13 +184,13 @@ def test_missing_root_and_bad_arguments(tmp_path):
 # ---------------------------------------------------------------------------
 def _patch_ensure_synthetic(monkeypatch, fn):
     try:
-        import reid_utils.synth.benchmark as synth  # the real module, once it exists
+        import reid_utils.synth as synth  # the real module, once it exists
 
         monkeypatch.setattr(synth, "ensure_synthetic", fn)
     except ImportError:
-        fake = types.ModuleType("reid_utils.synth.benchmark")
+        fake = types.ModuleType("reid_utils.synth")
         fake.ensure_synthetic = fn
-        monkeypatch.setitem(sys.modules, "reid_utils.synth.benchmark", fake)
+        monkeypatch.setitem(sys.modules, "reid_utils.synth", fake)
 
 
 def test_synthetic_reads_mars_layout_with_annotations(tmp_path, monkeypatch):
@@ -406,7 +406,7 @@ def test_prid_bad_input(prid):
 
 def test_real_synthetic_set_reads_back_consistently(tmp_path):
     """The generated benchmark (reid_utils.synth) through the MARS loader: counts match its .mat files."""
-    synth = pytest.importorskip("reid_utils.synth.benchmark")
+    synth = pytest.importorskip("reid_utils.synth")
     from dataclasses import replace
 
     scfg = replace(

@@ -729,7 +729,7 @@ def load_synthetic(root=None, synth_cfg=None, cache_root=None, **mars_options) -
             )
         import importlib
 
-        synth = importlib.import_module("reid_utils.synth.benchmark")
+        synth = importlib.import_module("reid_utils.synth")
         root = synth.ensure_synthetic(synth_cfg, cache_root)
     root = _root(root, "synthetic", "a MARS-layout tree with info/annotations.csv")
     return load_mars(root, annotations=root / "info" / "annotations.csv", name="synthetic", **mars_options)

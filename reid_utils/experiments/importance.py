@@ -83,7 +83,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from reid_utils.synth.benchmark import NUISANCES  # the per-frame annotation columns (one definition)
+from reid_utils.synth import NUISANCES  # the per-frame annotation columns (one definition)
 
 __all__ = [
     "NUISANCES",
