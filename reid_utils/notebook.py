@@ -29,7 +29,7 @@ def setup(profile: str | None = None, seed: int | None = None, threads: int | No
     import numpy as np
     import torch
 
-    from reid_utils.viz.core import setup_style
+    from reid_utils.viz.style import setup_style
 
     if seed is not None:
         overrides["seed"] = seed

@@ -10,7 +10,7 @@ process group and every kernel the server spawned (kernels run in sessions of
 their own, so they are tracked and killed separately); :func:`chromium` closes
 the browser and the Playwright driver.
 
-The explorer's DOM contract (``reid_utils.widgets``): an outer ``.reid-explorer``
+The explorer's DOM contract (``reid_utils.viz.widgets.ImportanceExplorer``): an outer ``.reid-explorer``
 holding ``.reid-query`` (an ipywidgets Dropdown, i.e. a ``<select>`` inside),
 ``.reid-gallery``, ``.reid-ranking`` (text naming the query and the ranked
 gallery ids), ``.reid-heatmap`` (an ``<img>`` or an element holding one),

@@ -1,4 +1,4 @@
-"""Tests for reid_utils.widgets.ImportanceExplorer, driven in Python on tiny random data."""
+"""Tests for reid_utils.viz.widgets.ImportanceExplorer, driven in Python on tiny random data."""
 
 import logging
 import re

@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 
 from reid_utils.paper import METRICS
-from reid_utils.viz.core import plt
+from reid_utils.viz.style import plt
+
+__all__ = ["plot_comparison"]
 
 _MODEL_COLOURS = {
     "Ours (learned aggregation)": "#1f77b4",
@@ -45,11 +47,11 @@ def plot_comparison(ours: pd.DataFrame, gains: pd.DataFrame | None = None, proto
     """Our rows per evaluation convention, plus the re-ranking gains of ours and the paper's.
 
     Args:
-        ours: None (nothing measured: only the gain panel) or our rows (``comparison.our_results`` or
-            ``summarize_split_results``): ``source``, ``model``, ``protocol``,
-            ``reranking`` and metric columns in percent (optional
+        ours: None (nothing measured: only the gain panel) or our rows
+            (``reid_utils.experiments.comparison.our_results`` or ``summarize_split_results``):
+            ``source``, ``model``, ``protocol``, ``reranking`` and metric columns in percent (optional
             ``"<metric> std"`` drawn as error bars).
-        gains: ``comparison.reranking_gains`` rows (paper pairs and ours);
+        gains: ``reid_utils.experiments.comparison.reranking_gains`` rows (paper pairs and ours);
             None: no gain panel. At least one of ``ours`` and ``gains``.
         protocol_names: readable names of the conventions for the titles.
 

@@ -1,6 +1,6 @@
 """Figures of notebook 06: the paper's Fig. 7 and the importance-vs-nuisance measurement.
 
-* :func:`plot_fig7` - like the paper's Fig. 7 (Sec. 4.4, "Qualitative
+* :func:`plot_fig7` - like the paper's Fig. 7 (Sec. 4.6, "Qualitative
   results"): for chosen query/gallery sequence pairs (one per column, headed
   by the sequence similarity of Eq. 4), the two highest- and two
   lowest-importance clip pairs (query clip left, green frame; gallery clip
@@ -10,8 +10,8 @@
   square in the colour of ``viz.NUISANCE_COLORS`` (plus
   :data:`CORRUPTED_COLOR` for clips taken from the corrupted bank).
 * :func:`plot_pair_importance` - one such column for one sequence pair (the
-  explorer of ``reid_utils.widgets`` renders it).
-* :func:`plot_importance_auc` - the measurement of ``reid_utils.importance``:
+  explorer of ``reid_utils.viz.widgets`` renders it).
+* :func:`plot_importance_auc` - the measurement of ``reid_utils.experiments.importance``:
   ROC AUC of low importance per nuisance, learned vs the top-t% selection,
   with cluster-bootstrap intervals and a dashed line at 0.5 (chance).
 
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from reid_utils.viz.core import NUISANCE_COLORS, _tracklet_strip, frame_nuisances
+from reid_utils.viz.data import NUISANCE_COLORS, frame_nuisances, tracklet_strip
 
 __all__ = [
     "CORRUPTED_COLOR",
@@ -69,9 +69,9 @@ class ClipSource:
             aligned with the feature bank.
         size: ``(height, width)`` to load frames at (e.g. the network input
             size), or None for the stored size.
-        corrupted: optional (N, M) bool plan (``experiments_agg.test_plan``):
+        corrupted: optional (N, M) bool plan (``reid_utils.experiments.corruption_sweep.test_plan``):
             clips taken from the corrupted bank are shown corrupted
-            (``corruption.corrupt_clip``) and flagged ``corrupted``.
+            (``reid_utils.data.corruption.corrupt_clip``) and flagged ``corrupted``.
     """
 
     def __init__(self, tracklets: Sequence, size=None, corrupted: np.ndarray | None = None):
@@ -142,10 +142,10 @@ def clip_pair_image(
         (height + 2 border, W, 3) uint8 image.
     """
     q = _mark(
-        _tracklet_strip(q_frames, height, border, np.array(QUERY_COLOR, np.uint8)), q_frames, q_flags, height, border
+        tracklet_strip(q_frames, height, border, np.array(QUERY_COLOR, np.uint8)), q_frames, q_flags, height, border
     )
     g = _mark(
-        _tracklet_strip(g_frames, height, border, np.array(GALLERY_COLOR, np.uint8)), g_frames, g_flags, height, border
+        tracklet_strip(g_frames, height, border, np.array(GALLERY_COLOR, np.uint8)), g_frames, g_flags, height, border
     )
     return np.concatenate([q, np.full((q.shape[0], gap, 3), 255, np.uint8), g], axis=1)
 
@@ -274,7 +274,7 @@ def plot_pair_importance(
 
     Args:
         pair: the M^2 rows of one sequence pair from
-            ``importance.clip_pair_table`` (with ``q_frames``/``g_frames`` to
+            ``reid_utils.experiments.importance.clip_pair_table`` (with ``q_frames``/``g_frames`` to
             show thumbnails).
         title: heading (e.g. :func:`pair_title`).
         q_source, g_source: :class:`ClipSource` (or any object with
@@ -306,9 +306,9 @@ def plot_fig7(
     """The paper's Fig. 7 on our data: one column per example sequence pair.
 
     Args:
-        examples: ``importance.choose_examples`` rows (``q``, ``g``, ``kind``,
+        examples: ``reid_utils.experiments.importance.choose_examples`` rows (``q``, ``g``, ``kind``,
             ``similarity``, ``q_pid``, ``g_pid``).
-        table: ``importance.clip_pair_table`` rows of those pairs (with frames).
+        table: ``reid_utils.experiments.importance.clip_pair_table`` rows of those pairs (with frames).
         q_source, g_source: :class:`ClipSource` of the query / gallery split.
         n: highest / lowest clip pairs per example (2 in the paper).
         height: thumbnail frame height (pixels).
@@ -337,7 +337,7 @@ def plot_importance_auc(
     """ROC AUC of low importance per nuisance, per method, with bootstrap intervals.
 
     Args:
-        auc: ``importance.importance_auc`` / ``importance.measure`` rows
+        auc: ``reid_utils.experiments.importance.importance_auc`` / ``.measure`` rows
             (``method``, ``method_label``, ``nuisance``, ``auc``, ``lo``,
             ``hi``, ``prevalence``; one panel per ``level`` when present).
         methods: which methods to draw (in this order).

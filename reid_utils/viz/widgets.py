@@ -11,33 +11,13 @@ interaction costs one ranking lookup, one ``forward`` of a single sequence pair
   as text and as thumbnails (green / red frames);
 * choose one of them (Dropdown) -> the M x M importance map (alpha / mean) of
   that sequence pair with its highest- and lowest-importance clip pairs as
-  thumbnails (``viz_importance.plot_pair_importance``).
+  thumbnails (``reid_utils.viz.importance.plot_pair_importance``).
 
 Images are PNG bytes in ``ipywidgets.Image`` widgets (rendered with a bare
 ``matplotlib.figure.Figure`` and the Agg canvas, and for the thumbnails with
 PIL), so the explorer updates in a live JupyterLab kernel and touches no
-pyplot state in callbacks.
-
-DOM contract (a browser test relies on it; CSS classes via ``add_class``):
-
-===========================  ===============================================
-``reid-explorer``            the outer container (:attr:`widget`, a VBox)
-``reid-query``               the query Dropdown (:attr:`query`; value = query index)
-``reid-gallery``             the gallery Dropdown (:attr:`gallery`; value = gallery index)
-``reid-ranking``             the ranking area (VBox :attr:`ranking`): an HTML
-                             text naming the query ("query <q>") and the ranked
-                             gallery ids ("gallery <g>"), and a thumbnail Image
-``reid-heatmap``             the heatmap Image (:attr:`heatmap`)
-``reid-heatmap-title``       HTML (:attr:`title`): ``query <q> vs gallery <g>:
-                             similarity <s>`` (s with 3 decimals)
-``reid-status``              HTML (:attr:`status`): ``ready`` after every
-                             successful update, else ``error: <Type>: <message>``
-===========================  ===============================================
-
-<q> and <g> are 0-based indices into the query and gallery splits (the rows
-of the feature banks). Exceptions raised while updating are caught, shown in
-the status widget and logged with their traceback (logger
-``reid_utils.widgets``); nothing is swallowed silently.
+pyplot state in callbacks. The CSS classes a browser test relies on are
+:data:`CLASSES`; the DOM contract is in :class:`ImportanceExplorer`.
 """
 
 from __future__ import annotations
@@ -95,7 +75,7 @@ class ImportanceExplorer:
             clips (``FeatureBank.indices``); needed for clip thumbnails.
         q_source, g_source: objects with ``frames(seq, frame_indices, clip)``
             and ``flags(seq, frame_indices, clip)``
-            (``viz_importance.ClipSource``); None: no thumbnails.
+            (``reid_utils.viz.importance.ClipSource``); None: no thumbnails.
         topk: gallery sequences in the ranking.
         queries: query indices offered (default: all).
         thumb_height: thumbnail frame height in pixels.
@@ -105,7 +85,28 @@ class ImportanceExplorer:
         widget: the outer VBox (class ``reid-explorer``); the explorer object
             itself also displays as it.
         query, gallery, ranking, ranking_text, ranking_image, heatmap, title,
-        status: the parts of the DOM contract (module doc).
+        status: the parts of the DOM contract below.
+
+    DOM contract (a browser test relies on it; CSS classes via ``add_class``):
+
+    ===========================  ===============================================
+    ``reid-explorer``            the outer container (:attr:`widget`, a VBox)
+    ``reid-query``               the query Dropdown (:attr:`query`; value = query index)
+    ``reid-gallery``             the gallery Dropdown (:attr:`gallery`; value = gallery index)
+    ``reid-ranking``             the ranking area (VBox :attr:`ranking`): an HTML
+                                 text naming the query ("query <q>") and the ranked
+                                 gallery ids ("gallery <g>"), and a thumbnail Image
+    ``reid-heatmap``             the heatmap Image (:attr:`heatmap`)
+    ``reid-heatmap-title``       HTML (:attr:`title`): ``query <q> vs gallery <g>:
+                                 similarity <s>`` (s with 3 decimals)
+    ``reid-status``              HTML (:attr:`status`): ``ready`` after every
+                                 successful update, else ``error: <Type>: <message>``
+    ===========================  ===============================================
+
+    <q> and <g> are 0-based indices into the query and gallery splits (the rows
+    of the feature banks). Exceptions raised while updating are caught, shown in
+    the status widget and logged with their traceback (logger
+    ``reid_utils.viz.widgets``); nothing is swallowed silently.
     """
 
     def __init__(
@@ -203,7 +204,7 @@ class ImportanceExplorer:
         return order[np.isfinite(s[order])][: self.topk]
 
     def pair_table(self, q: int, g: int):
-        """``importance.clip_pair_table`` of one sequence pair (alpha from ``model.forward``)."""
+        """``reid_utils.experiments.importance.clip_pair_table`` of one sequence pair (alpha from ``model.forward``)."""
         from reid_utils.experiments.importance import clip_pair_table
 
         return clip_pair_table(
@@ -266,7 +267,7 @@ class ImportanceExplorer:
         return source.frames(seq, idx[:, 0])  # first frame of every clip
 
     def _ranking_png(self, q: int, ranked, match) -> bytes:
-        from reid_utils.viz.core import _tracklet_strip
+        from reid_utils.viz.data import tracklet_strip
 
         h = self.thumb_height
         qf = self._thumb(self.q_source, q, self.q_clip_frames)
@@ -275,8 +276,8 @@ class ImportanceExplorer:
                 np.full((h, h // 2, 3), _MATCH if m else _MISS, np.uint8) for m in match
             ]
         else:
-            tiles = [_tracklet_strip(qf, h, 3, np.array((60, 60, 60), np.uint8))] + [
-                _tracklet_strip(
+            tiles = [tracklet_strip(qf, h, 3, np.array((60, 60, 60), np.uint8))] + [
+                tracklet_strip(
                     self._thumb(self.g_source, g, self.g_clip_frames), h, 3, np.array(_MATCH if m else _MISS, np.uint8)
                 )
                 for g, m in zip(ranked, match)
