@@ -59,7 +59,7 @@ def gemm_rate(repeats: int = 5) -> tuple[float, str]:
     for name, (m, k, n) in {"8192x256x256": (8192, 256, 256), "1024^3": (1024, 1024, 1024)}.items():
         a, b = torch.randn(m, k), torch.randn(k, n)
         out = torch.empty(m, n)
-        t = best_time(lambda: torch.mm(a, b, out=out), repeats)
+        t = best_time(lambda a=a, b=b, out=out: torch.mm(a, b, out=out), repeats)
         rates[name] = 2 * m * k * n / t
     name = max(rates, key=rates.get)
     return rates[name], name

@@ -1,4 +1,4 @@
-"""Throughput of the I3D backbone (reid_utils.i3d): clips/s of ``extract_features``
+"""Throughput of the I3D backbone (reid_utils.models.i3d): clips/s of ``extract_features``
 and of one re-ID training step (features -> triplet + softmax -> Adam).
 
 Prints one line per (dtype, mode). Defaults are CPU-sized (default profile:
@@ -114,14 +114,14 @@ def run(a):
     results = []
     for dt in a.dtype:
 
-        def amp():
+        def amp(dt=dt):
             return torch.autocast(device.type, dtype=torch.bfloat16) if dt == "bf16" else nullcontext()
 
         if "infer" in a.mode:
             x = (torch.rand(a.batch, 3, *shape, device=device) * 2 - 1).to(memory_format=mf)
             net.eval()
 
-            def infer():
+            def infer(x=x):
                 with torch.inference_mode(), amp():
                     return feats_fn(x)
 
@@ -136,7 +136,7 @@ def run(a):
             labels = torch.arange(a.train_batch, device=device) % num_ids
             net.train()
 
-            def step():
+            def step(x=x, labels=labels):
                 opt.zero_grad(set_to_none=True)
                 with amp():
                     f = feats_fn(x)

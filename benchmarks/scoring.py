@@ -5,7 +5,7 @@ device, for
 
 * the reference path: ``kernel=False``, the folded PyTorch fast path
   (fp32; what the CPU always runs), and
-* the fast path: the fused Triton kernel (``reid_utils.fused_scoring``; bf16
+* the fast path: the fused Triton kernel (``reid_utils.models.fused_scoring``; bf16
   operands, fp32 accumulation and state), only when CUDA and triton are
   available,
 
@@ -29,7 +29,20 @@ the default; otherwise it assumes the rate carries over).
 The kernel's first call includes its JIT compilation; it is timed separately
 ("first call"). ``--compile-only`` compiles the kernel for sm_90 (Hopper)
 without a GPU and prints the compile time and the register/spill usage
-reported by the CUDA tools bundled with triton.
+reported by the CUDA tools bundled with triton (on our CPU: ~2 s, wgmma
+instructions, 250 registers and no spills with the default blocks when D and H
+are multiples of 16; ~700 bytes of spills otherwise).
+
+Performance notes (estimates, to be checked on a GPU). Per step a program of
+BP pairs does 2 BP (DH + H^2) FLOPs and moves the weights (2 (DH + H^2) bytes,
+from L2), its state (~22 BP H bytes) and, since each BH-wide output tile
+re-reads its A operand, H / BH times the C_t and h_t tiles: at D = H = 1024,
+BP = 64, BH = 128, ~36 FLOP/byte of mostly L2 traffic, likely L2-bound. The
+workspace (~768 KiB per program, ~100 MiB for 132 programs) exceeds an H100's
+50 MiB L2, so BP and the program count need tuning. Two ways up: keep the A
+operands in shared memory across output tiles (Gluon or CUTLASS), and take the
+first layer (u_t = W1' c_t, independent of the recurrence) out of the loop as
+one large GEMM per query clip, leaving only the H x H layer sequential.
 
 Usage: ``python benchmarks/scoring.py [--quick] [--dim 1024 --hidden 1024
 --clips 8 --queries Q --gallery G --repeats R --threads N --compile-only]``.
@@ -87,7 +100,7 @@ def gemm_rate(device, repeats: int) -> tuple[float, str]:
     for m, k, n in shapes:
         a = torch.randn(m, k, device=device, dtype=dt)
         b = torch.randn(k, n, device=device, dtype=dt)
-        _, t = timed(lambda: a @ b, device, repeats)
+        _, t = timed(lambda a=a, b=b: a @ b, device, repeats)
         if 2 * m * k * n / t > best:
             best, name = 2 * m * k * n / t, f"{str(dt).replace('torch.', '')} {m}x{k}x{n}"
     return best, name
@@ -121,7 +134,7 @@ def compile_only(args) -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from reid_utils.models import fused_scoring as fs
+    from reid_utils.models.fused_kernel import KERNEL
 
     BP, BK, BH, warps = DEFAULT_BLOCKS_GPU
     names = [
@@ -167,7 +180,7 @@ def compile_only(args) -> None:
     # the specialisation a launch gets when pointers are 16-byte aligned and D, H multiples of 16
     aligned = [i for i, n in enumerate(names) if n.endswith("_ptr")] + [names.index("D"), names.index("H")]
     src = ASTSource(
-        fs._KERNEL,
+        KERNEL,
         sig,
         constexprs={"BP": BP, "BK": BK, "BH": BH, "EMULATE_BF16": False},
         attrs={(i,): [["tt.divisibility", 16]] for i in aligned},

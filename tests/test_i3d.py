@@ -1,4 +1,4 @@
-"""Tests of reid_utils.i3d: reference layout, TF SAME padding, shapes, width multiplier."""
+"""Tests of reid_utils.models.i3d: reference layout, TF SAME padding, shapes, width multiplier."""
 
 import json
 import math

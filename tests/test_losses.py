@@ -1,4 +1,4 @@
-"""Tests for reid_utils.losses (Eq. 7, Eq. 8, Sec. 3.2)."""
+"""Tests for reid_utils.models.losses (Eq. 7, Eq. 8, Sec. 3.2)."""
 
 import math
 

