@@ -1,6 +1,6 @@
 """Profiles: one frozen, hashable config object for every experiment.
 
-Three named profiles (see DESIGN.md, "Profiles"):
+Three named profiles (the README, "Profiles"):
 
 * ``smoke``   - tiny synthetic set, I3D topology at reduced width/resolution;
   every notebook runs in under a minute on 2 CPU cores (used by CI).
@@ -71,7 +71,7 @@ class ModelConfig:
     input_height: int = 256
     input_width: int = 128
     feat_dim: int = 1024  # D: global-average-pooled Mixed_5c channels
-    pretrained: bool = True  # Kinetics-400 initialisation (reid_utils.pretrained)
+    pretrained: bool = True  # Kinetics-400 initialisation (reid_utils.models.pretrained)
 
 
 @dataclass(frozen=True)
