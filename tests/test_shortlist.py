@@ -1,4 +1,5 @@
-"""Tests for reid_utils.shortlist (mean-feature shortlist + learned rescoring)."""
+"""Tests of the mean-feature shortlist + learned rescoring (``reid_utils.eval.shortlist``) and its
+sweep over K (``reid_utils.experiments.scoring_at_scale``)."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,8 @@ import torch.nn as nn
 
 from reid_utils.eval import shortlist as SL
 from reid_utils.eval.ranking import evaluate_rank
-from reid_utils.experiments import corruption_sweep as E
+from reid_utils.experiments import scoring_at_scale as SAS
+from reid_utils.experiments.clip_banks import ClipBanks
 from reid_utils.models.aggregation import LearnedClipAggregator, MeanFeatureAggregator
 from reid_utils.training.features import FeatureBank
 
@@ -115,23 +117,20 @@ def test_query_groups_cover_every_shortlist_within_bounds():
         assert e - s == 1 or ((e - s) * len(u) <= 60 and (len(u) <= 10 or (e - s) * len(u) <= 20))
 
 
-def test_sweep_rows_and_ends(monkeypatch):
-    """shortlist_sweep's logic on small fake banks (the experiment plumbing is stubbed)."""
+def test_sweep_rows_and_ends():
+    """shortlist_sweep on small fake banks: the mean-feature and full ends, the shortlists between."""
+    from reid_utils.config import get_config
+
     q, g, qp, gp = _banks(Q=8, G=20)
     mk = lambda f, p, c: FeatureBank(f, p, c, None, {"key": "x"})  # noqa: E731
-    banks = {
+    clean = {
         "train": mk(g, gp, np.ones(len(gp), dtype=np.int64)),
         "query": mk(q, qp, np.zeros(len(qp), dtype=np.int64)),
         "gallery": mk(g, gp, np.ones(len(gp), dtype=np.int64)),
     }
+    banks = ClipBanks(get_config("smoke", device="cpu"), clean)
     model = _model()
-    monkeypatch.setattr(E, "get_backbone", lambda cfg, ds, progress=True: None)
-    monkeypatch.setattr(E, "clip_banks", lambda cfg, m, ds, progress=True: banks)
-    monkeypatch.setattr(E, "get_aggregator", lambda cfg, method, mc, clean, progress=True: (model, {}))
-    monkeypatch.setattr(E, "dataset_protocol", lambda ds: "torchreid")
-    from reid_utils.config import get_config
-
-    df = SL.shortlist_sweep(get_config("smoke", device="cpu"), [1, 5, 20], dataset=object())
+    df = SAS.shortlist_sweep(banks, model, [1, 5, 20], protocol="torchreid")
     assert list(df["mode"]) == ["mean-feature", "shortlist", "shortlist", "full"]
     assert list(df["K"]) == [0, 1, 5, 20] and list(df["pairs_rescored"]) == [0, 8, 40, 160]
     full_map = _map(model.similarity_matrix(q, g, progress=False), qp, gp)[0]
@@ -139,8 +138,11 @@ def test_sweep_rows_and_ends(monkeypatch):
     assert df["mAP"].iloc[-1] == pytest.approx(full_map) and df["mAP"].iloc[0] == pytest.approx(mean_map)
     assert df["rank1"].iloc[1] == pytest.approx(df["rank1"].iloc[0])  # K = 1 keeps the mean top-1
     assert (df["seconds"] > 0).all() and df["time_vs_full"].iloc[-1] == 1.0
+    # every K is a different shortlist: the rows of K = 5 are those of shortlist_similarity at K = 5
+    mid = _map(SL.shortlist_similarity(model, q, g, 5), qp, gp)[0]
+    assert df.loc[df["K"] == 5, "mAP"].iloc[0] == pytest.approx(mid)
     with pytest.raises(ValueError, match="k must be"):
-        SL.shortlist_sweep(None, [21], dataset=object())
+        SAS.shortlist_sweep(banks, model, [21])
 
 
 def test_recommend_k():
@@ -155,9 +157,9 @@ def test_recommend_k():
             "seconds": [0.01, 0.1, 0.2, 0.4, 2.0],
         }
     )
-    r = SL.recommend_k(df, tol=0.005)
+    r = SAS.recommend_k(df, tol=0.005)
     assert r["K"] == 5 and r["speedup"] == pytest.approx(10.0)
-    assert SL.recommend_k(df, tol=0.0)["K"] == 10
-    assert SL.recommend_k(df.assign(mAP=[0.4, 0.1, 0.1, 0.1, 0.45]), tol=0.0)["K"] == 50  # only the full one
+    assert SAS.recommend_k(df, tol=0.0)["K"] == 10
+    assert SAS.recommend_k(df.assign(mAP=[0.4, 0.1, 0.1, 0.1, 0.45]), tol=0.0)["K"] == 50  # only the full one
     with pytest.raises(ValueError, match="metric"):
-        SL.recommend_k(df, metric="nope")
+        SAS.recommend_k(df, metric="nope")

@@ -1,0 +1,194 @@
+"""The aggregators of one corruption level: which are trained, and training them once (Secs. 3.2, 4.4).
+
+One model per method and level ("trained per corruption level as in the paper", Table 2):
+the learned aggregator (Sec. 3.1); top-t%-eval (Eq. 9), trained once per level on the mean
+of all clip pairs and evaluated at every ``cfg.agg.t_percents``; top-t%-train-eval, one
+model per t in {20, 50, 70, 100} within ``cfg.agg.t_percents`` (at t = 100 % it keeps every
+pair, so its training *is* top-t%-eval's and that model is reused); the parameter-free mean
+feature needs no training. Every trained model is cached (``reid_utils.cache``, kind
+``"agg-model"``) with its history and wall time; a training checkpoint makes an interrupted
+run resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from reid_utils.cache import ArtifactCache, artifact_key, cached
+from reid_utils.experiments.clip_banks import ClipBanks
+from reid_utils.training.aggregator import build_aggregator, corrupting_transform, resolve_mining, train_aggregator
+from reid_utils.training.result import TrainedModel
+
+__all__ = [
+    "TRAIN_EVAL_PERCENTS",
+    "PAPER_METHODS",
+    "Method",
+    "train_eval_percents",
+    "methods_for",
+    "get_aggregator",
+    "scoring_model",
+]
+
+TRAIN_EVAL_PERCENTS = (20, 50, 70, 100)  # the top-t%-train-eval rows of Table 2
+PAPER_METHODS = {"learned": "learned", "topt-eval": "topt-e", "topt-train-eval": "topt-te", "mean": "mean"}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One trained model of a corruption level.
+
+    Attributes:
+        kind: ``reid_utils.training.aggregator.build_aggregator`` kind (``learned``,
+            ``topt-eval``, ``topt-train-eval``, ``mean``).
+        t: t of top-t%-train-eval; None otherwise (top-t%-eval is one model evaluated
+            at every t).
+    """
+
+    kind: str
+    t: float | None = None
+
+    @property
+    def label(self) -> str:
+        return PAPER_METHODS[self.kind] + ("" if self.t is None else f" t={self.t:g}")
+
+
+def train_eval_percents(cfg) -> tuple:
+    """t of the top-t%-train-eval models: {20, 50, 70, 100} within ``cfg.agg.t_percents``."""
+    return tuple(t for t in TRAIN_EVAL_PERCENTS if t in tuple(cfg.agg.t_percents))
+
+
+def methods_for(cfg) -> list[Method]:
+    """The models trained at every corruption level (see the module doc), in training order."""
+    return [Method("learned"), Method("topt-eval")] + [
+        Method("topt-train-eval", float(t)) for t in train_eval_percents(cfg)
+    ]
+
+
+def _agg_hparams(cfg) -> dict:
+    """The parts of ``cfg.agg`` a single model depends on (not the sweep's lists)."""
+    d = dataclasses.asdict(cfg.agg)
+    d.pop("max_corrupted")
+    d.pop("t_percents")
+    return d
+
+
+def _build(cfg, method: Method, dim: int) -> torch.nn.Module:
+    a = cfg.agg
+    return build_aggregator(
+        method.kind, dim, hidden=a.hidden, dropout=a.dropout, t_percent=method.t or 100.0, seed=cfg.seed
+    )
+
+
+def _model_spec(banks: ClipBanks, method: Method, level: int, mining: str) -> dict:
+    return {
+        "agg": _agg_hparams(banks.cfg),
+        "seed": int(banks.cfg.seed),
+        "kind": method.kind,
+        "t": method.t,
+        "Mc_max": level,
+        "train": banks.clean["train"].meta.get("key"),
+        "mining": mining,
+        "train_corrupted": banks.corrupted_bank("train", level).meta.get("key") if level else None,
+    }
+
+
+def _train(banks: ClipBanks, model, method: Method, level: int, mining: str, key: str, progress: bool) -> dict:
+    """Train ``model`` in place (resumable from its checkpoint); the cache entry."""
+    cfg, a, train = banks.cfg, banks.cfg.agg, banks.clean["train"]
+    transform = None
+    if level > 0:
+        transform = corrupting_transform(banks.corrupted_bank("train", level).feats, level)
+    t0 = time.perf_counter()
+    hist = train_aggregator(
+        model,
+        train.feats,
+        train.pids,
+        a.iterations,
+        a.P,
+        a.K,
+        a.lr,
+        a.margin,
+        seed=cfg.seed,
+        ckpt_path=ArtifactCache(cfg.cache_root).path("agg-checkpoint", key),
+        ckpt_every=max(1, a.iterations // 4),
+        batch_transform=transform,
+        mining=mining,
+        progress=progress,
+    )
+    return {
+        "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "history": hist.to_dict("records"),
+        "seconds": time.perf_counter() - t0,
+        "steps_seconds": float(hist["seconds"].sum()) if len(hist) else 0.0,
+        "method": dataclasses.asdict(method),
+        "Mc_max": level,
+        "key": key,
+    }
+
+
+def get_aggregator(
+    banks: ClipBanks, method: Method, level: int, mining: str = "auto", progress: bool = True
+) -> TrainedModel:
+    """A trained aggregator of one method and level: from the cache, else trained now.
+
+    Training (``reid_utils.training.aggregator.train_aggregator``): frozen features of the
+    training bank, P x K batches of ``cfg.agg``, Adam at ``cfg.agg.lr`` for
+    ``cfg.agg.iterations``, batch-hard triplet on negative similarities; when ``level > 0``
+    every batch draws a fresh corruption plan from the corrupted training bank.
+
+    Args:
+        banks: the experiment's :class:`ClipBanks` (corrupted ones needed when ``level > 0``).
+        method: :class:`Method` (``mean`` has nothing to train and is built directly).
+        level: M_c^max of the training batches.
+        mining: training mining mode (``"auto"``: hard for the learned model).
+        progress: tqdm bar and cache messages.
+
+    Returns:
+        ``TrainedModel``: the model in eval mode (CPU), its cache key (``"mean"`` for the
+        mean feature), its ``history`` (one row per iteration), ``seconds`` (training wall
+        time of the run that produced it; 0 for a reused model) and ``info`` with
+        ``method``, ``Mc_max`` (top-t%-train-eval at t = 100 also ``reused_from``).
+    """
+    cfg, level = banks.cfg, int(level)
+    dim = int(banks.clean["train"].feats.shape[-1])
+    info = {"method": method, "Mc_max": level}
+    model = _build(cfg, method, dim)
+    if method.kind == "mean":
+        return TrainedModel(model.eval(), "mean", pd.DataFrame(), 0.0, info)
+    if method.kind == "topt-train-eval" and float(method.t) >= 100.0:
+        # t = 100 %: the top-t selection keeps every pair, so training is that of top-t%-eval
+        # (the mean of all pairs, the same batches and seed): reuse that model, do not train twice.
+        base = get_aggregator(banks, Method("topt-eval"), level, mining, progress)
+        model.load_state_dict(base.model.state_dict())
+        return TrainedModel(model.eval(), base.key, base.history, 0.0, dict(info, reused_from="topt-eval"))
+    mining = resolve_mining(model, mining)
+    spec = _model_spec(banks, method, level, mining)
+    key = artifact_key("agg-model", spec)
+    entry = cached(
+        cfg.cache_root,
+        "agg-model",
+        spec,
+        lambda: _train(banks, model, method, level, mining, key, progress),
+        verbose=progress,
+    )
+    ckpt = ArtifactCache(cfg.cache_root).path("agg-checkpoint", key)
+    for p in (ckpt, ckpt.with_name(ckpt.name + ".sha256")):  # finished: the resume point is obsolete
+        p.unlink(missing_ok=True)
+    model = _build(cfg, method, dim)
+    model.load_state_dict(entry["state"])
+    info["steps_seconds"] = entry["steps_seconds"]
+    return TrainedModel(model.eval(), key, pd.DataFrame(entry["history"]), entry["seconds"], info)
+
+
+def scoring_model(cfg, model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in eval mode on ``cfg.torch_device()``, where query x gallery scoring runs.
+
+    On CUDA ``similarity_matrix`` then picks the fused kernel; aggregators are trained and
+    cached on the CPU.
+    """
+    return model.to(cfg.torch_device()).eval()
