@@ -69,7 +69,7 @@ class ClipSource:
             aligned with the feature bank.
         size: ``(height, width)`` to load frames at (e.g. the network input
             size), or None for the stored size.
-        corrupted: optional (N, M) bool plan (``reid_utils.experiments.corruption_sweep.test_plan``):
+        corrupted: optional (N, M) bool plan (``reid_utils.experiments.clip_banks.test_plan``):
             clips taken from the corrupted bank are shown corrupted
             (``reid_utils.data.corruption.corrupt_clip``) and flagged ``corrupted``.
     """

@@ -1,6 +1,6 @@
 """Figure of the scoring-at-scale notebook (08): accuracy and time vs shortlist length K.
 
-Plots the rows of :func:`reid_utils.eval.shortlist.shortlist_sweep`: the learned
+Plots the rows of :func:`reid_utils.experiments.scoring_at_scale.shortlist_sweep`: the learned
 aggregator (Sec. 3.1, Eqs. 1-4) rescoring the top K of a mean-feature ranking
 (Sec. 4.3), between the two ends K = 0 (mean feature only) and K = G (full
 learned scoring). Saved through ``viz.save_fig`` by the caller.
@@ -19,7 +19,7 @@ def plot_shortlist(df: pd.DataFrame, metrics=("mAP", "rank1"), title: str = ""):
     """Two panels vs K: accuracy (percent) and scoring wall time (s, log scale).
 
     Args:
-        df: :func:`~reid_utils.eval.shortlist.shortlist_sweep` rows (``mode``, ``K``,
+        df: :func:`~reid_utils.experiments.scoring_at_scale.shortlist_sweep` rows (``mode``, ``K``,
             the metric columns in [0, 1], ``seconds``).
         metrics: accuracy columns to draw.
         title: figure title.
