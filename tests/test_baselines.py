@@ -1,4 +1,4 @@
-"""The colour-histogram baseline (reid_utils.baselines)."""
+"""The colour-histogram baseline (reid_utils.experiments.baselines)."""
 
 from types import SimpleNamespace
 

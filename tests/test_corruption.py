@@ -1,4 +1,4 @@
-"""Tests for reid_utils.corruption (Sec. 4.4)."""
+"""Tests for reid_utils.data.corruption (Sec. 4.4)."""
 
 import numpy as np
 import pytest

@@ -13,7 +13,8 @@ import scipy.io
 
 from reid_utils.config import get_config
 from reid_utils.data import datasets
-from reid_utils.data.datasets import DatasetError, load_dataset
+from reid_utils.data.datasets import DatasetError, layout_problem, load_dataset
+from reid_utils.data.duke import _DUKE_NAME
 
 
 # ---------------------------------------------------------------------------
@@ -180,6 +181,41 @@ def test_missing_root_and_bad_arguments(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# layout_problem: the cheap top-level check used before loading
+# ---------------------------------------------------------------------------
+def test_layout_problem_accepts_each_fixture_layout(tmp_path):
+    mars = fb.make_mars_tree(tmp_path / "MARS")["root"]
+    fb.make_duke_tree(tmp_path / "duke")
+    prid = fb.make_prid_tree(tmp_path / "prid")["root"]
+    assert layout_problem("mars", mars) is None
+    assert layout_problem("synthetic", str(mars)) is None  # same layout as MARS
+    assert layout_problem("dukemtmc-videoreid", tmp_path / "duke") is None
+    assert layout_problem("duke", tmp_path / "duke") is None  # aliases accepted
+    assert layout_problem("prid2011", prid) is None
+
+
+def test_layout_problem_names_what_is_missing(tmp_path):
+    import shutil
+
+    mars = fb.make_mars_tree(tmp_path / "MARS")["root"]
+    shutil.rmtree(mars / "bbox_test")
+    assert layout_problem("mars", mars) == f"its data root {mars} lacks bbox_test/ (expected the MARS layout)"
+    assert layout_problem("prid2011", mars) == f"its data root {mars} lacks multi_shot/ (expected the PRID2011 layout)"
+    assert layout_problem("dukemtmc-videoreid", mars) == (
+        f"its data root {mars} lacks query/, gallery/ (expected the DukeMTMC-VideoReID layout)"
+    )
+    assert (
+        layout_problem("synthetic", tmp_path / "nowhere") == f"its data root {tmp_path / 'nowhere'} is not a directory"
+    )
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert "is not a directory" in layout_problem("mars", f)
+    assert layout_problem("mars", None) == "no data root is given"
+    with pytest.raises(ValueError, match="unknown dataset"):
+        layout_problem("market1501", mars)
+
+
+# ---------------------------------------------------------------------------
 # synthetic (read through the MARS loader, with per-frame annotations)
 # ---------------------------------------------------------------------------
 def _patch_ensure_synthetic(monkeypatch, fn):
@@ -250,7 +286,7 @@ def test_load_dataset_for_config_real_needs_root(tmp_path):
 # DukeMTMC-VideoReID
 # ---------------------------------------------------------------------------
 def _fnum(path):
-    m = datasets._DUKE_NAME.match(os.path.basename(path))
+    m = _DUKE_NAME.match(os.path.basename(path))
     return int(m.group(3))
 
 

@@ -1,4 +1,4 @@
-"""Tests for reid_utils.distances against direct formulas."""
+"""Tests for reid_utils.eval.distances against direct formulas."""
 
 import numpy as np
 import pytest

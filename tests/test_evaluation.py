@@ -1,23 +1,23 @@
-"""Tests for reid_utils.evaluation: hand-worked cases, agreement with plain
+"""Tests for reid_utils.eval.ranking: hand-worked cases, agreement with plain
 per-query loops written from the two protocols' definitions, bad input."""
 
 import numpy as np
 import pytest
 import torch
 
+from reid_utils.eval.match_ranks import stable_topk_smallest
 from reid_utils.eval.ranking import (
     RankResult,
     cmc_at,
     evaluate_rank,
     evaluate_splits,
     mars_official_gallery,
-    stable_topk_smallest,
     summarize_splits,
 )
 
 
 # ----------------------------------------------------------------------------
-# straightforward references (also used by benchmarks/bench_evaluation.py)
+# straightforward references
 # ----------------------------------------------------------------------------
 def loop_evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, protocol="torchreid"):
     """One query at a time, stable full sort, exactly as the protocols read.
@@ -190,7 +190,7 @@ def test_mars_official_gallery_appends_queries():
 @pytest.mark.parametrize("ties", [False, "exact", "float32"])
 def test_matches_loop_on_random_problems(protocol, ties):
     rng = np.random.default_rng(len(str(ties)))
-    for trial in range(3):
+    for _trial in range(3):
         dist, qp, gp, qc, gc = random_problem(
             rng, 40, 120, num_ids=15, ties=ties, junk_pids=protocol == "mars_official"
         )
@@ -332,7 +332,7 @@ def test_bad_input_raises_clear_errors():
 def test_plot_ranked_results_borders_follow_matches():
     import matplotlib.pyplot as plt
 
-    from reid_utils.viz.core import plot_ranked_results
+    from reid_utils.viz import plot_ranked_results
 
     dist = np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]])
     res = evaluate_rank(dist, [1, 2], [1, 2, 3, 1], [0, 0], [1, 1, 1, 1], max_rank=3, return_details=True)

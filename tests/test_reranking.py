@@ -1,4 +1,4 @@
-"""Tests for reid_utils.reranking against a plain dense reference written from
+"""Tests for reid_utils.eval.reranking against a plain dense reference written from
 the algorithm of Zhong et al. (CVPR 2017) as its common implementation runs it."""
 
 import numpy as np
@@ -9,7 +9,7 @@ from reid_utils.eval.reranking import re_ranking
 
 
 # ----------------------------------------------------------------------------
-# straightforward dense reference (also used by benchmarks/bench_reranking.py)
+# straightforward dense reference
 # ----------------------------------------------------------------------------
 def reference_re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
     """Dense, loop-per-item k-reciprocal re-ranking; O(N^2) memory.

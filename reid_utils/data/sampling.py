@@ -7,23 +7,16 @@
     method used to train the I3D, Sec. 4.3);
   - ``random``: L distinct frames drawn uniformly at random, in temporal order;
   - ``evenly``: L frames evenly spaced over the whole sequence, deterministic:
-    the sequence is cut into L equal segments and the middle frame of each is
-    taken, index ``floor((2i + 1) T / (2L))`` for i = 0..L-1;
+    the middle frame of each of L equal segments, ``floor((2i + 1) T / (2L))``;
   - ``all``: every frame (the only method whose length is T, not L).
 
   The paper does not say what happens when T < L. Choice made here: every
   method except ``all`` returns the *stretched* sequence
-  ``floor((2i + 1) T / (2L))``, i.e. each frame repeated about L/T times in
-  temporal order (a slowed-down replay that keeps every frame and the
-  monotone order a 3D CNN expects, rather than looping back to the start).
+  ``floor((2i + 1) T / (2L))``, each frame repeated about L/T times in temporal
+  order (a slowed-down replay rather than looping back to the start).
 
 * :func:`sample_clips` - M clips of L consecutive frames spread uniformly over
-  the sequence (Sec. 3.1). The sequence is cut into M equal segments and clip
-  i is centred in segment i; clips therefore do not overlap when T >= M L and
-  overlap (evenly) when T < M L, as the paper allows. With an ``rng`` each
-  clip start is instead drawn uniformly among the starts that keep the clip
-  inside its segment (when the segment holds L frames) or that keep the
-  segment's centre frame inside the clip (otherwise) - a training-time jitter.
+  the sequence (Sec. 3.1), overlapping (evenly) when T < M L, as the paper allows.
 
 * :func:`pk_batch` / :class:`PKSampler` - P x K identity batches (Sec. 3.2,
   following Hermans et al. [11]): P distinct identities, K tracklets each,
@@ -61,7 +54,7 @@ def _evenly(num_frames: int, length: int) -> np.ndarray:
 def sample_clip(
     num_frames: int, length: int, method: str = "evenly", rng: np.random.Generator | int | None = None
 ) -> np.ndarray:
-    """Frame indices of one clip (Table 1).
+    """Frame indices of one clip (Table 1); T < L gives the stretched sequence (module docstring).
 
     Args:
         num_frames: T, the sequence length (>= 1).
@@ -93,6 +86,12 @@ def sample_clips(
     num_frames: int, num_clips: int, length: int, rng: np.random.Generator | int | None = None
 ) -> np.ndarray:
     """M clips of L consecutive frames spread uniformly over a sequence (Sec. 3.1).
+
+    The sequence is cut into M equal segments and clip i is centred in segment i;
+    clips therefore do not overlap when T >= M L and overlap (evenly) when T < M L.
+    With an ``rng`` each clip start is instead drawn uniformly among the starts that
+    keep the clip inside its segment (when the segment holds L frames) or that keep
+    the segment's centre frame inside the clip (otherwise): a training-time jitter.
 
     Args:
         num_frames: T (>= 1).

@@ -2,15 +2,14 @@
 
 The I3D takes a clip of L RGB frames of size H x W (256 x 128 in the paper)
 with values in [-1, 1], layout (C, T, H, W) per clip and (B, C, T, H, W) per
-batch (DESIGN.md, "Method, as implemented"). Frames are decoded with Pillow,
-converted to RGB, resized bilinearly to ``size = (height, width)`` (the
-profile's ``cfg.model.input_height x input_width``, see :func:`input_size`)
-and mapped ``x / 127.5 - 1``.
+batch. Frames are decoded with Pillow, converted to RGB, resized bilinearly to
+``size = (height, width)`` (the profile's ``cfg.model.input_height x
+input_width``, see :func:`input_size`) and mapped ``x / 127.5 - 1``.
 
 An optional :class:`FrameCache` keeps decoded, resized uint8 frames in memory
 (least-recently-used eviction under a byte budget), which pays off when the
 same tracklets are read every epoch. An undecodable or missing frame raises
-``reid_utils.datasets.DatasetError`` naming the file.
+``reid_utils.data.tracklets.DatasetError`` naming the file.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from reid_utils.data.datasets import DatasetError, Tracklet
 from reid_utils.data.sampling import sample_clip
+from reid_utils.data.tracklets import DatasetError, Tracklet
 
 
 def input_size(cfg) -> tuple[int, int]:
@@ -200,7 +199,7 @@ def load_clips(
 
 
 def clip_paths(tracklet: Tracklet, indices: Sequence[int]) -> list[str]:
-    """Frame paths of ``tracklet`` at ``indices`` (e.g. from ``sampling.sample_clip``)."""
+    """Frame paths of ``tracklet`` at ``indices`` (e.g. from ``reid_utils.data.sampling.sample_clip``)."""
     n = len(tracklet.frames)
     idx = np.asarray(indices, dtype=np.int64)
     if idx.size and (idx.min() < 0 or idx.max() >= n):

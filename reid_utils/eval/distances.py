@@ -4,7 +4,7 @@ Paper Sec. 4.2-4.3: gallery sequences are ranked by the distance between
 their I3D features (one clip, or the average of several clips, optionally
 L2-normalised); the learned aggregation of Sec. 3 produces similarities
 instead, which :func:`similarity_to_distance` turns into distances for
-:mod:`reid_utils.evaluation` and :mod:`reid_utils.reranking`.
+:mod:`reid_utils.eval.ranking` and :mod:`reid_utils.eval.reranking`.
 
 Conventions: numpy in -> numpy out, torch in -> torch out (same device).
 Inputs are (N, D) and (M, D), or batched (B, N, D) and (B, M, D); outputs are
@@ -129,7 +129,7 @@ def pairwise_distance(x, y=None, metric: str = "euclidean", chunk_size: int = 40
 
 
 def reranking_inputs(query, gallery, metric: str = "euclidean", chunk_size: int = 4096):
-    """The three matrices :func:`reid_utils.reranking.re_ranking` needs.
+    """The three matrices :func:`reid_utils.eval.reranking.re_ranking` needs.
 
     Args:
         query: (Q, D) features. gallery: (G, D) features.

@@ -1,58 +1,27 @@
-"""Ranking evaluation for video re-ID: CMC and mAP, vectorised.
+"""Ranking evaluation for video re-ID: CMC and mAP (paper Sec. 4.1), vectorised.
 
-Paper Sec. 4.1 ("Evaluation protocol and evaluation metrics"): results are
-reported as CMC at selected ranks and mAP, following the MARS
-(Zheng et al., ECCV 2016), DukeMTMC-VideoReID (Wu et al., CVPR 2018) and
-PRID2011 (10 random splits, McLaughlin et al., CVPR 2016) protocols.
+Results are CMC at selected ranks and mAP, following the MARS (Zheng et al., ECCV
+2016), DukeMTMC-VideoReID (Wu et al., CVPR 2018) and PRID2011 (10 random splits,
+McLaughlin et al., CVPR 2016) protocols. Two conventions (``protocol=``):
 
-Two conventions are implemented (``protocol=``):
+``"torchreid"`` (default): ``eval_market1501`` of the common PyTorch re-ID code
+(torchreid), used for MARS and DukeMTMC-VideoReID by most PyTorch papers. The gallery
+is what the caller passes (MARS: the 9330 non-query test tracklets). Per query, gallery
+items with the same pid *and* camid are junk (removed); a query without a true match
+is skipped; ``AP = (1/n) * sum_k k / r_k``, ``r_k`` the rank (among kept items) of
+the k-th true match.
 
-``"torchreid"`` (default): the ``eval_market1501`` function of the common
-PyTorch re-ID code (torchreid / deep-person-reid), used for MARS and
-DukeMTMC-VideoReID by most PyTorch papers. The gallery is whatever the caller
-passes (for MARS: the 9330 non-query test tracklets). For each query, gallery
-items with the same pid *and* the same camid are removed ("junk"); a query
-left without any true match is skipped; CMC is averaged over the remaining
-("valid") queries; AP is the non-interpolated average precision,
-``AP = (1/n) * sum_k k / r_k`` with ``r_k`` the rank (among kept items) of the
-k-th true match.
+``"mars_official"``: the MARS MATLAB evaluation (``utils/evaluation_mars.m``,
+``compute_AP.m``). The gallery is *all* 11310 test tracklets, queries included
+(:func:`mars_official_gallery`). Good = same pid, other camera; junk = same pid and
+camera (the query itself among them) plus every pid -1 item; distractors (pid 0) stay
+as negatives. AP is the trapezoid ``(1/n) * sum_k (p_{k-1} + p_k) / 2`` with
+``p_k = k / r_k``, ``p_{k-1} = (k-1) / (r_k - 1)`` (1 when ``r_k = 1``); CMC and mAP
+average over *all* queries.
 
-``"mars_official"``: the MATLAB evaluation shipped with MARS
-(github.com/liangzheng06/MARS-evaluation, ``utils/evaluation_mars.m`` and
-``compute_AP.m``). There the gallery is *all* 11310 test tracklets, queries
-included (build it with :func:`mars_official_gallery`). For each query, good =
-same pid and a different camera; junk = same pid and same camera (the query
-itself among them) plus every gallery item with pid -1; distractors (pid 0)
-stay in the gallery as negatives. AP is the trapezoidal interpolation of
-``compute_AP.m``: ``AP = (1/n) * sum_k (p_{k-1} + p_k) / 2`` with
-``p_k = k / r_k`` and ``p_{k-1} = (k-1) / (r_k - 1)`` (1 when ``r_k = 1``),
-i.e. the precision just before and at the k-th good item. CMC and mAP are
-averaged over *all* queries (MARS queries always have a good match; a query
-without one would be NaN in MATLAB; here it counts as AP 0 and CMC 0 and a
-warning is emitted).
-
-CMC beyond the end of a short gallery: when a valid query keeps fewer than
-``max_rank`` items, its CMC stays at 1 after its first match (torchreid would
-fail on the ragged array there). DukeMTMC-VideoReID and PRID2011 (query = one
-camera, gallery = the other) use the ``torchreid`` protocol; PRID2011 numbers
-are averaged over 10 splits with :func:`evaluate_splits`.
-
-Ties. Both reference codes sort each query's distances (torchreid with
-``np.argsort``, whose tie order is unspecified; MATLAB with a stable sort).
-Here ties are always broken by gallery index (a stable ascending sort), which
-is exactly MATLAB's order.
-
-How it is computed. CMC and AP only need the rank of every true match among
-the kept gallery items, rank = 1 + #(items before it) - #(junk before it).
-Per chunk of queries, each row's distances are cast to float32 and sorted
-(values only: numpy's SIMD sort, about 2-3x cheaper than an argsort, and no
-index arrays); every true match is binary-searched in its row; the few items
-whose float32 value collides with a match's are compared exactly (distance,
-then gallery index), so the result is exact for float64 input too. Junk
-before a match is counted directly (same pid, same camera: a handful per
-query) or with the same sorted search (pid -1 junk of ``mars_official``).
-No Python loop runs over gallery items; one cheap binary search per query
-remains. ``benchmarks/bench_evaluation.py`` compares it with per-query loops.
+Ties are broken by gallery index (a stable sort: MATLAB's order). DukeMTMC-VideoReID
+and PRID2011 use ``torchreid``; PRID2011 averages 10 splits (:func:`evaluate_splits`).
+The vectorised engine is :mod:`reid_utils.eval.match_ranks`.
 """
 
 from __future__ import annotations
@@ -63,6 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from reid_utils.data.datasets import id_arrays
+from reid_utils.eval.match_ranks import PidIndex, check_distmat, check_labels, rank_chunk
 
 PROTOCOLS = ("torchreid", "mars_official")
 
@@ -106,235 +78,54 @@ class RankResult:
     protocol: str
 
 
-# ----------------------------------------------------------------------------
-# input checking
-# ----------------------------------------------------------------------------
-def _as_numpy(x, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    try:
-        arr = np.asarray(x)
-    except Exception as exc:  # pragma: no cover - exotic inputs
-        raise ValueError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}") from exc
-    if arr.dtype == object:
-        raise ValueError(f"{name}: expected a numeric array, got dtype object")
-    return arr
+def _check_args(protocol: str, max_rank, chunk_size) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol: expected one of {PROTOCOLS}, got {protocol!r}")
+    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
+        raise ValueError(f"max_rank: expected a positive integer, got {max_rank!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
 
 
-def _check_distmat(distmat, name: str = "distmat") -> np.ndarray:
-    d = _as_numpy(distmat, name)
-    if d.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D (num_query, num_gallery) matrix, got shape {d.shape}")
-    if d.shape[0] == 0:
-        raise ValueError(f"{name}: there are no queries (shape {d.shape})")
-    if d.shape[1] == 0:
-        raise ValueError(f"{name}: the gallery is empty (shape {d.shape})")
-    if d.dtype == bool or not np.issubdtype(d.dtype, np.number) or np.issubdtype(d.dtype, np.complexfloating):
-        raise ValueError(f"{name}: expected real distances, got dtype {d.dtype}")
-    if not np.issubdtype(d.dtype, np.floating):
-        d = d.astype(np.float64)
-    if not np.isfinite(d).all():
-        if np.isnan(d).any():
-            raise ValueError(f"{name}: contains NaN distances")
-        raise ValueError(f"{name}: contains infinite distances (use a large finite value to push items down)")
-    return d
-
-
-def _check_labels(x, name: str, length: int, what: str) -> np.ndarray:
-    t = _as_numpy(x, name)
-    if t.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D array, got shape {t.shape}")
-    if t.shape[0] != length:
-        raise ValueError(f"{name}: expected length {length} (the number of {what}), got {t.shape[0]}")
-    if t.dtype == bool or not np.issubdtype(t.dtype, np.number) or np.issubdtype(t.dtype, np.complexfloating):
-        raise ValueError(f"{name}: expected integer labels, got dtype {t.dtype}")
-    if np.issubdtype(t.dtype, np.floating) and not np.array_equal(t, np.round(t)):
-        raise ValueError(f"{name}: expected integer labels")
-    return t.astype(np.int64)
-
-
-# ----------------------------------------------------------------------------
-# ranking helper shared with re-ranking
-# ----------------------------------------------------------------------------
-def stable_topk_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the ``k`` smallest entries of each row, in stable sorted order.
-
-    The result equals ``torch.sort(values, dim=1, stable=True).indices[:, :k]``
-    (ties broken by lower column index), computed with ``torch.topk``, which is
-    much cheaper than a full sort when ``k`` is small.
-
-    Args:
-        values: (R, N) real tensor without NaN.
-        k: number of indices per row, ``1 <= k <= N``.
+def _rank_all(d, qp, qc, gp, gc, official: bool, max_rank: int, details: bool, chunk_size: int) -> dict:
+    """:func:`reid_utils.eval.match_ranks.rank_chunk` over all queries, chunk by chunk.
 
     Returns:
-        (R, k) int64 tensor.
+        dict of (Q,) ``ap``, ``first``, ``nmatch`` and (Q, R) ``ranked``,
+        ``ranked_good`` (None unless ``details``).
     """
-    n = values.shape[1]
-    if k >= n:
-        return torch.sort(values, dim=1, stable=True).indices
-    # one extra value tells whether ties straddle the k-th position
-    vals, idx = torch.topk(values, k + 1, dim=1, largest=False, sorted=True)
-    bad = torch.nonzero(vals[:, k] == vals[:, k - 1]).flatten()
-    idx = idx[:, :k]
-    # order the selection by (value, index): sort indices, then stable-sort values
-    idx, _ = torch.sort(idx, dim=1)
-    order = torch.sort(torch.gather(values, 1, idx), dim=1, stable=True).indices
-    idx = torch.gather(idx, 1, order)
-    # rows with ties at the k-th value: topk may have picked any of the tied
-    # columns; redo those rows with a stable full sort (rare for real data)
-    if bad.numel():
-        idx[bad] = torch.sort(values[bad], dim=1, stable=True).indices[:, :k]
-    return idx
+    Q = d.shape[0]
+    pid_index = PidIndex(gp)
+    junk_cols = np.flatnonzero(gp == -1) if official else None
+    ap = np.empty(Q)
+    first = np.empty(Q, dtype=np.int64)
+    nmatch = np.empty(Q, dtype=np.int64)
+    ranked = np.empty((Q, max_rank), dtype=np.int64) if details else None
+    ranked_good = np.empty((Q, max_rank), dtype=bool) if details else None
+    for a in range(0, Q, chunk_size):
+        b = min(a + chunk_size, Q)
+        r = rank_chunk(d[a:b], qp[a:b], qc[a:b], gp, gc, pid_index, junk_cols, official, max_rank, details)
+        ap[a:b], first[a:b], nmatch[a:b] = r["ap"], r["first"], r["nmatch"]
+        if details:
+            ranked[a:b], ranked_good[a:b] = r["ranked"], r["ranked_good"]
+    return {"ap": ap, "first": first, "nmatch": nmatch, "ranked": ranked, "ranked_good": ranked_good}
 
 
-# ----------------------------------------------------------------------------
-# core
-# ----------------------------------------------------------------------------
-class _PidIndex:
-    """Gallery indices grouped by identity, to find a query's same-pid items."""
-
-    def __init__(self, g_pids: np.ndarray):
-        self.order = np.argsort(g_pids, kind="stable")  # ascending gallery index within a pid
-        self.uniq, self.start, self.count = np.unique(g_pids[self.order], return_index=True, return_counts=True)
-
-    def lookup(self, q_pids: np.ndarray):
-        """(C, S) gallery indices with the query's pid (ascending, -1 padded) and a validity mask."""
-        pos = np.minimum(np.searchsorted(self.uniq, q_pids), len(self.uniq) - 1)
-        cnt = np.where(self.uniq[pos] == q_pids, self.count[pos], 0)
-        S = int(cnt.max()) if cnt.size else 0
-        ar = np.arange(S)
-        valid = ar[None, :] < cnt[:, None]
-        idx = np.minimum(self.start[pos][:, None] + ar[None, :], len(self.order) - 1)
-        return np.where(valid, self.order[idx], -1), valid
-
-
-def _count_before(d, sorted32, gd, gi, gvalid, cols, self_in_set: bool, batch: int = 256):
-    """``count[c, k] = #{j in cols : (d[c, j], j) < (gd[c, k], gi[c, k])}``.
-
-    ``sorted32`` holds each row's ``d[c, cols]`` cast to float32 and sorted.
-    Float32 rounding is monotone, so a value strictly below (above) the good's
-    rounded distance is strictly below (above) it exactly; only the items
-    whose rounded distance equals it (exact ties and rounding collisions,
-    rare) are compared exactly, distance first, then gallery index.
-
-    Args:
-        d: (C, G) exact distances. sorted32: (C, n) float32, sorted rows.
-        gd, gi, gvalid: (C, P) distances, gallery indices and mask of the
-            goods; the valid goods of a row come first.
-        cols: (n,) gallery columns of ``sorted32``, or None for all columns.
-        self_in_set: the goods themselves are among ``cols`` (one equal
-            value per good is then the good itself).
-    """
-    g32 = gd.astype(np.float32)
-    C, P = gd.shape
-    n = sorted32.shape[1]
-    npos = gvalid.sum(axis=1)
-    count = np.zeros((C, P), dtype=np.int64)
-    for r in np.flatnonzero(npos):  # a binary search per good; cheap next to the sort
-        count[r, : npos[r]] = np.searchsorted(sorted32[r], g32[r, : npos[r]], side="left")
-    # more than one (or, for foreign sets, any) equal float32 value -> compare exactly
-    nxt = count + (1 if self_in_set else 0)
-    eq_next = np.take_along_axis(sorted32, np.minimum(nxt, n - 1), 1) == g32
-    tr, tk = np.nonzero(gvalid & (nxt < n) & eq_next)
-    colidx = np.arange(d.shape[1]) if cols is None else cols
-    for b in range(0, tr.size, batch):
-        r, k = tr[b : b + batch], tk[b : b + batch]
-        sub = d[r] if cols is None else d[r][:, cols]  # (T, n) exact distances
-        gdv, giv = gd[r, k][:, None], gi[r, k][:, None]
-        before = (sub < gdv) | ((sub == gdv) & (colidx[None, :] < giv))
-        count[r, k] += (before & (sub.astype(np.float32) == g32[r, k][:, None])).sum(axis=1)
-    return count
-
-
-def _junk_before(cd, cand, is_junk, gd, gi, max_elems: int = 4_000_000):
-    """``count[c, k] = #{s : is_junk[c, s] and (cd[c, s], cand[c, s]) < (gd[c, k], gi[c, k])}``.
-
-    A direct (rows, P, J) comparison over each row's few same-pid junk items,
-    ``J`` = the most junk items of a row, in row blocks of bounded size.
-    """
-    C, P = gd.shape
-    nj = is_junk.sum(axis=1)
-    J = int(nj.max()) if C else 0
-    count = np.zeros((C, P), dtype=np.int64)
-    if J == 0:
-        return count
-    order = np.argsort(~is_junk, axis=1, kind="stable")[:, :J]  # junk first
-    jd = np.take_along_axis(cd, order, 1)
-    ji = np.take_along_axis(cand, order, 1)
-    jvalid = np.take_along_axis(is_junk, order, 1)
-    step = max(1, max_elems // (P * J))
-    for a in range(0, C, step):
-        sl = slice(a, a + step)
-        x, xi, g, gidx = jd[sl, None, :], ji[sl, None, :], gd[sl, :, None], gi[sl, :, None]
-        lt = (x < g) | ((x == g) & (xi < gidx))
-        count[sl] = (lt & jvalid[sl, None, :]).sum(axis=2)
-    return count
-
-
-def _rank_chunk(d, qp, qc, gp, gc, pid_index, junk_cols, official: bool, max_rank: int, details: bool):
-    """Ranks of all true matches for one chunk of queries.
-
-    Args:
-        d: (C, G) distances. qp, qc: (C,) query pids/camids. gp, gc: (G,).
-        pid_index: :class:`_PidIndex` of ``gp``. junk_cols: gallery columns
-            that are junk for every query (pid -1 in ``mars_official``).
-
-    Returns:
-        dict with per-query ``ap`` (C,), ``first`` (C,), ``nmatch`` (C,),
-        and, when ``details``, ``ranked`` (C, R) and ``ranked_good`` (C, R).
-    """
-    C, G = d.shape
-    rows = np.arange(C)[:, None]
-    cand, cvalid = pid_index.lookup(qp)  # same-pid gallery items, (C, S)
+def _counted_queries(valid: np.ndarray, official: bool) -> np.ndarray:
+    """The queries CMC and mAP average over: all (``mars_official``) or the valid ones."""
     if official:
-        cvalid &= (qp != -1)[:, None]  # pid -1 items are junk for everyone (junk_cols)
-    cand0 = np.maximum(cand, 0)
-    same_cam = gc[cand0] == qc[:, None]
-    is_good = cvalid & ~same_cam
-    is_junk = cvalid & same_cam
-    cd = d[rows, cand0]  # (C, S)
-    nmatch = is_good.sum(axis=1)
-    P = int(nmatch.max()) if C else 0
-    ap = np.zeros(C)
-    first = np.zeros(C, dtype=np.int64)
-    if P > 0:
-        # goods ordered by (distance, gallery index); non-goods pushed to the end
-        order = np.argsort(np.where(is_good, cd, np.inf), axis=1, kind="stable")[:, :P]
-        gd = np.take_along_axis(cd, order, 1)
-        gi = np.take_along_axis(cand, order, 1)
-        gvalid = np.take_along_axis(is_good, order, 1)
-        gd = np.where(gvalid, gd, 0)  # finite padding, masked out below
-        # all items before each good ...
-        sorted32 = np.sort(d.astype(np.float32, copy=False), axis=1)
-        before = _count_before(d, sorted32, gd, gi, gvalid, None, True)
-        # ... minus same-pid same-camera junk before it ...
-        before -= _junk_before(cd, cand, is_junk, gd, gi)
-        # ... minus pid -1 junk before it (mars_official)
-        if junk_cols is not None and junk_cols.size:
-            sj = np.sort(d[:, junk_cols].astype(np.float32), axis=1)
-            before -= _count_before(d, sj, gd, gi, gvalid, junk_cols, False)
-        ranks = np.where(gvalid, before + 1.0, 1.0)  # (C, P) 1-based rank of the k-th good among kept
-        k = np.arange(1, P + 1, dtype=np.float64)[None, :]
-        if official:
-            prev = np.where(ranks > 1, (k - 1) / np.maximum(ranks - 1, 1), 1.0)
-            terms = (prev + k / ranks) / 2
-        else:
-            terms = k / ranks
-        ap = np.where(gvalid, terms, 0).sum(axis=1) / np.maximum(nmatch, 1)
-        first = np.where(nmatch > 0, ranks[:, 0], 0).astype(np.int64)
-    out = {"ap": ap, "first": first, "nmatch": nmatch}
-    if details:
-        masked = np.array(d, dtype=np.float64 if d.dtype == np.float64 else np.float32)
-        jr, js = np.nonzero(is_junk)
-        masked[jr, cand[jr, js]] = np.inf
-        if junk_cols is not None and junk_cols.size:
-            masked[:, junk_cols] = np.inf
-        idx = stable_topk_smallest(torch.from_numpy(masked), min(max_rank, G)).numpy()
-        kept = np.isfinite(np.take_along_axis(masked, idx, 1))
-        out["ranked"] = np.where(kept, idx, -1)
-        out["ranked_good"] = kept & (gp[idx] == qp[:, None])
-    return out
+        if not valid.all():
+            warnings.warn(
+                f"evaluate_rank(mars_official): {int((~valid).sum())} queries have no good "
+                "match; they count as AP 0 and CMC 0 (MATLAB would give NaN)"
+            )
+        return np.ones(len(valid), dtype=bool)
+    if not valid.any():
+        raise ValueError(
+            "evaluate_rank: no query has a true match in the gallery "
+            "(all query identities are absent or only in the query's camera)"
+        )
+    return valid
 
 
 def evaluate_rank(
@@ -350,7 +141,11 @@ def evaluate_rank(
 ):
     """CMC and mAP of a query-gallery distance matrix (smaller = more similar).
 
-    See the module docstring for the exact definition of both protocols.
+    See the module docstring for the exact definition of both protocols. When a
+    valid query keeps fewer than ``max_rank`` items, its CMC stays at 1 after its
+    first match (torchreid would fail on the ragged array there). ``mars_official``:
+    a query without a good match counts as AP 0 and CMC 0, with a warning (NaN in
+    MATLAB; MARS queries always have one).
 
     Args:
         distmat: (Q, G) finite distances, numpy array or torch tensor.
@@ -371,52 +166,21 @@ def evaluate_rank(
         ValueError: on shape mismatches, NaN/inf distances, an empty gallery,
             an unknown protocol, or (torchreid) when no query has a match.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol: expected one of {PROTOCOLS}, got {protocol!r}")
-    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
-        raise ValueError(f"max_rank: expected a positive integer, got {max_rank!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
-    d = _check_distmat(distmat)
+    _check_args(protocol, max_rank, chunk_size)
+    d = check_distmat(distmat)
     Q, G = d.shape
-    qp = _check_labels(q_pids, "q_pids", Q, "rows of distmat")
-    gp = _check_labels(g_pids, "g_pids", G, "columns of distmat")
-    qc = _check_labels(q_camids, "q_camids", Q, "rows of distmat")
-    gc = _check_labels(g_camids, "g_camids", G, "columns of distmat")
+    qp = check_labels(q_pids, "q_pids", Q, "rows of distmat")
+    gp = check_labels(g_pids, "g_pids", G, "columns of distmat")
+    qc = check_labels(q_camids, "q_camids", Q, "rows of distmat")
+    gc = check_labels(g_camids, "g_camids", G, "columns of distmat")
     if G < max_rank:
         warnings.warn(f"evaluate_rank: gallery has only {G} items; CMC truncated to rank {G}")
         max_rank = G
     official = protocol == "mars_official"
-    pid_index = _PidIndex(gp)
-    junk_cols = np.flatnonzero(gp == -1) if official else None
-
-    ap = np.empty(Q)
-    first = np.empty(Q, dtype=np.int64)
-    nmatch = np.empty(Q, dtype=np.int64)
-    ranked = np.empty((Q, max_rank), dtype=np.int64) if return_details else None
-    ranked_good = np.empty((Q, max_rank), dtype=bool) if return_details else None
-    for a in range(0, Q, chunk_size):
-        b = min(a + chunk_size, Q)
-        r = _rank_chunk(d[a:b], qp[a:b], qc[a:b], gp, gc, pid_index, junk_cols, official, max_rank, return_details)
-        ap[a:b], first[a:b], nmatch[a:b] = r["ap"], r["first"], r["nmatch"]
-        if return_details:
-            ranked[a:b], ranked_good[a:b] = r["ranked"], r["ranked_good"]
-
+    r = _rank_all(d, qp, qc, gp, gc, official, max_rank, return_details, chunk_size)
+    ap, first, nmatch = r["ap"], r["first"], r["nmatch"]
     valid = nmatch > 0
-    if official:
-        if not valid.all():
-            warnings.warn(
-                f"evaluate_rank(mars_official): {int((~valid).sum())} queries have no good "
-                "match; they count as AP 0 and CMC 0 (MATLAB would give NaN)"
-            )
-        counted = np.ones(Q, dtype=bool)
-    else:
-        if not valid.any():
-            raise ValueError(
-                "evaluate_rank: no query has a true match in the gallery "
-                "(all query identities are absent or only in the query's camera)"
-            )
-        counted = valid
+    counted = _counted_queries(valid, official)
     hits = first[counted & valid]
     hist = np.bincount(np.minimum(hits, max_rank + 1) - 1, minlength=max_rank + 1)[:max_rank]
     cmc = np.cumsum(hist) / counted.sum()
@@ -432,8 +196,8 @@ def evaluate_rank(
         valid=valid,
         first_match_rank=first,
         num_matches=nmatch,
-        ranked_indices=ranked,
-        ranked_matches=ranked_good,
+        ranked_indices=r["ranked"],
+        ranked_matches=r["ranked_good"],
         protocol=protocol,
     )
 
@@ -458,15 +222,15 @@ def mars_official_gallery(q_g_dist, q_q_dist, q_pids, g_pids, q_camids, g_camids
         ``(distmat (Q, G+Q), q_pids, all_pids (G+Q,), q_camids, all_camids)``
         as numpy arrays, ready for ``evaluate_rank(*..., protocol="mars_official")``.
     """
-    qg = _check_distmat(q_g_dist, "q_g_dist")
-    qq = _check_distmat(q_q_dist, "q_q_dist")
+    qg = check_distmat(q_g_dist, "q_g_dist")
+    qq = check_distmat(q_q_dist, "q_q_dist")
     Q, G = qg.shape
     if qq.shape != (Q, Q):
         raise ValueError(f"q_q_dist: expected shape {(Q, Q)}, got {qq.shape}")
-    qp = _check_labels(q_pids, "q_pids", Q, "queries")
-    gp = _check_labels(g_pids, "g_pids", G, "gallery items")
-    qc = _check_labels(q_camids, "q_camids", Q, "queries")
-    gc = _check_labels(g_camids, "g_camids", G, "gallery items")
+    qp = check_labels(q_pids, "q_pids", Q, "queries")
+    gp = check_labels(g_pids, "g_pids", G, "gallery items")
+    qc = check_labels(q_camids, "q_camids", Q, "queries")
+    gc = check_labels(g_camids, "g_camids", G, "gallery items")
     dist = np.concatenate([qg, qq.astype(qg.dtype, copy=False)], axis=1)
     return dist, qp, np.concatenate([gp, qp]), qc, np.concatenate([gc, qc])
 
@@ -488,14 +252,15 @@ def evaluate_features(qf: torch.Tensor, gf: torch.Tensor, dataset, max_rank: int
         dict with ``mAP``, ``rank1``, ``rank5``, ``cmc`` (max_rank,), all in [0, 1].
     """
     dist = torch.cdist(qf.double(), gf.double()).numpy()
-    q, g = dataset.query, dataset.gallery
+    q_pids, q_camids = id_arrays(dataset.query)
+    g_pids, g_camids = id_arrays(dataset.gallery)
     cmc, mAP = evaluate_rank(
         dist,
-        np.array([t.pid for t in q]),
-        np.array([t.pid for t in g]),
-        np.array([t.camid for t in q]),
-        np.array([t.camid for t in g]),
-        max_rank=min(max_rank, len(g)),
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        max_rank=min(max_rank, len(dataset.gallery)),
         protocol=protocol_of(dataset),
     )
     return {
@@ -551,7 +316,7 @@ def summarize_splits(results: Iterable, ddof: int = 0) -> SplitSummary:
         :class:`SplitSummary`.
     """
     cmcs, maps = [], []
-    for i, r in enumerate(results):
+    for r in results:
         cmc, m = (r.cmc, r.mAP) if isinstance(r, RankResult) else r
         cmcs.append(np.asarray(cmc, dtype=np.float64))
         maps.append(float(m))

@@ -1,47 +1,26 @@
 """k-reciprocal re-ranking (Zhong et al., CVPR 2017), chunked and sparse.
 
-Paper Sec. 4.5 / Tables 3-5: the comparison with the state of the art lists
-methods "with re-ranking"; DESIGN.md fixes k1=20, k2=6, lambda=0.3.
-
+Paper Sec. 4.5 / Tables 3-5: the comparison with the state of the art lists methods
+"with re-ranking"; the defaults are the reference's k1=20, k2=6, lambda=0.3.
 :func:`re_ranking` returns the same numbers as the widely used reference
-implementation (the ``re_ranking`` function of the authors' code, copied into
-torchreid and most re-ID repositories), step by step:
+implementation (the authors' ``re_ranking``, copied into torchreid), step by step:
 
-1. ``D`` = the full (N, N) matrix, N = Q + G, blocks ``[[q_q, q_g],
-   [q_g^T, g_g]]``; squared (``D**2``, cast to float32); every column divided
-   by its maximum; transposed. Row ``i`` of the result, ``d_i``, is column
-   ``i`` of ``D**2`` over its maximum, so every row lies in [0, 1].
-2. ``N(i, k)`` = the k nearest items of row ``i`` (``i`` itself included).
-   k-reciprocal set ``R(i) = {j in N(i, k1+1) : i in N(j, k1+1)}``.
+1. ``D`` = the (N, N) matrix ``[[q_q, q_g], [q_g^T, g_g]]``, N = Q + G; squared
+   (float32); every column divided by its maximum; transposed: row ``d_i`` lies in [0, 1].
+2. ``N(i, k)`` = the k nearest items of row ``i`` (``i`` included); k-reciprocal set
+   ``R(i) = {j in N(i, k1+1) : i in N(j, k1+1)}``.
 3. Expansion: for each ``c in R(i)``, ``Rh(c)`` is its reciprocal set with
-   ``round(k1/2)+1`` neighbours (numpy rounding, half to even); if
-   ``|Rh(c) & R(i)| > 2/3 |Rh(c)|``, ``Rh(c)`` is added. ``E(i)`` = the union.
+   ``round(k1/2)+1`` neighbours (numpy rounding); if ``|Rh(c) & R(i)| > 2/3 |Rh(c)|``,
+   ``Rh(c)`` is added. ``E(i)`` = the union.
 4. ``V[i, j] = exp(-d_i[j]) / sum_{j' in E(i)} exp(-d_i[j'])`` on ``E(i)``.
-5. Local query expansion (if ``k2 != 1``): ``V[i] <- mean of V[j]`` over
-   ``j in N(i, k2)``.
+5. Local query expansion (if ``k2 != 1``): ``V[i] <- mean of V[j]`` over ``j in N(i, k2)``.
 6. Jaccard distance ``1 - m / (2 - m)`` with ``m = sum_l min(V[i,l], V[j,l])``.
 7. ``final = jaccard * (1 - lambda) + d * lambda``, query rows, gallery columns.
 
-Note the squaring in step 1: code that passes torchreid's "euclidean" distance
-(which is already squared) effectively uses the 4th power, exactly like the
-reference does; pass plain (non-negative) distances to mean what you say.
-
-Differences from the reference, none of which changes its output on inputs
-without exact distance ties:
-
-* Nearest neighbours come from ``torch.topk`` per chunk of rows instead of a
-  full ``argsort`` of the (N, N) matrix, and ties are broken by lower index
-  (a stable sort); the reference's ``np.argsort`` leaves tie order
-  unspecified.
-* ``V`` and the neighbour sets are scipy sparse matrices, never dense; the
-  Jaccard step enumerates the (query, item, gallery) triples that share a
-  non-zero column, chunked over queries, and sums ``min`` with ``bincount``
-  (float64 accumulation, then float32 like the reference).
-* The (N, N) matrix is never formed: row chunks of step 1 are built from the
-  three input blocks on the fly.
-
+Note the squaring in step 1: torchreid's "euclidean" distance (already squared)
+effectively uses the 4th power, as in the reference; pass plain distances.
 Peak memory above the inputs is the (Q, G) float32 output plus O(chunk x N)
-temporaries; see ``benchmarks/bench_reranking.py`` for measured figures.
+temporaries (``benchmarks/bench_reranking.py``).
 """
 
 from __future__ import annotations
@@ -50,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from reid_utils.eval.ranking import stable_topk_smallest
+from reid_utils.eval.match_ranks import stable_topk_smallest
 
 
 def _as_numpy(x, name: str) -> np.ndarray:
@@ -182,16 +161,116 @@ def _jaccard_min_sums(vq: sp.csr_matrix, vg_csc: sp.csc_matrix, max_triples: int
         b = a + max(1, int(np.searchsorted(cum, max_triples, side="right")))
         s, e = vq.indptr[a], vq.indptr[b]
         row_of = np.repeat(np.arange(b - a), np.diff(vq.indptr[a : b + 1]))  # local query row per entry
-        l, v = vq.indices[s:e], vq.data[s:e]
-        cnt = col_nnz[l]
-        rep = np.repeat(np.arange(l.size), cnt)
+        cols, v = vq.indices[s:e], vq.data[s:e]
+        cnt = col_nnz[cols]
+        rep = np.repeat(np.arange(cols.size), cnt)
         offs = np.cumsum(cnt) - cnt
-        pos = vg_csc.indptr[l][rep] + (np.arange(rep.size) - offs[rep])
+        pos = vg_csc.indptr[cols][rep] + (np.arange(rep.size) - offs[rep])
         mins = np.minimum(v[rep], vg_csc.data[pos])
         target = row_of[rep] * G + vg_csc.indices[pos]
         out[a:b] = np.bincount(target, weights=mins, minlength=(b - a) * G).reshape(b - a, G)
         a = b
     return out
+
+
+def _check_params(k1, k2, lambda_value) -> None:
+    for name, k in (("k1", k1), ("k2", k2)):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {k!r}")
+    if not 0.0 <= float(lambda_value) <= 1.0:
+        raise ValueError(f"lambda_value: expected a value in [0, 1], got {lambda_value!r}")
+
+
+def _column_max_sq(full: _FullMatrix) -> np.ndarray:
+    """Step 1: column maxima of ``D**2`` (float32, as the reference casts before max); none may be 0."""
+    colmax = full.column_max_sq()
+    if (colmax == 0).any():
+        i = int(np.flatnonzero(colmax == 0)[0])
+        raise ValueError(
+            f"q_g_dist/q_q_dist/g_g_dist: every distance involving item {i} "
+            "(queries first, then gallery) is zero; the normalisation would divide by 0"
+        )
+    return colmax
+
+
+def _nearest(full: _FullMatrix, colmax: np.ndarray, K: int, chunk_size: int) -> np.ndarray:
+    """Step 2: (N, K) int64, the K nearest of every row of the normalised matrix.
+
+    ``torch.topk`` per chunk of rows instead of a full ``argsort`` of the (N, N) matrix;
+    ties broken by lower index (the reference's ``np.argsort`` leaves them unspecified).
+    """
+    N = full.N
+    rank = np.empty((N, K), dtype=np.int64)
+    for a in range(0, N, chunk_size):
+        b = min(a + chunk_size, N)
+        rows = torch.from_numpy((full.columns(a, b) ** 2).astype(np.float32, copy=False))
+        rows /= torch.from_numpy(colmax[a:b]).unsqueeze(1)
+        rank[a:b] = stable_topk_smallest(rows, K).numpy()
+        del rows
+    return rank
+
+
+def _expanded_sets(rank: np.ndarray, kf: int, khf: int, N: int) -> sp.csr_matrix:
+    """Step 3: the 0/1 sparse (N, N) matrix of the expanded reciprocal sets ``E(i)``."""
+    R = _reciprocal(rank, kf)
+    Rh = _reciprocal(rank, khf)
+    rh_size = np.diff(Rh.indptr).astype(np.float64)
+    overlap = (R @ Rh.T).tocsr()  # overlap[i, c] = |R(i) & Rh(c)|
+    ri, rc = R.nonzero()
+    ov = np.asarray(overlap[ri, rc]).ravel()
+    keep = ov > 2.0 / 3 * rh_size[rc]
+    M = _indicator(ri[keep], rc[keep], N)
+    E = R + M @ Rh
+    E = E.tocsr()
+    E.sum_duplicates()
+    E.sort_indices()
+    return E
+
+
+def _weights(full: _FullMatrix, colmax: np.ndarray, E: sp.csr_matrix) -> sp.csr_matrix:
+    """Step 4: sparse float32 ``V``, Gaussian weights on ``E(i)`` normalised per row."""
+    N = full.N
+    ei, ej = E.nonzero()  # row-major order
+    d_e = (full.entries(ej, ei) ** 2).astype(np.float32) / colmax[ei]
+    w = np.exp(-d_e)
+    row_sum = np.bincount(ei, weights=w, minlength=N).astype(np.float32)
+    return sp.csr_matrix(((w / row_sum[ei]).astype(np.float32), (ei, ej)), shape=(N, N))
+
+
+def _min_sums(V: sp.csr_matrix, Q: int, max_triples: int) -> np.ndarray:
+    """Step 6a: ``m[i, j] = sum_l min(V[i, l], V[Q + j, l])``, (Q, G) float32.
+
+    ``V`` and the neighbour sets stay scipy sparse; the (query, item, gallery) triples
+    sharing a non-zero column are enumerated per chunk of queries and ``min`` summed
+    with ``bincount`` (float64 accumulation, then float32 like the reference).
+    """
+    vq = V[:Q].tocsr()
+    vq.sort_indices()
+    vg = V[Q:].tocsc()
+    vg.sort_indices()
+    return _jaccard_min_sums(vq, vg, max_triples)
+
+
+def _jaccard_in_place(m: np.ndarray) -> np.ndarray:
+    """Step 6b: Jaccard distance ``1 - m / (2 - m)``, in place, float32 like the reference."""
+    tmp = np.subtract(np.float32(2.0), m)
+    np.divide(m, tmp, out=m)
+    np.subtract(np.float32(1.0), m, out=m)
+    return m
+
+
+def _blend(jaccard: np.ndarray, qg: np.ndarray, dtype, colmax: np.ndarray, lam: float, chunk_size: int) -> np.ndarray:
+    """Step 7, in place: ``jaccard * (1 - lambda) + d * lambda``, with ``d_i[Q + j]`` the
+    normalised original distance; row chunks bound the temporaries."""
+    Q = jaccard.shape[0]
+    jaccard *= np.float32(1 - lam)
+    for a in range(0, Q, chunk_size):
+        b = min(a + chunk_size, Q)
+        orig = (qg[a:b].astype(dtype, copy=False) ** 2).astype(np.float32, copy=False)
+        orig /= colmax[a:b, None]
+        orig *= np.float32(lam)
+        jaccard[a:b] += orig
+    return jaccard
 
 
 def re_ranking(
@@ -206,8 +285,11 @@ def re_ranking(
 ):
     """k-reciprocal re-ranking of query-gallery distances (Zhong et al. 2017).
 
-    Same semantics and outputs as the common reference implementation; the
-    module docstring lists its steps and the (output-preserving) differences.
+    Same semantics and outputs as the common reference implementation (steps in the
+    module docstring). It differs only in ways that keep the output on inputs without
+    exact distance ties: neighbours from ``torch.topk`` with ties broken by lower index,
+    sparse ``V`` and neighbour sets, and the (N, N) matrix never formed (row chunks of
+    step 1 are built from the three input blocks on the fly).
 
     Args:
         q_g_dist: (Q, G) non-negative query-gallery distances.
@@ -227,84 +309,20 @@ def re_ranking(
         ValueError: on shape mismatches, NaN/inf/negative distances, an empty
             gallery, bad k1/k2/lambda_value, or a row of all-zero distances.
     """
-    for name, k in (("k1", k1), ("k2", k2)):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {k!r}")
-    if not 0.0 <= float(lambda_value) <= 1.0:
-        raise ValueError(f"lambda_value: expected a value in [0, 1], got {lambda_value!r}")
+    _check_params(k1, k2, lambda_value)
     qg, qq, gg, dtype = _check_inputs(q_g_dist, q_q_dist, g_g_dist)
     full = _FullMatrix(qg, qq, gg, dtype)
-    Q, G, N = full.Q, full.G, full.N
-
-    # step 1: column maxima of D**2 (float32, as the reference casts before max)
-    colmax = full.column_max_sq()
-    if (colmax == 0).any():
-        i = int(np.flatnonzero(colmax == 0)[0])
-        raise ValueError(
-            f"q_g_dist/q_q_dist/g_g_dist: every distance involving item {i} "
-            "(queries first, then gallery) is zero; the normalisation would divide by 0"
-        )
-
-    # step 2: the K nearest of every row of the normalised matrix
+    Q, N = full.Q, full.N
+    colmax = _column_max_sq(full)
     kh = int(np.around(k1 / 2.0))
     kf, khf, kq = min(k1 + 1, N), min(kh + 1, N), min(k2, N)
-    K = max(kf, khf, kq)
-    rank = np.empty((N, K), dtype=np.int64)
-    for a in range(0, N, chunk_size):
-        b = min(a + chunk_size, N)
-        rows = torch.from_numpy((full.columns(a, b) ** 2).astype(np.float32, copy=False))
-        rows /= torch.from_numpy(colmax[a:b]).unsqueeze(1)
-        rank[a:b] = stable_topk_smallest(rows, K).numpy()
-        del rows
-
-    # step 3: reciprocal sets and their expansion
-    R = _reciprocal(rank, kf)
-    Rh = _reciprocal(rank, khf)
-    rh_size = np.diff(Rh.indptr).astype(np.float64)
-    overlap = (R @ Rh.T).tocsr()  # overlap[i, c] = |R(i) & Rh(c)|
-    ri, rc = R.nonzero()
-    ov = np.asarray(overlap[ri, rc]).ravel()
-    keep = ov > 2.0 / 3 * rh_size[rc]
-    M = _indicator(ri[keep], rc[keep], N)
-    E = R + M @ Rh
-    E = E.tocsr()
-    E.sum_duplicates()
-    E.sort_indices()
-    ei, ej = E.nonzero()  # row-major order
-
-    # step 4: Gaussian weights on E(i), normalised per row
-    d_e = (full.entries(ej, ei) ** 2).astype(np.float32) / colmax[ei]
-    w = np.exp(-d_e)
-    row_sum = np.bincount(ei, weights=w, minlength=N).astype(np.float32)
-    V = sp.csr_matrix(((w / row_sum[ei]).astype(np.float32), (ei, ej)), shape=(N, N))
-
-    # step 5: local query expansion
-    if k2 != 1:
+    rank = _nearest(full, colmax, max(kf, khf, kq), chunk_size)
+    V = _weights(full, colmax, _expanded_sets(rank, kf, khf, N))
+    if k2 != 1:  # step 5: local query expansion
         P = _knn_indicator(rank, kq)
         V = ((P @ V) / np.float32(kq)).tocsr().astype(np.float32)
     del rank
-
-    # step 6: Jaccard distance, query rows x gallery columns only
-    vq = V[:Q].tocsr()
-    vq.sort_indices()
-    vg = V[Q:].tocsc()
-    vg.sort_indices()
-    m = _jaccard_min_sums(vq, vg, max_triples)
-    del vq, vg, V
-    # jaccard = 1 - m / (2 - m), in place, float32 like the reference
-    tmp = np.subtract(np.float32(2.0), m)
-    np.divide(m, tmp, out=m)
-    np.subtract(np.float32(1.0), m, out=m)
-    jaccard = m
-
-    # step 7: final = jaccard * (1 - lambda) + d * lambda, with d_i[Q + j] the
-    # normalised original distance; row chunks bound the temporaries
-    lam = float(lambda_value)
-    jaccard *= np.float32(1 - lam)
-    for a in range(0, Q, chunk_size):
-        b = min(a + chunk_size, Q)
-        orig = (qg[a:b].astype(dtype, copy=False) ** 2).astype(np.float32, copy=False)
-        orig /= colmax[a:b, None]
-        orig *= np.float32(lam)
-        jaccard[a:b] += orig
-    return jaccard
+    m = _min_sums(V, Q, max_triples)  # step 6: Jaccard distance, query rows x gallery columns only
+    del V
+    jaccard = _jaccard_in_place(m)
+    return _blend(jaccard, qg, dtype, colmax, float(lambda_value), chunk_size)

@@ -1,31 +1,21 @@
 """A non-learned video re-ID baseline: colour histograms averaged over a tracklet.
 
-Purpose: calibrate the difficulty of a benchmark (notebook 00). The paper
-(Sec. 1-2) builds on learned 3D-CNN features; hand-crafted colour descriptors
-are the classic pre-deep-learning baseline for person re-ID, and on a
-benchmark where colour alone identified people the learned methods of the
-paper would have nothing to show. ``reid_utils.synth`` is tuned so that this
-baseline stays well below 50 % mAP on the default synthetic set.
+Purpose: calibrate the difficulty of a benchmark (notebook 00). The paper (Sec. 1-2)
+builds on learned 3D-CNN features; hand-crafted colour descriptors are the classic
+pre-deep-learning baseline for person re-ID, and on a benchmark where colour alone
+identified people the learned methods of the paper would have nothing to show.
+``reid_utils.synth`` is tuned so that this baseline stays well below 50 % mAP on the
+default synthetic set.
 
-Descriptor (choices documented here, none of them from the paper):
-
-* every frame is resized to ``size`` (H, W) and converted to HSV (Pillow);
-* it is cut into ``stripes`` horizontal bands (roughly head/torso/legs), and
-  each band gets a joint HSV histogram with ``bins = (h, s, v)`` bins,
-  normalised to sum to one per band;
-* pixels are weighted by a Gaussian of the horizontal distance to the box
-  centre (``center_sigma`` x the width; ``None`` = uniform). This is the
-  classical background suppression of hand-crafted re-ID descriptors (e.g.
-  the symmetry-axis weighting of SDALF, Farenzena et al., CVPR 2010): boxes
-  are centred on the person, the background is at the sides. Without it,
-  the camera's background dominates the histogram and every gallery item
-  from the query's own camera outranks every true (cross-camera) match;
-* optionally (``grey_world``, on by default) each frame is colour-corrected
-  by the grey-world assumption (channel gains making the weighted mean grey),
-  the simplest classical answer to camera colour casts;
-* the frame histograms are averaged over the tracklet (all frames, or
-  ``max_frames`` evenly spaced ones), square-rooted (Hellinger) and
-  L2-normalised, so Euclidean distance between features ranks the gallery.
+Descriptor (none of its choices from the paper): every frame is resized, converted
+to HSV and cut into horizontal stripes (roughly head/torso/legs), each with a joint
+HSV histogram normalised per stripe. Pixels are weighted by a Gaussian of the
+horizontal distance to the box centre, the classical background suppression of
+hand-crafted descriptors (e.g. SDALF's symmetry axis, Farenzena et al., CVPR 2010):
+without it the camera's background dominates and same-camera gallery items outrank
+every true cross-camera match. Grey-world colour correction counters camera colour
+casts. The frame histograms are averaged over the tracklet, square-rooted
+(Hellinger) and L2-normalised, so Euclidean distance ranks the gallery.
 """
 
 from __future__ import annotations
@@ -35,6 +25,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from reid_utils.cache import cached
+from reid_utils.data.datasets import id_arrays
+from reid_utils.eval.distances import euclidean_distance
+from reid_utils.eval.ranking import evaluate_rank, protocol_of
+from reid_utils.training.features import tracklets_key
 
 
 def _load_rgb(path, size: tuple[int, int]) -> np.ndarray:
@@ -80,7 +76,7 @@ def color_histogram_features(
     grey_world: bool = True,
     progress: bool = False,
 ) -> np.ndarray:
-    """Colour-histogram descriptors of tracklets.
+    """Colour-histogram descriptors of tracklets (the recipe is in the module docstring).
 
     Args:
         frame_paths_per_tracklet: N sequences of frame paths (temporal order
@@ -151,30 +147,21 @@ def color_histogram_baseline(
     """Evaluate the colour-histogram baseline on a loaded dataset.
 
     Args:
-        dataset: a ``datasets.VideoDataset`` (``.query``/``.gallery`` with
-            ``.frames``, ``.pid``, ``.camid``).
-        protocol: passed to ``evaluation.evaluate_rank``.
+        dataset: a ``reid_utils.data.datasets.VideoDataset`` (``.query``/``.gallery``
+            with ``.frames``, ``.pid``, ``.camid``).
+        protocol: passed to ``reid_utils.eval.ranking.evaluate_rank``.
         **feature_kwargs: passed to :func:`color_histogram_features`.
 
     Returns:
         dict with ``mAP``, ``cmc`` (max_rank,), ``rank1``, ``rank5``,
         ``distmat`` (Q, G), ``protocol``.
     """
-    from reid_utils.eval.distances import euclidean_distance
-    from reid_utils.eval.ranking import evaluate_rank
-
     qf = color_histogram_features([t.frames for t in dataset.query], progress=progress, **feature_kwargs)
     gf = color_histogram_features([t.frames for t in dataset.gallery], progress=progress, **feature_kwargs)
     dist = euclidean_distance(qf, gf)
-    cmc, mAP = evaluate_rank(
-        dist,
-        np.asarray([t.pid for t in dataset.query]),
-        np.asarray([t.pid for t in dataset.gallery]),
-        np.asarray([t.camid for t in dataset.query]),
-        np.asarray([t.camid for t in dataset.gallery]),
-        max_rank=max_rank,
-        protocol=protocol,
-    )
+    q_pids, q_camids = id_arrays(dataset.query)
+    g_pids, g_camids = id_arrays(dataset.gallery)
+    cmc, mAP = evaluate_rank(dist, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, protocol=protocol)
     return {
         "mAP": float(mAP),
         "cmc": np.asarray(cmc),
@@ -185,33 +172,22 @@ def color_histogram_baseline(
     }
 
 
-BASELINE_VERSION = 1  # bump when the histogram features change (invalidates cached results)
-
-
 def cached_color_histogram_baseline(cfg, dataset, progress: bool = False) -> dict:
     """:func:`color_histogram_baseline` of ``dataset`` (its own protocol), cached.
 
-    Notebook 00 calibrates the benchmark with it and notebook 01 reports it
-    beside the I3D: both read one cached result (``reid_utils.cache``, keyed by
-    the query/gallery tracklets and the protocol).
+    Notebook 00 calibrates the benchmark with it and notebook 01 reports it beside
+    the I3D: both read one cached result (``reid_utils.cache.cached``, kind
+    ``"baseline-color"``, keyed by the query/gallery tracklets and the protocol).
 
     Returns:
         The dict of :func:`color_histogram_baseline`.
     """
-    from reid_utils.cache import ArtifactCache
-    from reid_utils.config import config_key
-    from reid_utils.eval.ranking import protocol_of
-    from reid_utils.training.features import tracklets_key
-
     protocol = protocol_of(dataset)
-    key = config_key(
-        {
-            "v": BASELINE_VERSION,
-            "query": tracklets_key(dataset.query),
-            "gallery": tracklets_key(dataset.gallery),
-            "protocol": protocol,
-        }
-    )
-    return ArtifactCache(cfg.cache_root).get_or_compute(
-        "colour-baseline", key, lambda: color_histogram_baseline(dataset, protocol, progress=progress), verbose=progress
+    spec = {"query": tracklets_key(dataset.query), "gallery": tracklets_key(dataset.gallery), "protocol": protocol}
+    return cached(
+        cfg.cache_root,
+        "baseline-color",
+        spec,
+        lambda: color_histogram_baseline(dataset, protocol, progress=progress),
+        verbose=progress,
     )
