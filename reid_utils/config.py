@@ -40,7 +40,7 @@ class SynthConfig:
 
     seed: int = 0
     # Many training identities with few tracklets each: a CNN trained from scratch
-    # generalises to unseen people only with enough identities (measured, see synth.py).
+    # generalises to unseen people only with enough identities (measured, see reid_utils.synth).
     num_train_ids: int = 200
     num_test_ids: int = 75
     num_cameras: int = 6

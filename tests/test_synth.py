@@ -1,5 +1,5 @@
 """The synthetic benchmark generator: exact MARS layout, consistency, determinism,
-nuisance statistics, caching (reid_utils.synth, reid_utils.synth_render)."""
+nuisance statistics, caching (reid_utils.synth: writer, plan, nuisances, people, atlas)."""
 
 import csv
 import dataclasses
@@ -13,8 +13,7 @@ from PIL import Image
 
 from reid_utils.cache import COMPLETE_MARKER
 from reid_utils.config import SynthConfig, get_config
-from reid_utils.synth import benchmark as synth
-from reid_utils.synth import render as R
+from reid_utils.synth import NUISANCES, atlas, nuisances, people, plan, writer
 
 NAME_RE = re.compile(r"^(\d{4}|00-1)C([1-6])T(\d{4})F(\d{3})\.jpg$")
 
@@ -45,7 +44,7 @@ def _pid(prefix: str) -> int:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "tiny"
-    stats = synth.generate(TINY, root, progress=False)
+    stats = writer.generate(TINY, root, progress=False)
     return root, stats
 
 
@@ -152,13 +151,13 @@ def test_annotations_cover_every_frame(tiny):
     assert header == "split,name,true_pid,occlusion,empty,id_switch,bad_crop,blur"
     expect = [("train", n) for n in _names(root, "train")] + [("test", n) for n in _names(root, "test")]
     assert [(r["split"], r["name"]) for r in rows] == expect
-    counts = dict.fromkeys(synth.NUISANCES, 0)
+    counts = dict.fromkeys(NUISANCES, 0)
     for r in rows:
         pid = _pid(r["name"][:4])
         tp = int(r["true_pid"])
-        flags = {k: int(r[k]) for k in synth.NUISANCES}
+        flags = {k: int(r[k]) for k in NUISANCES}
         assert set(flags.values()) <= {0, 1}
-        assert (tp == synth.NO_PERSON) == bool(flags["empty"])
+        assert (tp == plan.NO_PERSON) == bool(flags["empty"])
         if flags["empty"]:
             assert flags["occlusion"] == flags["id_switch"] == flags["bad_crop"] == 0
         if pid == -1:
@@ -174,21 +173,21 @@ def test_annotations_cover_every_frame(tiny):
 
 def test_annotations_match_the_plans(tiny):
     root, _ = tiny
-    _, plans = synth.plan_dataset(TINY)
+    _, plans = plan.plan_dataset(TINY)
     with open(root / "info" / "annotations.csv") as f:
         rows = {r["name"]: r for r in csv.DictReader(f)}
     for p in plans:
-        a = synth.frame_annotations(p)
+        a = plan.frame_annotations(p)
         for f in range(p.length):
             r = rows[p.frame_name(f)]
             assert int(r["true_pid"]) == a["true_pid"][f]
-            assert [int(r[k]) for k in synth.NUISANCES] == [int(a[k][f]) for k in synth.NUISANCES]
+            assert [int(r[k]) for k in NUISANCES] == [int(a[k][f]) for k in NUISANCES]
 
 
 def test_meta_records_config_identities_and_lookalikes(tiny):
     root, _ = tiny
     meta = json.loads((root / "info" / "synth_meta.json").read_text())
-    assert meta["generator_version"] == synth.GENERATOR_VERSION
+    assert meta["generator_version"] == writer.GENERATOR_VERSION
     assert meta["config"] == dataclasses.asdict(TINY)
     folders = {p.name for s in ("train", "test") for p in (root / f"bbox_{s}").iterdir()}
     assert set(meta["identities"]) == folders - {"0000", "00-1"}
@@ -198,27 +197,27 @@ def test_meta_records_config_identities_and_lookalikes(tiny):
         a, b = (meta["identities"][f"{p:04d}"] for p in pair["pids"])
         assert a["split"] == b["split"]
         assert a["upper_color"] == b["upper_color"] and a["lower_color"] == b["lower_color"]
-        assert a != b and pair["differs_in"] in R.LOOKALIKE_DETAILS
+        assert a != b and pair["differs_in"] in people.LOOKALIKE_DETAILS
 
 
 def test_deterministic_from_seed(tiny, tmp_path):
     root, _ = tiny
     again = tmp_path / "again"
-    synth.generate(TINY, again, progress=False)
+    writer.generate(TINY, again, progress=False)
     a, b = _files(root), _files(again)
     assert [p.relative_to(root) for p in a] == [p.relative_to(again) for p in b]
     for pa, pb in zip(a, b):
         assert pa.read_bytes() == pb.read_bytes(), pa.name  # byte-identical
     # another seed gives another dataset (plans differ; no need to render)
-    other = synth.plan_dataset(dataclasses.replace(TINY, seed=4))[1]
-    mine = synth.plan_dataset(TINY)[1]
+    other = plan.plan_dataset(dataclasses.replace(TINY, seed=4))[1]
+    mine = plan.plan_dataset(TINY)[1]
     assert [(p.prefix, p.length) for p in other] != [(p.prefix, p.length) for p in mine]
 
 
 def test_generate_refuses_a_non_empty_dir(tmp_path):
     (tmp_path / "x").write_text("x")
     with pytest.raises(ValueError, match="must be empty"):
-        synth.generate(TINY, tmp_path, progress=False)
+        writer.generate(TINY, tmp_path, progress=False)
 
 
 @pytest.mark.parametrize(
@@ -226,18 +225,18 @@ def test_generate_refuses_a_non_empty_dir(tmp_path):
 )
 def test_bad_config_is_rejected_with_the_field_named(field, value):
     with pytest.raises(ValueError, match=field):
-        synth.plan_dataset(dataclasses.replace(TINY, **{field: value}))
+        plan.plan_dataset(dataclasses.replace(TINY, **{field: value}))
 
 
 # --------------------------------------------------------------------------
 def _rates(cfg):
     """Per-frame rate of each planned nuisance over identity tracklets, and its
     cluster-robust standard error (tracklets are the independent units)."""
-    _, plans = synth.plan_dataset(cfg)
+    _, plans = plan.plan_dataset(cfg)
     plans = [p for p in plans if p.kind == "normal"]
     T = np.array([p.length for p in plans], float)
     out = {}
-    for k in synth.NUISANCES:
+    for k in NUISANCES:
         n = np.array([p.raw[k].sum() for p in plans], float)
         rate = n.sum() / T.sum()
         se = np.sqrt(np.sum((n - rate * T) ** 2)) / T.sum()
@@ -265,24 +264,24 @@ def test_nuisance_rates_track_the_knobs(p):
         assert abs(rate - want) <= 4 * se, (k, rate, want, se)
         # temporally contiguous: an affected tracklet has one or two runs, and
         # most tracklets are clean (the frames are concentrated, not spread)
-        runs = [len(synth._runs(pl.raw[k])) for pl in plans if pl.raw[k].any()]
+        runs = [len(nuisances.runs(pl.raw[k])) for pl in plans if pl.raw[k].any()]
         assert max(runs) <= 2
-        assert len(runs) / len(plans) < 2 * want / synth._MEAN_FRACTION[synth._RUN_MODEL[k][0]] + 0.02
+        assert len(runs) / len(plans) < 2 * want / nuisances.MEAN_FRACTION[nuisances.RUN_MODEL[k][0]] + 0.02
 
 
 def test_zero_rates_give_clean_tracklets():
     cfg = dataclasses.replace(TINY, p_occlusion=0, p_empty=0, p_id_switch=0, p_bad_crop=0, p_blur=0)
-    _, plans = synth.plan_dataset(cfg)
+    _, plans = plan.plan_dataset(cfg)
     for p in plans:
-        a = synth.frame_annotations(p)
+        a = plan.frame_annotations(p)
         if p.kind != "junk":
-            assert sum(int(a[k].sum()) for k in synth.NUISANCES) == 0
+            assert sum(int(a[k].sum()) for k in NUISANCES) == 0
             assert np.all(a["true_pid"] == p.pid)
 
 
 def test_length_distribution_heavy_tailed_and_bounded():
     cfg = SynthConfig(seed=5, num_train_ids=150, num_test_ids=150, min_len=3, median_len=20, max_len=200)
-    _, plans = synth.plan_dataset(cfg)
+    _, plans = plan.plan_dataset(cfg)
     L = np.array([p.length for p in plans if p.kind == "normal"])
     assert L.min() >= 3 and L.max() <= 200
     assert abs(np.median(L) - 20) <= 3
@@ -294,7 +293,7 @@ def test_length_distribution_heavy_tailed_and_bounded():
 def test_viewpoint_changes_what_is_visible():
     rng = np.random.default_rng(0)
     p = dataclasses.replace(
-        R.sample_person(rng),
+        people.sample_person(rng),
         bag="backpack",
         bag_color=[200, 20, 200],
         upper_pattern="logo",
@@ -303,7 +302,7 @@ def test_viewpoint_changes_what_is_visible():
     )
 
     def count(view, rgb):
-        a = R.render_atlas(p, view, 64)
+        a = atlas.render_atlas(p, view, 64)
         alpha = a[..., 3:]
         col = a[..., :3] / np.maximum(alpha, 1e-6)
         close = np.abs(col - np.asarray(rgb) / 255).max(-1) < 0.25
@@ -312,8 +311,8 @@ def test_viewpoint_changes_what_is_visible():
     magenta, yellow = (200, 20, 200), (240, 240, 0)
     assert count("back", magenta) > 3 * count("front", magenta) > 0  # pack vs straps
     assert count("front", yellow) > 0 and count("back", yellow) == 0  # logo only in front
-    a = R.render_atlas(p, "right", 64)
-    assert a.shape[0] == R.NPH and not np.allclose(a[0], a[R.NPH // 4])  # the gait animates
+    a = atlas.render_atlas(p, "right", 64)
+    assert a.shape[0] == atlas.NPH and not np.allclose(a[0], a[atlas.NPH // 4])  # the gait animates
 
 
 def test_ensure_synthetic_caches_and_rebuilds(tmp_path, capsys, monkeypatch):
@@ -326,28 +325,28 @@ def test_ensure_synthetic_caches_and_rebuilds(tmp_path, capsys, monkeypatch):
         num_junk_tracklets=1,
         max_len=8,
     )
-    path = synth.ensure_synthetic(cfg, tmp_path)
+    path = writer.ensure_synthetic(cfg, tmp_path)
     out = capsys.readouterr().out
     for word in ("identities", "tracklets", "frames", "MB", "generation took"):
         assert word in out
-    assert path.parent == tmp_path and synth.dataset_key(cfg) in path.name
+    assert path.parent == tmp_path and writer.dataset_key(cfg) in path.name
     assert (path / COMPLETE_MARKER).is_file()
     frame = next((path / "bbox_train").rglob("*.jpg"))
     good = frame.read_bytes()
 
     calls = []
-    real = synth.generate
-    monkeypatch.setattr(synth, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
-    assert synth.ensure_synthetic(cfg, tmp_path) == path and calls == []  # reused
+    real = writer.generate
+    monkeypatch.setattr(writer, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert writer.ensure_synthetic(cfg, tmp_path) == path and calls == []  # reused
     assert "cached" in capsys.readouterr().out
 
     frame.unlink()  # partial entry
     with pytest.warns(UserWarning, match="incomplete or corrupt"):
-        assert synth.ensure_synthetic(cfg, tmp_path, verbose=False) == path
+        assert writer.ensure_synthetic(cfg, tmp_path, verbose=False) == path
     assert calls == [1] and frame.read_bytes() == good  # rebuilt identically
     (path / COMPLETE_MARKER).unlink()  # interrupted build
     with pytest.warns(UserWarning):
-        synth.ensure_synthetic(cfg, tmp_path, verbose=False)
+        writer.ensure_synthetic(cfg, tmp_path, verbose=False)
     assert calls == [1, 1] and (path / COMPLETE_MARKER).is_file()
 
 
@@ -355,13 +354,21 @@ def test_profiles_sizes_are_in_the_intended_range():
     """Plans only: the smoke set is tiny and the default one MARS-like but CPU sized."""
     for prof, (lo_t, hi_t, hi_f) in {"smoke": (40, 400, 6000), "default": (700, 2000, 60000)}.items():
         cfg = get_config(prof).synth
-        _, plans = synth.plan_dataset(cfg)
+        _, plans = plan.plan_dataset(cfg)
         frames = sum(p.length for p in plans)
         assert lo_t <= len(plans) <= hi_t and frames <= hi_f, (prof, len(plans), frames)
         assert cfg.max_len <= 999
 
 
 def test_pid_spelling():
-    assert synth.pid_str(-1) == "00-1" and synth.pid_str(0) == "0000" and synth.pid_str(12) == "0012"
+    assert plan.pid_str(-1) == "00-1" and plan.pid_str(0) == "0000" and plan.pid_str(12) == "0012"
     with pytest.raises(ValueError, match="pid"):
-        synth.pid_str(-3)
+        plan.pid_str(-3)
+
+
+def test_package_api_and_one_list_of_nuisances():
+    import reid_utils.synth as synth
+
+    assert set(synth.__all__) == {"NUISANCES", "dataset_key", "ensure_synthetic", "generate"}
+    assert synth.generate is writer.generate and synth.NUISANCES is nuisances.NUISANCES
+    assert writer.ANNOTATION_HEADER.split(",")[3:] == list(NUISANCES)
