@@ -1,4 +1,5 @@
-"""Tests for reid_utils.comparison (notebook 07: Tables 3-5 beside our rows, Sec. 4.5)."""
+"""Tests for reid_utils.experiments.comparison, .comparison_data, .comparison_rows and .similarity_sets
+(notebook 07: Tables 3-5 beside our rows, Sec. 4.5)."""
 
 import numpy as np
 import pandas as pd
@@ -6,10 +7,13 @@ import pytest
 import torch
 
 from reid_utils import paper
-from reid_utils.eval.distances import similarity_to_distance
 from reid_utils.config import get_config
+from reid_utils.eval.distances import similarity_to_distance
 from reid_utils.eval.ranking import evaluate_rank, mars_official_gallery
 from reid_utils.experiments import comparison as C
+from reid_utils.experiments import comparison_data as D
+from reid_utils.experiments import comparison_rows as R
+from reid_utils.experiments import similarity_sets as SS
 from reid_utils.models.aggregation import LearnedClipAggregator, MeanFeatureAggregator
 from reid_utils.training.features import FeatureBank
 
@@ -32,7 +36,7 @@ def _random_set(seed=0, Q=5, G=12, J=3, ids=4, asym=True):
 
     q, g, j = emb(qp), emb(gp), emb(rng.integers(0, ids, J))
     noise = (lambda a: a + 0.01 * rng.normal(size=a.shape)) if asym else (lambda a: a)
-    return C.assemble_similarity_set(
+    return SS.assemble_similarity_set(
         noise(q @ g.T),
         noise(q @ q.T),
         noise(g @ g.T),
@@ -50,7 +54,7 @@ def _random_set(seed=0, Q=5, G=12, J=3, ids=4, asym=True):
 def _ours_rows(dataset="synthetic", source="ours (synthetic benchmark, smoke profile)"):
     """Rows shaped like our_results output, values made up (percent)."""
     rows = []
-    for i, ((method, rr), label) in enumerate(C.OUR_MODELS.items()):
+    for i, ((method, rr), label) in enumerate(R.OUR_MODELS.items()):
         for protocol in ("torchreid", "mars_official"):
             rows.append(
                 {
@@ -116,26 +120,26 @@ def test_paper_table_rejects_other_numbers():
 def test_comparison_table_puts_ours_beside_the_paper_with_aligned_columns():
     ours = _ours_rows()
     tab = C.comparison_table(3, ours)
-    paper = paper.paper_table(3)
+    published = paper.paper_table(3)
     assert list(tab.columns) == ["source", "model", "protocol", "mAP", "R1", "R5", "R20", "reranking", "backbone_3d"]
-    assert len(tab) == len(paper) + len(ours)
+    assert len(tab) == len(published) + len(ours)
     # paper rows first, unchanged; ours after, labelled as ours and as the synthetic benchmark
     pd.testing.assert_frame_equal(
-        tab.iloc[: len(paper)].reset_index(drop=True), paper[tab.columns].reset_index(drop=True)
+        tab.iloc[: len(published)].reset_index(drop=True), published[tab.columns].reset_index(drop=True)
     )
-    tail = tab.iloc[len(paper) :]
+    tail = tab.iloc[len(published) :]
     assert set(tail["source"]) == {"ours (synthetic benchmark, smoke profile)"}
     assert tail["backbone_3d"].all()
     assert tail[["mAP", "R1", "R5", "R20"]].to_numpy().tolist() == ours[["mAP", "R1", "R5", "R20"]].to_numpy().tolist()
     assert set(tail["protocol"]) == {"torchreid", "mars_official"}
-    assert set(tab.loc[: len(paper) - 1, "protocol"]) == {"as published"}
+    assert set(tab.loc[: len(published) - 1, "protocol"]) == {"as published"}
     # paper rows alone when we measured nothing
     assert len(C.comparison_table(4)) == 4 and "mAP" in C.comparison_table(4).columns
 
 
 def test_comparison_tables_only_the_measured_table_gets_our_rows():
     cfg = get_config("smoke")
-    avail = C.data_availability(cfg)
+    avail = D.data_availability(cfg)
     tabs = C.comparison_tables(_ours_rows(), avail)
     assert sorted(tabs) == [3, 4, 5]
     assert tabs[3]["source"].str.startswith("ours").sum() == 8
@@ -160,7 +164,7 @@ def test_assemble_similarity_set_layout():
     Q, G, J = 3, 4, 2
     qg, qq, gg = rng.random((Q, G)), rng.random((Q, Q)), rng.random((G, G))
     qj, gj, jj = rng.random((Q, J)), rng.random((G, J)), rng.random((J, J))
-    s = C.assemble_similarity_set(
+    s = SS.assemble_similarity_set(
         qg, qq, gg, [1, 2, 3], [0, 0, 0], [1, 2, 3, 0], [1, 1, 1, 1], s_qj=qj, s_gj=gj, s_jj=jj, j_camids=[2, 2]
     )
     S = s.sim
@@ -184,13 +188,13 @@ def test_similarity_set_bad_input():
         g_camids=[1, 1, 1],
     )
     with pytest.raises(ValueError, match="s_qg: expected shape"):
-        C.assemble_similarity_set(**dict(ok, s_qg=np.zeros((3, 2))))
+        SS.assemble_similarity_set(**dict(ok, s_qg=np.zeros((3, 2))))
     with pytest.raises(ValueError, match="give all four"):
-        C.assemble_similarity_set(**ok, s_qj=np.zeros((2, 1)))
+        SS.assemble_similarity_set(**ok, s_qj=np.zeros((2, 1)))
     with pytest.raises(ValueError, match="NaN"):
-        C.assemble_similarity_set(**dict(ok, s_gg=np.full((3, 3), np.nan)))
+        SS.assemble_similarity_set(**dict(ok, s_gg=np.full((3, 3), np.nan)))
     with pytest.raises(ValueError, match="sim: expected shape"):
-        C.SimilaritySet(np.zeros((4, 4)), np.zeros(5), np.zeros(5), 3, 1, 1)
+        SS.SimilaritySet(np.zeros((4, 4)), np.zeros(5), np.zeros(5), 3, 1, 1)
 
 
 def test_distance_is_nonnegative_and_ordered_like_minus_similarity():
@@ -209,15 +213,15 @@ def test_similarity_set_from_models_uses_their_scores():
     g = _bank(torch.rand(5, M, Dm).numpy(), [1, 2, 3, 1, 0], [1, 1, 1, 2, 1])
     j = _bank(torch.rand(2, M, Dm).numpy(), [-1, -1], [0, 1])
     for model in (LearnedClipAggregator(Dm, 8).eval(), MeanFeatureAggregator(Dm)):
-        s = C.similarity_set(model, q, g, j)
+        s = SS.similarity_set(model, q, g, j)
         assert (s.num_gallery, s.num_query, s.num_junk) == (5, 3, 2)
         ref = model.similarity_matrix(q.feats, g.feats, progress=False).double().numpy()
         assert np.allclose(s.sim[5:8, :5], ref, atol=1e-6)
         # without re-ranking, torchreid rows are exactly those of ranking by -similarity
-        cmc, mAP = C.evaluate_set(s, "torchreid")
+        cmc, mAP = SS.evaluate_set(s, "torchreid")
         cmc2, mAP2 = evaluate_rank(-ref, q.pids, g.pids, q.camids, g.camids, max_rank=5)
         assert mAP == pytest.approx(mAP2) and np.allclose(cmc, cmc2)
-    assert C.similarity_set(MeanFeatureAggregator(Dm), q, g).num_junk == 0
+    assert SS.similarity_set(MeanFeatureAggregator(Dm), q, g).num_junk == 0
 
 
 # --------------------------------------------------------------------------- #
@@ -227,27 +231,27 @@ def test_protocol_inputs_shapes_and_official_gallery():
     s = _random_set()
     Q, G, J = s.num_query, s.num_gallery, s.num_junk
     for rr in (False, True):
-        d, qp, gp, qc, gc = C.protocol_inputs(s, "torchreid", rr, LAMBDA1 | {"lambda_value": 0.3})
+        d, qp, gp, qc, gc = SS.protocol_inputs(s, "torchreid", rr, LAMBDA1 | {"lambda_value": 0.3})
         assert d.shape == (Q, G) and len(gp) == G and (d >= 0).all()
-        d, qp, gp, qc, gc = C.protocol_inputs(s, "mars_official", rr, LAMBDA1 | {"lambda_value": 0.3})
+        d, qp, gp, qc, gc = SS.protocol_inputs(s, "mars_official", rr, LAMBDA1 | {"lambda_value": 0.3})
         assert d.shape == (Q, G + Q + J) and len(gp) == len(gc) == G + Q + J
         assert (gp[G + Q :] == -1).all()
     # the official gallery is evaluation.mars_official_gallery's, then the junk columns
     D = similarity_to_distance(s.sim)
     qs = s.query_slice
     ref = mars_official_gallery(D[qs, :G], D[qs, qs], s.pids[qs], s.pids[:G], s.camids[qs], s.camids[:G])
-    d, qp, gp, qc, gc = C.protocol_inputs(s, "mars_official")
+    d, qp, gp, qc, gc = SS.protocol_inputs(s, "mars_official")
     assert np.array_equal(d[:, : G + Q], ref[0]) and np.array_equal(gp[: G + Q], ref[2])
     with pytest.raises(ValueError, match="protocol"):
-        C.protocol_inputs(s, "market")
+        SS.protocol_inputs(s, "market")
 
 
 def test_junk_changes_nothing_without_reranking_in_the_official_convention():
     s = _random_set(J=3)
     G, Q = s.num_gallery, s.num_query
     n = G + Q
-    no_junk = C.SimilaritySet(s.sim[:n, :n], s.pids[:n], s.camids[:n], G, Q, 0)
-    a, b = C.evaluate_set(s, "mars_official"), C.evaluate_set(no_junk, "mars_official")
+    no_junk = SS.SimilaritySet(s.sim[:n, :n], s.pids[:n], s.camids[:n], G, Q, 0)
+    a, b = SS.evaluate_set(s, "mars_official"), SS.evaluate_set(no_junk, "mars_official")
     assert a[1] == pytest.approx(b[1]) and np.allclose(a[0][:n], b[0][:n])
 
 
@@ -255,8 +259,8 @@ def test_junk_changes_nothing_without_reranking_in_the_official_convention():
 def test_reranking_with_lambda_one_keeps_the_ranking(protocol):
     """lambda = 1: the re-ranked distance is the normalised original, same order per query."""
     s = _random_set(seed=3)
-    cmc, mAP = C.evaluate_set(s, protocol)
-    cmc1, mAP1 = C.evaluate_set(s, protocol, rerank=True, rerank_params=LAMBDA1)
+    cmc, mAP = SS.evaluate_set(s, protocol)
+    cmc1, mAP1 = SS.evaluate_set(s, protocol, rerank=True, rerank_params=LAMBDA1)
     assert mAP1 == pytest.approx(mAP, abs=1e-9) and np.allclose(cmc1, cmc)
 
 
@@ -272,27 +276,27 @@ def test_reranking_fixes_an_impostor_outside_the_reciprocal_neighbourhood():
     np.fill_diagonal(D, 0)
     qd = np.where(gp == 1, 0.5, np.where(gp == 2, 0.8, 1.0))
     qd[3] = 0.4  # the impostor b1
-    s = C.assemble_similarity_set(1 - qd[None], np.ones((1, 1)), 1 - D, [1], [0], gp, np.ones(G, int))
+    s = SS.assemble_similarity_set(1 - qd[None], np.ones((1, 1)), 1 - D, [1], [0], gp, np.ones(G, int))
     params = {"k1": 4, "k2": 1, "lambda_value": 0.3}
-    cmc, mAP = C.evaluate_set(s, "torchreid")
-    cmc_r, mAP_r = C.evaluate_set(s, "torchreid", True, params)
+    cmc, mAP = SS.evaluate_set(s, "torchreid")
+    cmc_r, mAP_r = SS.evaluate_set(s, "torchreid", True, params)
     assert cmc[0] == 0 and mAP == pytest.approx((1 / 2 + 2 / 3 + 3 / 4) / 3)
     assert cmc_r[0] == 1 and mAP_r == pytest.approx(1.0)
 
 
 def test_result_rows_labels_and_units():
     sets = {"learned": _random_set(0), "mean": _random_set(1)}
-    df = C.result_rows(sets, ("torchreid", "mars_official"), LAMBDA1 | {"lambda_value": 0.3})
+    df = R.result_rows(sets, ("torchreid", "mars_official"), LAMBDA1 | {"lambda_value": 0.3})
     assert len(df) == 8
-    assert set(df["model"]) == set(C.OUR_MODELS.values())
+    assert set(df["model"]) == set(R.OUR_MODELS.values())
     row = df[(df["method"] == "mean") & (df["protocol"] == "torchreid") & ~df["reranking"]].iloc[0]
-    cmc, mAP = C.evaluate_set(sets["mean"], "torchreid")
+    cmc, mAP = SS.evaluate_set(sets["mean"], "torchreid")
     assert row["mAP"] == pytest.approx(100 * mAP) and row["R1"] == pytest.approx(100 * cmc[0])
     assert np.isnan(row["R20"])  # gallery of 12 < rank 20
     with pytest.raises(ValueError, match="protocol"):
-        C.result_rows(sets, ("official",))
+        R.result_rows(sets, ("official",))
     with pytest.raises(ValueError, match="sets"):
-        C.result_rows({})
+        R.result_rows({})
 
 
 # --------------------------------------------------------------------------- #
@@ -323,9 +327,9 @@ def test_split_results_mean_and_std_over_ten_splits():
             ]
         )
 
-    long = C.split_results(cfg, 10, run_split=run_split, progress=False)
+    long = R.split_results(cfg, 10, run_split=run_split, progress=False)
     assert sorted(long["split"]) == list(range(10))
-    out = C.summarize_split_results(long)
+    out = R.summarize_split_results(long)
     assert len(out) == 1
     r = out.iloc[0]
     assert r["splits"] == 10
@@ -352,12 +356,12 @@ def test_split_results_mean_and_std_over_ten_splits():
 def test_split_results_bad_input():
     cfg = get_config("smoke")
     with pytest.raises(ValueError, match="num_splits"):
-        C.split_results(cfg, 0, run_split=lambda k: None)
+        R.split_results(cfg, 0, run_split=lambda k: None)
     with pytest.raises(ValueError, match="missing columns"):
-        C.summarize_split_results(pd.DataFrame({"split": [0], "mAP": [1.0]}))
+        R.summarize_split_results(pd.DataFrame({"split": [0], "mAP": [1.0]}))
     twice = pd.concat([_ours_rows().assign(split=0)] * 2)
     with pytest.raises(ValueError, match="split repeated"):
-        C.summarize_split_results(twice)
+        R.summarize_split_results(twice)
 
 
 # --------------------------------------------------------------------------- #
@@ -370,17 +374,12 @@ def _tree(root, *dirs):
 
 
 def test_availability_synthetic():
-    a = C.data_availability(get_config("smoke"))
+    a = D.data_availability(get_config("smoke"))
     assert a.available and a.table == 3 and a.had == ("synthetic",)
     assert a.missing == ("mars", "dukemtmc-videoreid", "prid2011")
-    assert "synthetic benchmark" in a.statement and "not comparable in absolute value" in a.statement
-    assert "MARS, DukeMTMC-VideoReID and PRID2011 were not available" in a.statement
-    assert (
-        C.measure(
-            get_config("smoke"), availability=C.DataAvailability("synthetic", None, False, None, (), a.missing, "x", "")
-        )
-        is None
-    )
+    assert a.dataset == "synthetic" and a.root is None and a.problem is None
+    unavailable = D.DataAvailability("synthetic", None, False, None, (), a.missing, "x")
+    assert R.measure(get_config("smoke"), availability=unavailable) is None
 
 
 @pytest.mark.parametrize(
@@ -393,32 +392,30 @@ def test_availability_synthetic():
 )
 def test_availability_real_dataset(tmp_path, name, dirs, table):
     cfg = get_config("paper", dataset=name, data_root=_tree(tmp_path / name, *dirs))
-    a = C.data_availability(cfg)
+    a = D.data_availability(cfg)
     assert a.available and a.had == (name,) and a.table == table and a.problem is None
-    others = [d for d in C.PAPER_DATASETS if d != name]
+    others = [d for d in D.PAPER_DATASETS if d != name]
     assert a.missing == tuple(others)
-    assert paper.DATASET_TITLES[name] in a.statement and str(tmp_path / name) in a.statement
-    assert all(paper.DATASET_TITLES[o] in a.statement.split("Not available")[1] for o in others)
-    assert f"Table {table}" in a.statement
+    assert a.dataset == name and a.root == str(tmp_path / name)
 
 
 def test_availability_missing_data(tmp_path):
-    a = C.data_availability(get_config("paper", dataset="mars"))
+    a = D.data_availability(get_config("paper", dataset="mars"))
     assert not a.available and a.table is None and a.had == ()
-    assert "no data root" in a.statement and a.missing == C.PAPER_DATASETS
-    assert C.measure(get_config("paper", dataset="mars")) is None  # nothing to run, no error
-    b = C.data_availability(get_config("paper", dataset="prid", data_root=_tree(tmp_path / "p", "cam_a")))
+    assert "no data root" in a.problem and a.missing == D.PAPER_DATASETS
+    assert R.measure(get_config("paper", dataset="mars")) is None  # nothing to run, no error
+    b = D.data_availability(get_config("paper", dataset="prid", data_root=_tree(tmp_path / "p", "cam_a")))
     assert not b.available and "multi_shot/" in b.problem
-    c = C.data_availability(get_config("paper", dataset="duke", data_root=str(tmp_path / "nope")))
+    c = D.data_availability(get_config("paper", dataset="duke", data_root=str(tmp_path / "nope")))
     assert c.dataset == "dukemtmc-videoreid" and "not a directory" in c.problem
     with pytest.raises(ValueError, match="dataset"):
-        C.data_availability(get_config("paper", dataset="market1501"))
+        D.data_availability(get_config("paper", dataset="market1501"))
 
 
 def test_protocols_and_labels():
-    assert C.default_protocols("synthetic") == ("torchreid", "mars_official")
-    assert C.default_protocols("prid") == ("torchreid",)
-    assert C.ours_source(get_config("smoke"), "synthetic") == "ours (synthetic benchmark, smoke profile)"
+    assert D.default_protocols("synthetic") == ("torchreid", "mars_official")
+    assert D.default_protocols("prid") == ("torchreid",)
+    assert R.ours_source(get_config("smoke"), "synthetic") == "ours (synthetic benchmark, smoke profile)"
 
 
 # --------------------------------------------------------------------------- #
@@ -426,9 +423,9 @@ def test_protocols_and_labels():
 # --------------------------------------------------------------------------- #
 def test_reranking_gains_paper_pairs_and_ours():
     g = C.reranking_gains(_ours_rows(), paper.paper_table(3))
-    paper = g[g["source"] == "paper (MARS)"].set_index("model")
-    assert list(paper.index) == ["PABR (2018)", "STA (2019)", "Ours (paper)"]
-    assert paper.loc["Ours (paper)", "mAP"] == pytest.approx(83.3 - 75.9)
+    pairs = g[g["source"] == "paper (MARS)"].set_index("model")
+    assert list(pairs.index) == ["PABR (2018)", "STA (2019)", "Ours (paper)"]
+    assert pairs.loc["Ours (paper)", "mAP"] == pytest.approx(83.3 - 75.9)
     ours = g[g["source"].str.startswith("ours")]
     assert len(ours) == 4  # 2 methods x 2 conventions
     assert ours["mAP"].tolist() == pytest.approx([1.0, 1.0, 1.0, 1.0])  # made-up rows: +1 each
@@ -449,20 +446,23 @@ def test_plot_comparison():
         plot_comparison(ours.iloc[:0])
 
 
-def test_reranking_summary_is_computed_from_the_numbers():
+def test_reranking_agreement_is_computed_from_the_numbers():
     ours = _ours_rows()
     sel = (ours["method"] == "learned") & ours["reranking"]
     ours.loc[sel & (ours["protocol"] == "torchreid"), "mAP"] -= 3.0  # gain -2 under torchreid
     ours.loc[sel & (ours["protocol"] == "mars_official"), "mAP"] -= 1.0  # gain 0 under official
-    text = C.reranking_summary(C.reranking_gains(ours, paper.paper_table(3)))
-    mAP_line = next(ln for ln in text.splitlines() if ln.startswith("For mAP"))
-    assert "+7.4" in mAP_line and "-2.0 (torchreid)" in mAP_line
-    assert "disagrees with the paper's direction under torchreid" in mAP_line
-    assert "no change" in mAP_line and "official MARS" in mAP_line
-    assert "agrees with the paper's direction under torchreid, official MARS" in next(
-        ln for ln in text.splitlines() if ln.startswith("For R1")
-    )
-    assert C.reranking_summary(pd.DataFrame()).startswith("No pair")
+    agree = C.reranking_agreement(C.reranking_gains(ours, paper.paper_table(3)))
+    assert agree[["metric", "protocol"]].values.tolist() == [
+        ["mAP", "torchreid"],
+        ["mAP", "mars_official"],
+        ["R1", "torchreid"],
+        ["R1", "mars_official"],
+    ]
+    assert agree["paper"].tolist() == pytest.approx([83.3 - 75.9] * 2 + [83.4 - 82.7] * 2)
+    assert agree["ours"].tolist() == pytest.approx([-2.0, 0.0, 1.0, 1.0])
+    assert agree["verdict"].tolist() == ["disagrees", "no change", "agrees", "agrees"]
+    assert C.reranking_agreement(pd.DataFrame()).empty
+    assert C.reranking_agreement(C.reranking_gains(None, paper.paper_table(3))).empty  # no rows of ours
 
 
 def test_plot_comparison_paper_pairs_only():

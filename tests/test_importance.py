@@ -1,4 +1,5 @@
-"""Tests for reid_utils.importance (importance vs nuisance, Fig. 7) and reid_utils.viz_importance."""
+"""Tests for reid_utils.experiments.importance, .nuisance_labels and .importance_vs_nuisance (Fig. 7, measured)
+and the figures of reid_utils.viz.importance."""
 
 from types import SimpleNamespace
 
@@ -8,89 +9,23 @@ import pandas as pd
 import pytest
 import torch
 
+from reid_utils.eval.auc import roc_auc
+from reid_utils.experiments import clip_banks as CB
 from reid_utils.experiments import importance as I
+from reid_utils.experiments import importance_vs_nuisance as V
+from reid_utils.experiments import nuisance_labels as NL
 from reid_utils.models.aggregation import LearnedClipAggregator, TopTAggregator, top_t_count
+from reid_utils.synth import NUISANCES
 
 matplotlib.use("Agg")
-
-
-def brute_auc(s, lab):
-    s, lab = np.asarray(s, float), np.asarray(lab, bool)
-    p, n = s[lab][:, None], s[~lab][None, :]
-    return float(((p > n) + 0.5 * (p == n)).mean())
-
-
-def _data(N, C, seed, decimals=None, effect=0.0):
-    rng = np.random.default_rng(seed)
-    cl = rng.integers(0, C, N)
-    lab = rng.random(N) < 0.3
-    s = rng.normal(size=N) + effect * lab + 0.5 * rng.normal(size=C)[cl]
-    if decimals is not None:
-        s = np.round(s, decimals)
-    return s, lab, cl
-
-
-# --------------------------------------------------------------------------- #
-# AUC
-# --------------------------------------------------------------------------- #
-@pytest.mark.parametrize("seed,decimals", [(0, None), (1, 1), (2, 0), (3, 3)])
-def test_roc_auc_equals_brute_force_pairwise_count(seed, decimals):
-    s, lab, _ = _data(300, 5, seed, decimals, effect=0.7)
-    assert I.roc_auc(s, lab) == pytest.approx(brute_auc(s, lab), abs=1e-12)
-
-
-def test_roc_auc_extremes_and_ties():
-    assert I.roc_auc([3, 4, 1, 2], [1, 1, 0, 0]) == 1.0
-    assert I.roc_auc([1, 2, 3, 4], [1, 1, 0, 0]) == 0.0
-    assert I.roc_auc([5, 5, 5, 5], [1, 0, 1, 0]) == 0.5
-
-
-@pytest.mark.parametrize("decimals", [None, 1, 3])  # continuous; few distinct values (table path); ties, many values
-def test_cluster_decomposition_matches_auc_and_explicit_resampling(decimals):
-    s, lab, cl = _data(1500, 12, 4, decimals, effect=0.5)
-    parts = I.cluster_auc_parts(s, lab, cl)
-    assert parts["K"].sum() / (lab.sum() * (~lab).sum()) == pytest.approx(I.roc_auc(s, lab), abs=1e-12)
-    rng = np.random.default_rng(7)
-    for _ in range(3):
-        w = rng.integers(0, 3, len(parts["ids"]))
-        w[0] = max(w[0], 1)
-        idx = np.concatenate([np.flatnonzero(cl == parts["ids"][c]) for c in range(len(w)) for _ in range(w[c])])
-        assert I.weighted_cluster_auc(parts, w) == pytest.approx(I.roc_auc(s[idx], lab[idx]), abs=1e-12)
-
-
-def test_bootstrap_interval_contains_estimate_and_shrinks_with_more_clusters():
-    widths = []
-    for C in (8, 200):
-        rng = np.random.default_rng(11)
-        cl = np.repeat(np.arange(C), 40)
-        lab = rng.random(len(cl)) < 0.4
-        s = rng.normal(size=len(cl)) + 0.6 * lab + rng.normal(size=C)[cl]  # cluster random effect
-        r = I.cluster_bootstrap_auc(s, lab, cl, num_boot=400, seed=0)
-        assert r["lo"] <= r["auc"] <= r["hi"]
-        assert r["auc"] == pytest.approx(I.roc_auc(s, lab))
-        assert r["clusters"] == C and r["boot_valid"] == 400
-        widths.append(r["hi"] - r["lo"])
-    assert widths[1] < 0.5 * widths[0]
-
-
-def test_bootstrap_without_positives_is_nan_not_an_error():
-    r = I.cluster_bootstrap_auc(np.arange(6.0), np.zeros(6, bool), np.array([0, 0, 1, 1, 2, 2]), num_boot=10)
-    assert np.isnan(r["auc"]) and r["n_pos"] == 0 and r["boot_valid"] == 0
 
 
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: I.roc_auc([1.0, 2.0], [1, 0, 1]), "labels"),
-        (lambda: I.roc_auc([1.0, np.nan], [1, 0]), "finite"),
-        (lambda: I.roc_auc([1.0, 2.0], [2, 0]), "0/1"),
-        (lambda: I.roc_auc([1.0, 2.0], [1, 1]), "positive and one negative"),
-        (lambda: I.cluster_auc_parts([1.0, 2.0], [1, 0], [0.5, 1.0]), "clusters"),
-        (lambda: I.cluster_bootstrap_auc([1.0, 2.0], [1, 0], [0, 1], num_boot=0), "num_boot"),
-        (lambda: I.cluster_bootstrap_auc([1.0, 2.0], [1, 0], [0, 1], level=1.5), "level"),
-        (lambda: I.clip_labels(np.zeros((2, 3, 1)), min_fraction=0), "min_fraction"),
-        (lambda: I.sample_pairs(0, 3), "num_query"),
-        (lambda: I.sample_pairs(2, 3, max_pairs=0), "max_pairs"),
+        (lambda: NL.clip_labels(np.zeros((2, 3, 1)), min_fraction=0), "min_fraction"),
+        (lambda: V.sample_pairs(0, 3), "num_query"),
+        (lambda: V.sample_pairs(2, 3, max_pairs=0), "max_pairs"),
     ],
 )
 def test_bad_input_raises_clear_errors(call, match):
@@ -103,7 +38,7 @@ def test_bad_input_raises_clear_errors(call, match):
 # --------------------------------------------------------------------------- #
 def _ann(**cols):
     n = len(next(iter(cols.values())))
-    names = ["true_pid"] + list(I.NUISANCES)
+    names = ["true_pid"] + list(NUISANCES)
     arrs = [np.asarray(cols.get(k, np.zeros(n, int))) for k in names]
     return np.rec.fromarrays(arrs, names=names).view(np.ndarray)
 
@@ -118,18 +53,18 @@ def test_labels_from_annotations_hand_built_case():
             [[0, 1], [1, 2], [3, 3]],
         ]
     )
-    fr = I.clip_nuisance_fractions([t0, t1], frames)
-    k = {n: i for i, n in enumerate(I.NUISANCES)}
+    fr = NL.clip_nuisance_fractions([t0, t1], frames)
+    k = {n: i for i, n in enumerate(NUISANCES)}
     assert fr[0, :, k["occlusion"]].tolist() == [1.0, 0.5, 0.0]
     assert fr[0, :, k["empty"]].tolist() == [0.0, 0.0, 0.5]
     assert fr[1, :, k["blur"]].tolist() == [0.5, 0.5, 0.0]
-    half = I.clip_labels(fr, 0.5)
-    full = I.clip_labels(fr, 1.0)
+    half = NL.clip_labels(fr, 0.5)
+    full = NL.clip_labels(fr, 1.0)
     assert half[0, :, k["occlusion"]].tolist() == [True, True, False]
     assert full[0, :, k["occlusion"]].tolist() == [True, False, False]
     # pair labels: a pair contains X if its query or its gallery clip does
     table = pd.DataFrame({"q": [0, 0, 0], "g": [1, 1, 1], "i": [0, 2, 2], "j": [2, 0, 2]})
-    out = I.pair_labels(table, half, half, I.NUISANCES)
+    out = NL.pair_labels(table, half, half, NUISANCES)
     assert out["occlusion"].tolist() == [True, False, False]
     assert out["blur"].tolist() == [False, True, False]
     assert out["empty"].tolist() == [False, True, True]
@@ -138,22 +73,22 @@ def test_labels_from_annotations_hand_built_case():
 def test_labels_need_annotations_and_valid_frames():
     t = SimpleNamespace(tid="x", annotations=None)
     with pytest.raises(ValueError, match="annotations"):
-        I.clip_nuisance_fractions([t], np.zeros((1, 2, 2), int))
+        NL.clip_nuisance_fractions([t], np.zeros((1, 2, 2), int))
     t = SimpleNamespace(tid="x", annotations=_ann(blur=[0, 1]))
     with pytest.raises(ValueError, match="outside"):
-        I.clip_nuisance_fractions([t], np.full((1, 2, 2), 5))
+        NL.clip_nuisance_fractions([t], np.full((1, 2, 2), 5))
     with pytest.raises(ValueError, match="clip_frames"):
-        I.clip_nuisance_fractions([t], np.zeros((1, 2), int))
+        NL.clip_nuisance_fractions([t], np.zeros((1, 2), int))
 
 
 def test_sample_pairs_equal_per_query_and_seeded():
-    all_pairs = I.sample_pairs(3, 4)
+    all_pairs = V.sample_pairs(3, 4)
     assert len(all_pairs) == 12
-    p = I.sample_pairs(10, 50, max_pairs=100, seed=3)
+    p = V.sample_pairs(10, 50, max_pairs=100, seed=3)
     assert np.bincount(p[:, 0]).tolist() == [10] * 10
     assert all(len(set(p[p[:, 0] == q, 1])) == 10 for q in range(10))
-    np.testing.assert_array_equal(p, I.sample_pairs(10, 50, max_pairs=100, seed=3))
-    assert not np.array_equal(p, I.sample_pairs(10, 50, max_pairs=100, seed=4))
+    np.testing.assert_array_equal(p, V.sample_pairs(10, 50, max_pairs=100, seed=3))
+    assert not np.array_equal(p, V.sample_pairs(10, 50, max_pairs=100, seed=4))
 
 
 # --------------------------------------------------------------------------- #
@@ -194,7 +129,7 @@ def test_topt_columns_select_the_top_t_projected_cosines():
     with torch.no_grad():
         topt.proj.weight.add_(0.3 * torch.randn(6, 6))
     model = LearnedClipAggregator(6, 8).eval()
-    tab = I.topt_columns(I.clip_pair_table(model, qf, gf, I.sample_pairs(4, 5)), topt, qf, gf, t_percent=25)
+    tab = I.topt_columns(I.clip_pair_table(model, qf, gf, V.sample_pairs(4, 5)), topt, qf, gf, t_percent=25)
     k = top_t_count(25, 16)
     for _, grp in tab.groupby(["q", "g"]):
         assert grp["topt_selected"].sum() == k
@@ -224,7 +159,7 @@ def test_extreme_clip_pairs():
     assert ext[ext["which"] == "lowest"]["alpha"].tolist() == [1.0, 2.0]
 
 
-def test_importance_auc_and_words_follow_the_numbers():
+def test_importance_auc_and_verdicts_follow_the_numbers():
     rng = np.random.default_rng(5)
     n_seq, T = 60, 9
     q = np.repeat(np.arange(n_seq) % 20, T)
@@ -243,18 +178,48 @@ def test_importance_auc_and_words_follow_the_numbers():
             "empty": ~bad,
         }
     )
-    auc, reps = I.importance_auc(tab, ["occlusion", "blur", "empty"], num_boot=300, return_replicates=True)
+    auc, reps = V.importance_auc(tab, ["occlusion", "blur", "empty"], num_boot=300, return_replicates=True)
     a = auc[auc["method"] == "learned"].set_index("nuisance")
-    assert a.loc["occlusion", "auc"] == pytest.approx(I.roc_auc(-alpha, bad))
+    assert a.loc["occlusion", "auc"] == pytest.approx(roc_auc(-alpha, bad))
     assert a.loc["occlusion", "lo"] > 0.5 and a.loc["empty", "hi"] < 0.5
     assert set(auc["method"]) == {"learned", "topt-select", "topt-rank"}
-    cmp = I.compare_methods(auc, reps)
+    cmp = V.compare_methods(auc, reps)
     assert cmp.loc["occlusion", "lo"] > 0
-    text = I.describe_auc(auc.assign(level=2), cmp)
-    assert "does** go to clip pairs with: occlusion" in text
-    assert "get higher importance) for: empty" in text
+    v = V.auc_verdicts(auc.assign(level=2), cmp)
+    assert list(v.index) == ["occlusion", "blur", "empty"]
+    assert v.loc["occlusion", "verdict"] == "above" and v.loc["empty", "verdict"] == "below"
+    assert v.loc["occlusion", "vs_baseline"] == "higher"
+    assert (
+        v.loc["occlusion", "auc"] == a.loc["occlusion", "auc"]
+        and v.loc["occlusion", "diff"] == cmp.loc["occlusion", "diff"]
+    )
+    assert (
+        v.loc["occlusion", "baseline_auc"]
+        == auc.query("method == 'topt-select' and nuisance == 'occlusion'")["auc"].iloc[0]
+    )
+    assert v.loc["occlusion", "clip_pairs"] == len(tab) and np.isnan(v.loc["occlusion", "step_auc"])  # no "t" column
     with pytest.raises(ValueError, match="labels"):
-        I.importance_auc(tab, ["nope"])
+        V.importance_auc(tab, ["nope"])
+
+
+def test_auc_verdicts_undefined_chance_and_no_comparison():
+    auc = pd.DataFrame(
+        {
+            "method": ["learned", "learned", "learned-step", "learned-step"],
+            "nuisance": ["corrupted", "blur", "corrupted", "blur"],
+            "auc": [np.nan, 0.52, np.nan, 0.55],
+            "lo": [np.nan, 0.45, np.nan, 0.51],
+            "hi": [np.nan, 0.60, np.nan, 0.60],
+            "n_pos": [0, 30, 0, 30],
+            "n_neg": [90, 60, 90, 60],
+        }
+    )
+    v = V.auc_verdicts(auc)
+    assert v["verdict"].tolist() == ["undefined", "chance"]
+    assert v.loc["blur", "step_auc"] == 0.55 and np.isnan(v.loc["blur", "baseline_auc"])
+    assert v["diff"].isna().all() and v["vs_baseline"].isna().all()
+    with pytest.raises(ValueError, match="no rows for method"):
+        V.auc_verdicts(auc, method="topt-select")
 
 
 def test_step_adjustment_removes_a_visiting_order_effect():
@@ -264,7 +229,7 @@ def test_step_adjustment_removes_a_visiting_order_effect():
     t = np.tile(np.arange(T), n_seq)
     alpha = np.where(t < 4, 0.3, 1.2) * np.exp(0.3 * rng.normal(size=len(t)))
     tab = pd.DataFrame({"q": np.repeat(np.arange(n_seq) % 25, T), "t": t, "alpha_rel": alpha, "early": t < 4})
-    auc = I.importance_auc(tab, ["early"], num_boot=200).set_index("method")
+    auc = V.importance_auc(tab, ["early"], num_boot=200).set_index("method")
     assert auc.loc["learned", "auc"] > 0.9
     assert auc.loc["learned-step", "lo"] < 0.5 < auc.loc["learned-step", "hi"]
 
@@ -364,7 +329,7 @@ def _tiny_setup(tmp_path):
     tracks = {
         s: [
             SimpleNamespace(
-                tid=f"{s}{n}", annotations=_ann(**{k: (rng.random(Mc * Lc) < 0.3).astype(int) for k in I.NUISANCES})
+                tid=f"{s}{n}", annotations=_ann(**{k: (rng.random(Mc * Lc) < 0.3).astype(int) for k in NUISANCES})
             )
             for n in range(len(clean[s]))
         ]
@@ -375,22 +340,21 @@ def _tiny_setup(tmp_path):
 
 def test_measure_end_to_end(tmp_path):
     cfg, ds, clean, bad = _tiny_setup(tmp_path)
-    res = I.measure(cfg, ds, clean, bad, 2, t_percent=50, max_pairs=None, num_boot=50, progress=False)
+    banks = CB.ClipBanks(cfg, clean, bad)
+    res = V.measure(ds, banks, 2, t_percent=50, max_pairs=None, num_boot=50, progress=False)
     tab, auc = res["table"], res["auc"]
-    assert len(tab) == 2 * 5 * 16 and res["labels"] == list(I.NUISANCES) + ["corrupted"]
+    assert len(tab) == 2 * 5 * 16 and res["labels"] == list(NUISANCES) + ["corrupted"]
     # the corrupted label is the level's test plan
-    from reid_utils.experiments import corruption_sweep as E
-
-    qp, gp = E.test_plan(cfg, "query", 2, 2), E.test_plan(cfg, "gallery", 5, 2)
+    qp, gp = CB.test_plan(cfg, "query", 2, 2), CB.test_plan(cfg, "gallery", 5, 2)
     expect = qp[tab["q"], tab["i"]] | gp[tab["g"], tab["j"]]
     np.testing.assert_array_equal(tab["corrupted"].to_numpy(), expect)
     assert set(auc["level"]) == {2} and len(auc) == 4 * 6
     row = auc[(auc["method"] == "learned") & (auc["nuisance"] == "corrupted")].iloc[0]
     if row["n_pos"] and row["n_neg"]:
-        assert row["auc"] == pytest.approx(I.roc_auc(-tab["alpha_rel"], tab["corrupted"]))
-    clean_run = I.measure(cfg, ds, clean, bad, 0, max_pairs=None, num_boot=20, progress=False)
+        assert row["auc"] == pytest.approx(roc_auc(-tab["alpha_rel"], tab["corrupted"]))
+    clean_run = V.measure(ds, banks, 0, max_pairs=None, num_boot=20, progress=False)
     assert np.isnan(clean_run["auc"].query("nuisance == 'corrupted'")["auc"]).all()
-    run = I.learned_at_level(cfg, clean, bad, 2, progress=False)
+    run = V.learned_at_level(banks, 2, progress=False)
     assert run["S"].shape == (2, 5)
     np.testing.assert_allclose(run["S"][tab["q"], tab["g"]], tab["similarity"], atol=1e-4)
 
@@ -413,4 +377,4 @@ def test_extremes_vs_labels_counts_the_selected_pairs():
 
 def test_split_clip_labels_without_annotations_is_none():
     ds = SimpleNamespace(query=[SimpleNamespace(annotations=None)], gallery=[SimpleNamespace(annotations=None)])
-    assert I.split_clip_labels(ds, {}) == (None, None)
+    assert NL.split_clip_labels(ds, {}) == (None, None)
