@@ -38,10 +38,10 @@ ARTIFACT_VERSIONS: dict[str, int] = {
     "baseline-color": 1,  # experiments.baselines: colour-histogram results
     "fig3-sampling": 1,  # experiments.i3d_ablations: Fig. 3 grid
     "fig4-averaging": 1,  # experiments.i3d_ablations: Fig. 4 grid
-    "agg-model": 1,  # experiments: a trained aggregator
-    "agg-results": 1,  # experiments: one corruption level's rows
-    "agg-similarity": 1,  # experiments.importance: a similarity matrix
-    "cmp-similarities": 1,  # experiments.comparison: a similarity set
+    "agg-model": 1,  # experiments.aggregators: a trained aggregator
+    "agg-results": 1,  # experiments.corruption_sweep: one corruption level's rows
+    "agg-similarity": 1,  # experiments.importance_vs_nuisance: a similarity matrix
+    "cmp-similarities": 1,  # experiments.comparison_rows: a similarity set
 }
 
 

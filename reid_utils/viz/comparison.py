@@ -48,7 +48,7 @@ def plot_comparison(ours: pd.DataFrame, gains: pd.DataFrame | None = None, proto
 
     Args:
         ours: None (nothing measured: only the gain panel) or our rows
-            (``reid_utils.experiments.comparison.our_results`` or ``summarize_split_results``):
+            (``reid_utils.experiments.comparison_rows.our_results`` or ``summarize_split_results``):
             ``source``, ``model``, ``protocol``, ``reranking`` and metric columns in percent (optional
             ``"<metric> std"`` drawn as error bars).
         gains: ``reid_utils.experiments.comparison.reranking_gains`` rows (paper pairs and ours);

@@ -11,7 +11,7 @@
   :data:`CORRUPTED_COLOR` for clips taken from the corrupted bank).
 * :func:`plot_pair_importance` - one such column for one sequence pair (the
   explorer of ``reid_utils.viz.widgets`` renders it).
-* :func:`plot_importance_auc` - the measurement of ``reid_utils.experiments.importance``:
+* :func:`plot_importance_auc` - the measurement of ``reid_utils.experiments.importance_vs_nuisance``:
   ROC AUC of low importance per nuisance, learned vs the top-t% selection,
   with cluster-bootstrap intervals and a dashed line at 0.5 (chance).
 
@@ -337,7 +337,7 @@ def plot_importance_auc(
     """ROC AUC of low importance per nuisance, per method, with bootstrap intervals.
 
     Args:
-        auc: ``reid_utils.experiments.importance.importance_auc`` / ``.measure`` rows
+        auc: ``reid_utils.experiments.importance_vs_nuisance.importance_auc`` / ``.measure`` rows
             (``method``, ``method_label``, ``nuisance``, ``auc``, ``lo``,
             ``hi``, ``prevalence``; one panel per ``level`` when present).
         methods: which methods to draw (in this order).
