@@ -120,7 +120,7 @@ class AblationConfig:
     num_clips: tuple = (1, 2, 4, 8, 16)  # clips averaged in Fig. 4
     # CPU profiles only: > 0 gives every L_train model a shared trunk (the training of
     # ``train``, on clips of train.clip_len) plus this many iterations at ``finetune_lr``
-    # on clips of its own length (train.trained_i3d); 0 trains each one from the
+    # on clips of its own length (training.i3d.trained_i3d); 0 trains each one from the
     # profile's initialisation, as the paper does.
     finetune_iterations: int = 0
     finetune_lr: float = 3e-4

@@ -1,4 +1,4 @@
-"""Tests for reid_utils.agg_train (Sec. 3.2, aggregator training)."""
+"""Tests for reid_utils.training.aggregator (Sec. 3.2, aggregator training)."""
 
 import numpy as np
 import pytest
@@ -49,7 +49,6 @@ def _run(kind, iterations, seed=0, **kw):
     "kind,mining", [("learned", "hard"), ("learned", "full"), ("topt-eval", "auto"), ("topt-train-eval", "auto")]
 )
 def test_training_reduces_loss(kind, mining):
-    torch.set_num_threads(1)
     _, hist = _run(kind, 40, mining=mining)
     assert list(hist["iteration"]) == list(range(1, 41))
     first, last = hist["loss"][:8].mean(), hist["loss"][-8:].mean()
@@ -68,7 +67,6 @@ def _junk_ratio(model, feats):
 
 
 def test_learned_aggregator_learns_to_downweight_corrupted_pairs():
-    torch.set_num_threads(1)
     feats, _ = _bank(seed=1)  # held-out sequences
     untrained = build_aggregator("learned", D, hidden=16, dropout=0.1, seed=0)
     before = _junk_ratio(untrained, feats)
@@ -78,7 +76,6 @@ def test_learned_aggregator_learns_to_downweight_corrupted_pairs():
 
 
 def test_resume_reproduces_uninterrupted_run(tmp_path):
-    torch.set_num_threads(1)
     ref_model, ref = _run("learned", 6)
 
     class Crash(Exception):
@@ -161,7 +158,6 @@ def test_hard_mining_selects_the_batch_hard_pairs():
     """Deterministic setting (no dropout, eval-mode BatchNorm, float64): the pairs
     mined by the fast eval path are those of the full B x B computation through
     forward, and the loss on them is the full batch-hard loss."""
-    torch.set_num_threads(1)
     feats, pids = _bank(num_ids=5, per_id=3, seed=2)
     feats = feats.double()
     model = build_aggregator("learned", D, hidden=16, dropout=0.0, seed=3).double()
@@ -190,7 +186,6 @@ def test_hard_mining_selects_the_batch_hard_pairs():
 
 
 def test_hard_mined_training_beats_untrained_on_heldout():
-    torch.set_num_threads(1)
     held, held_pids = _bank(seed=1)
     untrained = build_aggregator("learned", D, hidden=16, dropout=0.1, seed=0)
     before = _heldout_loss(untrained, held, held_pids)

@@ -36,15 +36,26 @@ def test_findings_are_computed_from_the_numbers():
             for L in (4, 32):
                 base = 50 + (10 if L == 32 else 0) + (5 if m != "consec" else 0)
                 vals[(lt, m, L)] = base + (3 if (lt == 4 and L == 4) else 0)
-    s = ex.describe_sampling_findings(_fig3(vals))
-    assert "in 6/6" in s[0]
-    assert "holds for 2/2" in s[1]
-    assert "L_train=4" in s[2] and "holds here" in s[2]
+    t = ex.sampling_findings(_fig3(vals))
+    assert list(t.columns) == ["finding", "paper", "ours", "holds"] and len(t) == 4
+    assert t["ours"][0] == "6/6 curves" and t["holds"][0]
+    assert t["ours"][1] == "2/2 models" and t["holds"][1]
+    assert t["ours"][2] == "L_train=4" and "L_train=4" in t["paper"][2] and t["holds"][2]
+    assert t["ours"][3] == "within 0.0 mAP points (vs 3.0 at L_test=4)" and t["holds"][3]
     # flip the short-clip advantage: the finding must now be reported as not holding
     for m in ("consec", "random", "evenly"):
         vals[(16, m, 4)] += 10
-    s = ex.describe_sampling_findings(_fig3(vals))
-    assert "does not hold" in s[2]
+    t = ex.sampling_findings(_fig3(vals))
+    assert t["ours"][2] == "L_train=16" and not t["holds"][2]
+    # longer clips hurting everywhere: finding 1 does not hold
+    for key in vals:
+        if key[2] == 32:
+            vals[key] -= 40
+    t = ex.sampling_findings(_fig3(vals))
+    assert t["ours"][0] == "0/6 curves" and not t["holds"][0]
+    # one model: only the findings that compare curves and methods
+    one = ex.sampling_findings(_fig3({k: v for k, v in vals.items() if k[0] == 4}))
+    assert len(one) == 2
 
 
 def test_protocol_follows_the_dataset_split():

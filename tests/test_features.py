@@ -1,4 +1,4 @@
-"""Tests of reid_utils.features: sampling methods, shapes, the corruption hook, caching."""
+"""Tests of reid_utils.training.features: sampling methods, shapes, the corruption hook, caching."""
 
 from pathlib import Path
 
@@ -158,8 +158,10 @@ def test_get_features_caches_by_key(tiny, net, tmp_path):
         "smoke", artifacts_dir=str(tmp_path), device="cpu", model={"input_height": SIZE[0], "input_width": SIZE[1]}
     )
     tr = tiny.query + tiny.gallery
-    with pytest.raises(ValueError, match="reid_key"):
+    with pytest.raises(TypeError, match="model_key"):  # the key of the weights is required
         F.get_features(cfg, net, tr, 2, 4, progress=False)
+    with pytest.raises(ValueError, match="model_key"):
+        F.get_features(cfg, net, tr, 2, 4, model_key="", progress=False)
     a = F.get_features(cfg, net, tr, 2, 4, model_key="m0", progress=False)
     files = sorted(p.name for p in cfg.cache_root.glob("features-*.pt"))
     assert len(files) == 1

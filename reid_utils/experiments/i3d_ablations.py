@@ -13,8 +13,8 @@ Protocol, as in the paper (Sec. 4.3):
   is the mean of the features of 1, 2, 4, 8, 16 evenly spaced clips, with and
   without L2 normalisation of the clip features.
 
-Every result table is cached through ``reid_utils.cache`` under a key of the
-models and settings that produced it.
+Every result table is cached through ``reid_utils.cache.cached`` under a key of the
+models (their ``TrainedModel.key``) and settings that produced it.
 """
 
 from __future__ import annotations
@@ -23,30 +23,45 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from reid_utils.cache import ArtifactCache
-from reid_utils.config import config_key
+from reid_utils.cache import cached
 from reid_utils.eval.ranking import evaluate_features, protocol_of  # noqa: F401  (re-exported)
-from reid_utils.training.features import average_clips, get_features
+from reid_utils.training.features import FeatureBank, average_clips, get_features
+from reid_utils.training.result import TrainedModel
 
 TABLE1_METHODS = ("consec", "random", "evenly", "all")
 
 
-def train_models(cfg, dataset, clip_lens: Sequence[int], progress: bool = True) -> dict:
-    """Train (or load) one I3D per ``L_train``; returns ``{L: (model, history)}``.
+def train_models(cfg, dataset, clip_lens: Sequence[int], progress: bool = True) -> dict[int, TrainedModel]:
+    """Train (or load) one I3D per ``L_train``.
 
-    Each is ``train.trained_i3d``: trained from the profile's initialisation
-    (``paper``, as in the paper), or, with ``cfg.ablation.finetune_iterations``
-    (``default``), a shared trunk plus a short phase on clips of L_train frames.
+    Each is ``reid_utils.training.i3d.trained_i3d``: trained from the profile's
+    initialisation (``paper``, as in the paper), or, with
+    ``cfg.ablation.finetune_iterations`` (``default``), a shared trunk plus a short
+    phase on clips of L_train frames.
+
+    Returns:
+        ``{L_train: TrainedModel}`` (``.model``, ``.key``, ``.history``).
     """
     from reid_utils.training.i3d import trained_i3d
 
     return {int(L): trained_i3d(cfg, dataset, int(L), progress=progress) for L in clip_lens}
 
 
-def feature_bank(cfg, model, tracklets, split: str, M: int, L: int, method: str, progress: bool = True):
-    """Cached (N, M, D) clip features of one split (``features.get_features``, named by split)."""
+def feature_bank(
+    cfg, trained: TrainedModel, tracklets, split: str, M: int, L: int, method: str, progress: bool = True
+) -> FeatureBank:
+    """Cached (N, M, D) clip features of one split of a trained model
+    (``reid_utils.training.features.get_features``, named by split)."""
     return get_features(
-        cfg, model, tracklets, num_clips=M, clip_len=L, method=method, name=f"features-{split}", progress=progress
+        cfg,
+        trained.model,
+        tracklets,
+        num_clips=M,
+        clip_len=L,
+        method=method,
+        model_key=trained.key,
+        name=f"features-{split}",
+        progress=progress,
     )
 
 
@@ -61,7 +76,8 @@ def sampling_ablation(
     """Fig. 3: single-clip re-ID accuracy per L_train, sampling method and L_test.
 
     Args:
-        models: ``{L_train: model}`` (trained I3Ds with ``.reid_key``).
+        cfg: ``Config`` (seed, cache root). dataset: its ``.query`` and ``.gallery``.
+        models: ``{L_train: TrainedModel}`` (:func:`train_models`).
         test_lens: L_test values; ``all`` ignores L_test (one row per L_train,
             repeated over L_test so it draws as a horizontal line).
 
@@ -70,12 +86,11 @@ def sampling_ablation(
         (in %).
     """
     spec = {
-        "models": {int(k): m.reid_key for k, m in models.items()},
+        "models": {int(k): m.key for k, m in models.items()},
         "lens": list(test_lens),
         "methods": list(methods),
         "seed": cfg.seed,
     }
-    cache = ArtifactCache(cfg.cache_root)
 
     def compute():
         rows = []
@@ -100,7 +115,7 @@ def sampling_ablation(
                         )
         return pd.DataFrame(rows)
 
-    return cache.get_or_compute("fig3-sampling", config_key(spec), compute, verbose=progress)
+    return cached(cfg.cache_root, "fig3-sampling", spec, compute, verbose=progress)
 
 
 def clip_averaging_ablation(
@@ -112,12 +127,16 @@ def clip_averaging_ablation(
     (Sec. 3.1's ``clips`` sampling) are extracted once; the ``n`` clips used for
     each point are evenly spaced among them.
 
+    Args:
+        cfg: ``Config``. dataset: its ``.query`` and ``.gallery``.
+        model: the ``TrainedModel`` with L_train = ``clip_len``.
+        nums: numbers of clips averaged. clip_len: L_test.
+
     Returns:
         DataFrame with columns ``num_clips, l2_normalised, mAP, rank1, rank5`` (in %).
     """
     M = max(nums)
-    spec = {"model": model.reid_key, "nums": list(nums), "L": clip_len}
-    cache = ArtifactCache(cfg.cache_root)
+    spec = {"model": model.key, "nums": list(nums), "L": clip_len}
 
     def compute():
         qb = feature_bank(cfg, model, dataset.query, "query", M, clip_len, "clips", progress)
@@ -139,57 +158,76 @@ def clip_averaging_ablation(
                 )
         return pd.DataFrame(rows)
 
-    return cache.get_or_compute("fig4-averaging", config_key(spec), compute, verbose=progress)
+    return cached(cfg.cache_root, "fig4-averaging", spec, compute, verbose=progress)
 
 
-def describe_sampling_findings(df: pd.DataFrame) -> list[str]:
-    """The paper's qualitative Fig. 3 findings, each checked against ``df``.
+def sampling_findings(df: pd.DataFrame) -> pd.DataFrame:
+    """The paper's qualitative Fig. 3 findings (Sec. 4.3), each checked against ``df``.
 
-    Returns one sentence per finding, saying whether it holds here.
+    Args:
+        df: :func:`sampling_ablation`'s table (``L_train, method, L_test, mAP``).
+
+    Returns:
+        One row per finding: ``finding``, ``paper`` (what the paper reports), ``ours``
+        (the numbers here) and ``holds`` (bool). With lo / hi the shortest / longest
+        L_test: (1) mAP at hi beats lo, counted over the (L_train, method) curves of the
+        L-dependent methods, holds for a majority; (2) ``random`` or ``evenly`` beats
+        ``consec`` at lo, counted over the models, holds for a majority; with several
+        models also (3) the best model at lo (mean over methods but ``all``) is the one
+        with the shortest L_train, and (4) the models' spread at hi is smaller than at lo.
     """
-    out = []
     piv = df.pivot_table(index=["L_train", "method"], columns="L_test", values="mAP")
     lens = sorted(df.L_test.unique())
     lo, hi = lens[0], lens[-1]
-    # 1. accuracy grows with L_test (for the L-dependent methods)
     grows = [
         (piv.loc[(lt, m), hi] > piv.loc[(lt, m), lo])
         for lt in df.L_train.unique()
         for m in ("consec", "random", "evenly")
         if (lt, m) in piv.index
     ]
-    out.append(
-        f"Longer test clips help (paper: yes, with diminishing returns): mAP at L_test={hi} beats "
-        f"L_test={lo} in {sum(grows)}/{len(grows)} (L_train, method) curves."
-    )
-    # 2. random/evenly beat consec at short L_test
     wins = [
         (max(piv.loc[(lt, "random"), lo], piv.loc[(lt, "evenly"), lo]) > piv.loc[(lt, "consec"), lo])
         for lt in df.L_train.unique()
         if all((lt, m) in piv.index for m in ("random", "evenly", "consec"))
     ]
-    out.append(
-        f"random/evenly beat consec at L_test={lo} (paper: yes, larger temporal extent): "
-        f"holds for {sum(wins)}/{len(wins)} models."
-    )
-    # 3. at short L_test, the model trained on short clips is best
+    rows = [
+        (
+            f"longer test clips help (L_test={hi} vs {lo})",
+            "yes, with diminishing returns",
+            f"{sum(grows)}/{len(grows)} curves",
+            2 * sum(grows) > len(grows),
+        ),
+        (
+            f"random/evenly beat consec at L_test={lo}",
+            "yes (larger temporal extent)",
+            f"{sum(wins)}/{len(wins)} models",
+            2 * sum(wins) > len(wins),
+        ),
+    ]
     if len(df.L_train.unique()) > 1:
         sub = df[(df.L_test == lo) & (df.method != "all")].groupby("L_train").mAP.mean()
-        best = int(sub.idxmax())
-        out.append(
-            f"At L_test={lo} the best model is L_train={best} (paper: the shortest, "
-            f"L_train={int(sub.index.min())}): {'holds' if best == sub.index.min() else 'does not hold'} here."
-        )
         spread_hi = df[(df.L_test == hi) & (df.method != "all")].groupby("L_train").mAP.mean()
-        out.append(
-            f"At L_test={hi} the models are within {spread_hi.max() - spread_hi.min():.1f} mAP points "
-            f"of each other (paper: similar), vs {sub.max() - sub.min():.1f} at L_test={lo}."
-        )
-    return out
+        best, shortest = int(sub.idxmax()), int(sub.index.min())
+        lo_gap, hi_gap = sub.max() - sub.min(), spread_hi.max() - spread_hi.min()
+        rows += [
+            (f"best model at L_test={lo}", f"the shortest, L_train={shortest}", f"L_train={best}", best == shortest),
+            (
+                f"models similar at L_test={hi}",
+                "yes",
+                f"within {hi_gap:.1f} mAP points (vs {lo_gap:.1f} at L_test={lo})",
+                bool(hi_gap < lo_gap),
+            ),
+        ]
+    out = pd.DataFrame(rows, columns=["finding", "paper", "ours", "holds"])
+    return out.astype({"holds": bool})
 
 
 def single_clip_table(cfg, dataset, models: dict, progress: bool = False) -> pd.DataFrame:
     """Notebook 01's summary: each model with one ``evenly`` clip of L_train frames.
+
+    Args:
+        cfg: ``Config``. dataset: its ``.query`` and ``.gallery``.
+        models: ``{L_train: TrainedModel}`` (:func:`train_models`).
 
     Returns:
         DataFrame indexed by model label with ``mAP`` and ``rank1`` (in %).

@@ -1,57 +1,23 @@
 """Training the clip-similarity aggregators on frozen clip features (Sec. 3.2).
 
-"Clip similarity aggregation module" (Sec. 3.2): with the 3D CNN frozen,
-batches of P identities x K sequences with M clips each; the similarities of
-all B x B sequence pairs of the batch (B = P*K, every ordered pair, including
-a sequence with itself); the batch-hard triplet loss of Eq. 7 with the
-distances replaced by negative similarities. The same loop trains the top-t%
-baselines of Sec. 4.4 (their projection layer) in both variants.
+"Clip similarity aggregation module" (Sec. 3.2): with the 3D CNN frozen, batches of
+P identities x K sequences with M clips each; the similarities of all B x B sequence
+pairs of the batch (B = P*K, every ordered pair, a sequence with itself included); the
+batch-hard triplet loss of Eq. 7 with the distances replaced by negative similarities.
+The same loop (``reid_utils.training.loop``) trains the top-t% baselines of Sec. 4.4
+(their projection layer) in both variants.
 
-Works on a precomputed feature bank ``feats`` (N, M, D) so that the I3D never
-runs here. For the corruption experiments (Sec. 4.4), ``batch_transform`` can
-draw a fresh corruption plan for every batch from clean and corrupted banks
-(:func:`corrupting_transform`).
-
-Reproducibility and resuming: the batch of iteration ``it`` is drawn with
-``numpy.random.default_rng([seed, it])`` and torch's RNG (dropout) is seeded
-from ``(seed, it)`` inside ``torch.random.fork_rng`` (the caller's RNG state is
-untouched), so a run resumed from a checkpoint (model, optimiser, history;
-saved atomically and verified through :mod:`reid_utils.cache`) reproduces the
-uninterrupted run exactly.
-
-Optimiser: Adam with a constant learning rate (the paper leaves the
-aggregator's schedule to its supplement, which we do not have).
-
-Hard-example mining (``mining=``), a speed choice that keeps the loss:
-
-* ``"full"``: every one of the B x B pair similarities goes through the
-  training forward (train-mode BatchNorm, dropout) with autograd, and the
-  batch-hard loss picks each anchor's hardest positive and negative from them.
-  Exact, but for the learned aggregator the recurrence then runs fwd+bwd over
-  B^2 pairs x M^2 sequential steps (~7 s per step at B = 64, M = 8,
-  D = H = 256 on a CPU core) although only 2B of those pairs reach the loss.
-* ``"hard"``: the B x B similarities are computed *without* gradients by the
-  fast eval path (``similarity_matrix``; the model in eval mode, so mining
-  sees BatchNorm's running statistics and no dropout), each anchor's hardest
-  positive (lowest similarity with the same identity, the anchor itself
-  included, as in :func:`reid_utils.losses.batch_hard_triplet`) and hardest
-  negative (highest similarity with another identity) are picked, and only
-  those 2B pairs go through the training forward (train mode) with autograd;
-  the loss is the batch-hard triplet loss on them. The selected pairs and the
-  loss are those of ``"full"`` up to the eval/train-mode difference of the
-  mining pass (tested exactly in a deterministic setting). BatchNorm then sees
-  the 2B selected pairs at each step, not all B^2.
-* ``"auto"`` (default): ``"hard"`` for :class:`LearnedClipAggregator` (the
-  model with a fast eval path), ``"full"`` for the others - the top-t%
-  baselines' B^2 projected cosines are cheap, and in top-t%-eval the training
-  forward (mean of all pairs) differs from the eval-mode similarity (top-t),
-  so eval-mode mining would mine the wrong function.
+It works on a precomputed feature bank ``feats`` (N, M, D), so the I3D never runs
+here. For the corruption experiments (Sec. 4.4) ``batch_transform`` can draw a fresh
+corruption plan for every batch from clean and corrupted banks
+(:func:`corrupting_transform`). Hard-example mining (``mining=``, a speed choice that
+keeps the loss): see :func:`resolve_mining`. Optimiser: Adam with a constant learning
+rate (the paper leaves the aggregator's schedule to its supplement, which we do not
+have).
 """
 
 from __future__ import annotations
 
-import time
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -59,13 +25,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
-from reid_utils.cache import torch_load_verified, torch_save_verified
 from reid_utils.data.corruption import assemble_corrupted, corruption_plan
 from reid_utils.data.sampling import pk_batch
 from reid_utils.models.aggregation import LearnedClipAggregator, MeanFeatureAggregator, TopTAggregator
 from reid_utils.models.losses import batch_hard_triplet_similarity
+from reid_utils.training.loop import Checkpoint, run_loop
 
 __all__ = [
     "train_aggregator",
@@ -80,7 +45,6 @@ __all__ = [
 
 AGGREGATOR_KINDS = ("learned", "topt-eval", "topt-train-eval", "mean")
 MINING = ("auto", "hard", "full")
-_CKPT_FORMAT = 2
 
 
 def build_aggregator(
@@ -136,7 +100,27 @@ def corrupting_transform(corrupted: torch.Tensor, max_corrupted: int) -> Callabl
 
 
 def resolve_mining(model: nn.Module, mining: str) -> str:
-    """``"auto"`` -> ``"hard"`` for the learned aggregator, ``"full"`` otherwise (module doc)."""
+    """The hard-example mining of :func:`train_aggregator`: ``"auto"`` -> ``"hard"`` for
+    :class:`LearnedClipAggregator`, ``"full"`` for the others.
+
+    * ``"full"``: all B x B pair similarities go through the training forward (train
+      mode, dropout) with autograd; exact, but for the learned aggregator that is fwd+bwd
+      over B^2 pairs x M^2 recurrence steps (~7 s per step at B = 64, M = 8, D = H = 256
+      on a CPU core) although only 2B pairs reach the loss.
+    * ``"hard"``: :func:`mined_triplet_loss`: the B x B similarities come from the fast
+      eval path without gradients (running BatchNorm statistics, no dropout), and only
+      each anchor's hardest positive and negative pair (2B pairs) go through the
+      training forward. Same pairs and loss as ``"full"`` up to the eval/train-mode
+      difference of the mining pass; BatchNorm then sees 2B pairs per step, not B^2.
+    * ``"auto"`` picks ``"full"`` for the top-t% baselines: their B^2 projected cosines
+      are cheap, and in top-t%-eval the training forward (mean of all pairs) differs
+      from the eval-mode similarity (top-t), so eval-mode mining would mine the wrong
+      function.
+
+    Args:
+        model: the aggregator to train.
+        mining: ``"auto"``, ``"hard"`` or ``"full"``.
+    """
     if mining not in MINING:
         raise ValueError(f"mining: expected one of {MINING}, got {mining!r}")
     if mining == "auto":
@@ -208,6 +192,7 @@ def mined_triplet_loss(
 
 
 def _iter_seed(seed: int, it: int) -> int:
+    """Seed of torch's RNG (dropout) at iteration ``it``."""
     return int(np.random.default_rng([int(seed), int(it), 7]).integers(0, 2**62))
 
 
@@ -233,6 +218,7 @@ def _pair_stats(sp: torch.Tensor, sn: torch.Tensor, margin: float) -> dict:
 
 
 def _fingerprint(model, feats, P, K, lr, margin, seed, weight_decay, mining) -> dict:
+    """What a checkpoint must match to be resumed by this run."""
     return {
         "model": repr(model),
         "feats_shape": list(feats.shape),
@@ -246,25 +232,54 @@ def _fingerprint(model, feats, P, K, lr, margin, seed, weight_decay, mining) -> 
     }
 
 
-def _load_checkpoint(path: Path, fingerprint: dict):
-    if not path.exists():
-        return None
-    try:
-        ck = torch_load_verified(path)
-    except Exception as e:  # corrupt or half-written: start again
-        warnings.warn(f"train_aggregator: checkpoint {path} is unreadable ({e}); starting from scratch")
-        return None
-    if ck.get("format") != _CKPT_FORMAT:
-        warnings.warn(f"train_aggregator: checkpoint {path} has an old format; starting from scratch")
-        return None
-    diff = {k: (ck["fingerprint"].get(k), v) for k, v in fingerprint.items() if ck["fingerprint"].get(k) != v}
-    if diff:
-        raise ValueError(
-            f"train_aggregator: checkpoint {path} belongs to another run "
-            f"(differs in {sorted(diff)}: saved vs now {diff}); "
-            "use another ckpt_path or delete it"
-        )
-    return ck
+def _checked_inputs(model: nn.Module, feats, pids, iterations: int, ckpt_every: int):
+    """``(feats, pids, params)`` as tensors / arrays, or ValueError."""
+    feats = torch.as_tensor(feats)
+    if feats.dim() != 3:
+        raise ValueError(f"feats: expected (N, M, D) clip features, got {tuple(feats.shape)}")
+    pids = np.asarray(pids.cpu() if torch.is_tensor(pids) else pids)
+    if pids.shape != (feats.shape[0],):
+        raise ValueError(f"pids: expected shape ({feats.shape[0]},), got {pids.shape}")
+    if int(iterations) < 0:
+        raise ValueError(f"iterations: expected >= 0, got {iterations}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"model: {type(model).__name__} has no trainable parameters")
+    if int(ckpt_every) < 1:
+        raise ValueError(f"ckpt_every: expected >= 1, got {ckpt_every}")
+    return feats, pids, params
+
+
+def _pk_batches(feats, pids, P, K, seed, batch_transform, device, dtype):
+    """``batches(its)`` of :func:`run_loop`: iteration ``it`` seeds torch (dropout) from
+    ``(seed, it)`` and draws its P x K batch from ``numpy.random.default_rng([seed, it])``."""
+
+    def batches(its: range):
+        for it in its:
+            rng = np.random.default_rng([int(seed), it])
+            torch.manual_seed(_iter_seed(seed, it))
+            idx = pk_batch(pids, P, K, rng)
+            x = feats[torch.as_tensor(idx)].to(device=device, dtype=dtype)
+            if batch_transform is not None:
+                x = batch_transform(idx, x, rng)
+            yield x, torch.as_tensor(pids[idx], device=device)
+
+    return batches
+
+
+def _triplet_step(model: nn.Module, margin: float, mining: str):
+    """``step((x, labels)) -> (loss, stats)`` of :func:`run_loop`, for ``mining``."""
+
+    def step(batch):
+        x, labels = batch
+        if mining == "hard":
+            loss, info = mined_triplet_loss(model, x, labels, margin)
+            return loss, _pair_stats(info["sim_pos"], info["sim_neg"], margin)
+        S = model.batch_similarity(x, x)
+        loss = batch_hard_triplet_similarity(S, labels, margin)
+        return loss, _batch_stats(S.detach(), labels, margin)
+
+    return step
 
 
 def train_aggregator(
@@ -288,131 +303,60 @@ def train_aggregator(
 ) -> pd.DataFrame:
     """Train an aggregator with batch-hard triplet loss on negative similarities (Sec. 3.2).
 
+    The batch of iteration ``it`` comes from ``numpy.random.default_rng([seed, it])`` and
+    torch's RNG (dropout) is seeded from ``(seed, it)`` inside ``torch.random.fork_rng``
+    (the caller's RNG state is untouched), so a run resumed from a checkpoint reproduces
+    the uninterrupted run exactly.
+
     Args:
-        model: a :class:`LearnedClipAggregator` or :class:`TopTAggregator` (either
-            mode); trained in place, on its own device.
+        model: a :class:`LearnedClipAggregator` or :class:`TopTAggregator` (either mode);
+            trained in place, on its own device, and left in eval mode.
         feats: (N, M, D) clip features of the training sequences (frozen I3D).
         pids: (N,) identity of each sequence.
         iterations: total number of iterations (a resumed run continues to it).
         P, K: identities per batch and sequences per identity (B = P*K).
         lr: Adam learning rate. margin: triplet margin (similarity units).
         seed: seed of the batches and of dropout.
-        ckpt_path: file for resumable checkpoints (atomic, verified); an
-            existing checkpoint of the same run is resumed, a finished one is
-            loaded and returned without training.
+        ckpt_path: file for resumable checkpoints (atomic, verified); an existing
+            checkpoint of the same run is resumed, a finished one is loaded and returned
+            without training, one of another run raises ValueError.
         ckpt_every: iterations between checkpoints (also saved at the end).
-        eval_fn: ``eval_fn(model) -> {name: value}`` called (eval mode, no
-            grad) every ``eval_every`` iterations and after the last one.
+        eval_fn: ``eval_fn(model) -> {name: value}`` called (eval mode, no grad) every
+            ``eval_every`` iterations and after the last one.
         eval_every: see ``eval_fn`` (default: only at the end).
-        batch_transform: ``f(idx, feats_batch, rng) -> feats_batch`` applied to
-            each batch (e.g. :func:`corrupting_transform`).
+        batch_transform: ``f(idx (B,), feats_batch (B, M, D), rng) -> feats_batch``
+            applied to each batch (e.g. :func:`corrupting_transform`).
         weight_decay: Adam weight decay.
-        mining: ``"auto"`` (default: ``"hard"`` for the learned aggregator,
-            ``"full"`` for the others), ``"hard"`` or ``"full"``; see the
-            module doc.
+        mining: ``"auto"``, ``"hard"`` or ``"full"`` (:func:`resolve_mining`).
         progress: tqdm bar.
 
     Returns:
-        History, one row per iteration: ``iteration``, ``loss``, ``active``
-        (fraction of anchors with a positive hinge), ``hard_pos_sim``,
-        ``hard_neg_sim`` (batch means of the mined similarities, as seen by the
-        training forward), ``seconds`` (wall time of the step), and one column
-        per ``eval_fn`` metric (NaN where not evaluated).
+        History, one row per iteration: ``iteration``, ``loss``, ``active`` (fraction of
+        anchors with a positive hinge), ``hard_pos_sim``, ``hard_neg_sim`` (batch means of
+        the mined similarities, as seen by the training forward), ``seconds`` (wall time
+        of the step), and one column per ``eval_fn`` metric (NaN where not evaluated).
     """
-    feats = torch.as_tensor(feats)
-    if feats.dim() != 3:
-        raise ValueError(f"feats: expected (N, M, D) clip features, got {tuple(feats.shape)}")
-    pids = np.asarray(pids.cpu() if torch.is_tensor(pids) else pids)
-    if pids.shape != (feats.shape[0],):
-        raise ValueError(f"pids: expected shape ({feats.shape[0]},), got {pids.shape}")
-    if int(iterations) < 0:
-        raise ValueError(f"iterations: expected >= 0, got {iterations}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError(f"model: {type(model).__name__} has no trainable parameters")
-    if int(ckpt_every) < 1:
-        raise ValueError(f"ckpt_every: expected >= 1, got {ckpt_every}")
-    iterations = int(iterations)
+    feats, pids, params = _checked_inputs(model, feats, pids, iterations, ckpt_every)
     mining = resolve_mining(model, mining)
     device, dtype = params[0].device, params[0].dtype
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    fp = _fingerprint(model, feats, P, K, lr, margin, seed, weight_decay, mining)
-    ckpt_path = Path(ckpt_path) if ckpt_path is not None else None
-
-    rows: list[dict] = []
-    start = 0
-    ck = _load_checkpoint(ckpt_path, fp) if ckpt_path is not None else None
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optim"])
-        rows = list(ck["history"])
-        start = int(ck["iteration"])
-        if start > iterations:
-            raise ValueError(
-                f"train_aggregator: checkpoint {ckpt_path} is at iteration {start}, beyond iterations={iterations}"
-            )
-
-    def save(it: int) -> None:
-        if ckpt_path is not None:
-            torch_save_verified(
-                {
-                    "format": _CKPT_FORMAT,
-                    "fingerprint": fp,
-                    "iteration": it,
-                    "model": model.state_dict(),
-                    "optim": opt.state_dict(),
-                    "history": rows,
-                },
-                ckpt_path,
-            )
-
-    def evaluate() -> dict:
-        was = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                return {k: float(v) for k, v in dict(eval_fn(model)).items()}
-        finally:
-            model.train(was)
-
-    devices = [device] if device.type == "cuda" else []
-    bar = tqdm(
-        range(start, iterations),
-        initial=start,
-        total=iterations,
-        disable=not progress,
-        desc=f"train {type(model).__name__}",
-    )
-    with torch.random.fork_rng(devices=devices):
-        model.train()
-        for it in bar:
-            t0 = time.perf_counter()
-            rng = np.random.default_rng([int(seed), it])
-            torch.manual_seed(_iter_seed(seed, it))
-            idx = pk_batch(pids, P, K, rng)
-            x = feats[torch.as_tensor(idx)].to(device=device, dtype=dtype)
-            if batch_transform is not None:
-                x = batch_transform(idx, x, rng)
-            labels = torch.as_tensor(pids[idx], device=device)
-            if mining == "hard":
-                loss, info = mined_triplet_loss(model, x, labels, margin)
-                stats = _pair_stats(info["sim_pos"], info["sim_neg"], margin)
-            else:
-                S = model.batch_similarity(x, x)
-                loss = batch_hard_triplet_similarity(S, labels, margin)
-                stats = _batch_stats(S.detach(), labels, margin)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"train_aggregator: non-finite loss at iteration {it + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            row = {"iteration": it + 1, "loss": float(loss.detach()), **stats, "seconds": time.perf_counter() - t0}
-            done = it + 1 == iterations
-            if eval_fn is not None and (done or (eval_every and (it + 1) % int(eval_every) == 0)):
-                row.update(evaluate())
-            rows.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-            if (it + 1) % int(ckpt_every) == 0 or done:
-                save(it + 1)
+    checkpoint = None
+    if ckpt_path is not None:
+        fp = _fingerprint(model, feats, P, K, lr, margin, seed, weight_decay, mining)
+        checkpoint = Checkpoint(Path(ckpt_path), int(ckpt_every), at_end=True, extra=fp)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        rows = run_loop(
+            "train_aggregator",
+            model,
+            opt,
+            _pk_batches(feats, pids, P, K, seed, batch_transform, device, dtype),
+            _triplet_step(model, margin, mining),
+            int(iterations),
+            checkpoint=checkpoint,
+            evaluate=(lambda: eval_fn(model)) if eval_fn is not None else None,
+            eval_every=int(eval_every or 0),
+            progress=progress,
+            desc=f"train {type(model).__name__}",
+        )
     model.eval()
     return pd.DataFrame(rows)

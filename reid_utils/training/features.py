@@ -1,92 +1,39 @@
 """The clip-feature bank: I3D features of M clips of L frames per tracklet.
 
-Sec. 3.1 of the paper represents a sequence by the features of M clips of L
-frames (uniformly spread over it); Sec. 4.3 compares single clips drawn with
-the frame sampling methods of Table 1; Sec. 4.4 feeds corrupted clips through
-the frozen I3D. All of them go through :func:`extract_clip_features` (plain)
-or :func:`get_features` (cached on disk through ``reid_utils.cache``).
-
-Sampling ``method`` (per tracklet of T frames):
-
-* ``"clips"``: ``sampling.sample_clips(T, M, L)``: M clips of L consecutive
-  frames centred in M equal segments (Sec. 3.1; deterministic);
-* ``"consec"`` / ``"random"``: ``sampling.sample_clip`` (Table 1); with M > 1,
-  M independent draws, ordered by their first frame;
-* ``"evenly"``: ``sampling.sample_clip(T, L, "evenly")`` (M must be 1);
-* ``"all"``: every frame as one clip (M must be 1, L is ignored). Tracklets
-  are processed one at a time; a tracklet longer than ``max_frames`` is cut
-  into near-equal consecutive chunks whose features are averaged, weighted by
-  their length (a choice: one global pool over the whole tracklet would need
-  unbounded memory for MARS's longest tracklets; for chunks of >= 32 frames the
-  difference is only the temporal boundary of the convolutions).
-
-Random draws use ``numpy.random.default_rng([seed, i])`` for tracklet i, so
-the frames of a tracklet never depend on batching or on the other tracklets.
-
-Corruption hook (Sec. 4.4): ``frame_transform(frames, tracklet_idx,
-clip_idx) -> frames`` receives the decoded uint8 frames ``(T, H, W, 3)`` of
-each clip *after* resizing to the network input size (so "downscale by 5"
-means the same thing for every dataset) and before the [-1, 1] normalisation.
-
-Features are returned as stored by the network (not normalised); use
-:func:`l2_normalise` / :meth:`FeatureBank.normalised` and
-:func:`average_clips` (Fig. 4: averaging clip features with or without L2
-normalisation).
+Sec. 3.1 represents a sequence by the features of M clips of L frames (uniformly spread
+over it); Sec. 4.3 compares single clips drawn with the frame sampling methods of
+Table 1 (Fig. 3) and averages of clip features (Fig. 4: :func:`average_clips`, with or
+without :func:`l2_normalise`); Sec. 4.4 feeds corrupted clips through the frozen I3D.
+All of them go through :func:`extract_clip_features` (plain) or :func:`get_features`
+(cached on disk). Sampling ``method`` per tracklet of T frames: ``"clips"``
+(``sampling.sample_clips``: M clips of L consecutive frames centred in M equal
+segments, Sec. 3.1), ``"consec"`` / ``"random"`` (``sampling.sample_clip``, Table 1;
+M independent draws ordered by their first frame), ``"evenly"`` (M = 1), ``"all"``
+(every frame as one clip, M = 1). Random draws use ``numpy.random.default_rng([seed,
+i])`` for tracklet i, so the frames of a tracklet never depend on batching or on the
+other tracklets. Features are returned as the network gives them (not normalised).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from reid_utils.cache import ArtifactCache
-from reid_utils.config import config_key
+from reid_utils.cache import artifact_key, cached
 from reid_utils.data.sampling import sample_clip, sample_clips
 from reid_utils.data.transforms import FrameCache, frames_to_tensor, input_size, load_frames
+from reid_utils.training.loading import bounded_map, shared_frame_cache
 
 METHODS = ("clips", "consec", "random", "evenly", "all")
 RANDOM_METHODS = ("consec", "random")
-FEATURES_VERSION = 1  # bump when the extraction recipe changes (invalidates the cache)
 
 FrameTransform = Callable[[np.ndarray, int, int], np.ndarray]
-_SHARED_FRAME_CACHE: FrameCache | None = None
-
-
-class LockedFrameCache(FrameCache):
-    """A :class:`transforms.FrameCache` safe to share between decoding threads."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        with self._lock:
-            return super().get(key)
-
-    def put(self, key, arr) -> None:
-        with self._lock:
-            super().put(key, arr)
-
-
-def shared_frame_cache() -> FrameCache:
-    """The process-wide decoded-frame cache :func:`get_features` uses by default.
-
-    Notebooks extract features of the same test tracklets many times (methods x
-    clip lengths x models); decoding each frame once saves most of the I/O.
-    """
-    global _SHARED_FRAME_CACHE
-    if _SHARED_FRAME_CACHE is None:
-        _SHARED_FRAME_CACHE = LockedFrameCache()
-    return _SHARED_FRAME_CACHE
 
 
 @dataclass
@@ -183,22 +130,6 @@ def clip_indices(
     return clips[np.argsort(clips[:, 0], kind="stable")]
 
 
-def _bounded_map(fn, items, workers: int, ahead: int):
-    """``map(fn, items)`` in order, on ``workers`` threads, at most ``ahead`` results pending."""
-    if workers <= 0:
-        for it in items:
-            yield fn(it)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque = deque()
-        for it in items:
-            pending.append(pool.submit(fn, it))
-            if len(pending) >= ahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
 def _prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     # channels_last_3d: faster on CUDA (cuDNN) and on the CPU (oneDNN: 1.2-2x for
     # the default profile's I3D, measured on our 2-core machine); same numbers.
@@ -238,11 +169,14 @@ def extract_clip_features(
         tracklets: N objects with ``.frames``, ``.pid``, ``.camid``.
         num_clips: M.
         clip_len: L (ignored by ``"all"``).
-        method: see the module docstring.
+        method: one of :data:`METHODS` (module docstring); ``"all"``: one tracklet at
+            a time, in chunks of at most ``max_frames`` (``_all_frames_feature``).
         size: network input ``(height, width)``.
         seed: seed of the random sampling methods.
-        frame_transform: optional hook ``(frames uint8 (L,H,W,3), tracklet_idx,
-            clip_idx) -> frames`` applied before normalisation (corruption).
+        frame_transform: optional hook ``(frames uint8 (L, H, W, 3), tracklet_idx,
+            clip_idx) -> frames`` (the corruption of Sec. 4.4), applied to each clip
+            after resizing to ``size`` (so "downscale by 5" means the same for every
+            dataset) and before the [-1, 1] normalisation.
         device: torch device (default: the model's).
         batch_size: clips per forward pass (default 64 on CUDA, 32 on CPU).
         num_workers: frame-decoding threads (0: decode in the main thread).
@@ -250,32 +184,72 @@ def extract_clip_features(
         amp: bf16 autocast on CUDA.
         progress: tqdm bar over tracklets.
         frame_cache: optional decoded-frame cache.
+        desc: the bar's label.
 
     Returns:
         :class:`FeatureBank` with feats (N, M, D).
     """
     from tqdm.auto import tqdm
 
+    _check_extraction(tracklets, num_clips, clip_len, method, max_frames)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    batch_size = batch_size or (64 if device.type == "cuda" else 32)
+    size = tuple(int(v) for v in size)
+    amp = bool(amp and device.type == "cuda")
+    all_idx = _all_clip_indices(tracklets, num_clips, clip_len, method, seed)
+    load = _clip_loader(tracklets, all_idx, size, frame_cache, frame_transform)
+    was_training = model.training
+    _prepare_model(model, device).eval()
+    try:
+        with torch.inference_mode():
+            loaded = bounded_map(load, range(len(tracklets)), num_workers, 4 * max(1, num_workers))
+            bar = tqdm(loaded, total=len(tracklets), desc=desc, disable=not progress, leave=False)
+            if method == "all":
+                feats = [_all_frames_feature(model, clip, device, amp, max_frames)[None] for (clip,) in bar]
+            else:
+                feats = _batched_features(model, bar, batch_size, device, amp)
+    finally:
+        model.train(was_training)
+    out = torch.cat(feats).reshape(len(tracklets), num_clips, -1).contiguous()
+    indices = all_idx if method == "all" else np.stack(all_idx).astype(np.int64)
+    meta = {
+        "method": method,
+        "num_clips": num_clips,
+        "clip_len": None if method == "all" else clip_len,
+        "seed": int(seed) if method in RANDOM_METHODS else None,
+        "size": size,
+        "max_frames": max_frames if method == "all" else None,
+    }
+    pids = np.array([int(t.pid) for t in tracklets], dtype=np.int64)
+    camids = np.array([int(t.camid) for t in tracklets], dtype=np.int64)
+    return FeatureBank(feats=out, pids=pids, camids=camids, indices=indices, meta=meta)
+
+
+def _check_extraction(tracklets: Sequence, num_clips: int, clip_len: int, method: str, max_frames: int) -> None:
     if len(tracklets) == 0:
         raise ValueError("extract_clip_features: tracklets is empty")
     if num_clips < 1 or (method != "all" and clip_len < 1):
         raise ValueError(f"extract_clip_features: num_clips={num_clips}, clip_len={clip_len}: expected >= 1")
     if max_frames < 1:
         raise ValueError(f"extract_clip_features: max_frames={max_frames}: expected >= 1")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    batch_size = batch_size or (64 if device.type == "cuda" else 32)
-    size = tuple(int(v) for v in size)
-    amp = bool(amp and device.type == "cuda")
 
+
+def _all_clip_indices(tracklets: Sequence, num_clips: int, clip_len: int, method: str, seed: int) -> list:
+    """The (M, L) frame indices of every tracklet's clips (tracklet i: rng ``[seed, i]``)."""
     all_idx = []
     for i, t in enumerate(tracklets):
         if len(t.frames) == 0:
             raise ValueError(f"extract_clip_features: tracklet {i} ({getattr(t, 'tid', '')}) has no frames")
         rng = np.random.default_rng([int(seed), i]) if method in RANDOM_METHODS else None
         all_idx.append(clip_indices(len(t.frames), num_clips, clip_len, method, rng))
+    return all_idx
+
+
+def _clip_loader(tracklets: Sequence, all_idx: list, size, frame_cache, frame_transform):
+    """``load(i) -> [clip (3, L, H, W)] * M``: decode tracklet i once, cut its clips,
+    apply the hook, normalise."""
 
     def load(i: int) -> list[torch.Tensor]:
-        """Decode tracklet i once, cut its clips, apply the hook, normalise."""
         t, idx = tracklets[i], all_idx[i]
         uniq, inv = np.unique(idx, return_inverse=True)
         frames = load_frames([t.frames[k] for k in uniq], size, frame_cache)
@@ -287,43 +261,21 @@ def extract_clip_features(
             out.append(frames_to_tensor(clip))
         return out
 
-    was_training = model.training
-    _prepare_model(model, device).eval()
+    return load
+
+
+def _batched_features(model, loaded, batch_size: int, device, amp: bool) -> list[torch.Tensor]:
+    """Features of the clips of every loaded tracklet, ``batch_size`` clips per forward."""
     feats: list[torch.Tensor] = []
-    try:
-        with torch.inference_mode():
-            loaded = _bounded_map(load, range(len(tracklets)), num_workers, 4 * max(1, num_workers))
-            bar = tqdm(loaded, total=len(tracklets), desc=desc, disable=not progress, leave=False)
-            if method == "all":
-                for (clip,) in bar:
-                    feats.append(_all_frames_feature(model, clip, device, amp, max_frames)[None])
-            else:
-                buf: list[torch.Tensor] = []
-                for clips in bar:
-                    buf.extend(clips)
-                    while len(buf) >= batch_size:
-                        feats.append(_run_batch(model, buf[:batch_size], device, amp))
-                        buf = buf[batch_size:]
-                if buf:
-                    feats.append(_run_batch(model, buf, device, amp))
-    finally:
-        model.train(was_training)
-    out = torch.cat(feats).reshape(len(tracklets), num_clips, -1).contiguous()
-    indices = all_idx if method == "all" else np.stack(all_idx).astype(np.int64)
-    return FeatureBank(
-        feats=out,
-        pids=np.array([int(t.pid) for t in tracklets], dtype=np.int64),
-        camids=np.array([int(t.camid) for t in tracklets], dtype=np.int64),
-        indices=indices,
-        meta={
-            "method": method,
-            "num_clips": num_clips,
-            "clip_len": None if method == "all" else clip_len,
-            "seed": int(seed) if method in RANDOM_METHODS else None,
-            "size": size,
-            "max_frames": max_frames if method == "all" else None,
-        },
-    )
+    buf: list[torch.Tensor] = []
+    for clips in loaded:
+        buf.extend(clips)
+        while len(buf) >= batch_size:
+            feats.append(_run_batch(model, buf[:batch_size], device, amp))
+            buf = buf[batch_size:]
+    if buf:
+        feats.append(_run_batch(model, buf, device, amp))
+    return feats
 
 
 def _checked(frames, shape, i, m) -> np.ndarray:
@@ -337,7 +289,13 @@ def _checked(frames, shape, i, m) -> np.ndarray:
 
 
 def _all_frames_feature(model, clip: torch.Tensor, device, amp: bool, max_frames: int) -> torch.Tensor:
-    """(3, T, H, W) -> (D,): one pass, or the length-weighted mean over chunks."""
+    """(3, T, H, W) -> (D,): one pass, or the length-weighted mean over chunks.
+
+    A tracklet longer than ``max_frames`` is cut into near-equal consecutive chunks (one
+    pool over the whole tracklet would need unbounded memory for MARS's longest
+    tracklets; for chunks of >= 32 frames the difference is only the temporal boundary
+    of the convolutions).
+    """
     T = clip.shape[1]
     n = -(-T // max_frames)
     bounds = [(k * T) // n for k in range(n + 1)]
@@ -356,8 +314,8 @@ def get_features(
     clip_len: int = 4,
     method: str = "clips",
     *,
+    model_key: str,
     seed: int | None = None,
-    model_key: str | None = None,
     frame_transform: FrameTransform | None = None,
     transform_key: str | None = None,
     name: str = "features",
@@ -366,33 +324,29 @@ def get_features(
 ) -> FeatureBank:
     """:func:`extract_clip_features`, cached on disk under ``cfg.cache_root``.
 
-    The cache key is built from the model's key (``model.reid_key``, set by
-    ``reid_utils.train``, or ``model_key``), the identity of the tracklet list
-    (:func:`tracklets_key`), M, L, the method, the seed (random methods only),
-    the input size and ``transform_key`` (a string describing
-    ``frame_transform``, e.g. the corruption spec; required with it).
+    The cache key (kind ``"features"``) is built from ``model_key``, the identity of
+    the tracklet list (:func:`tracklets_key`), M, L, the method, the seed (random
+    methods only), the input size, ``max_frames`` and ``transform_key``.
 
     Args:
         cfg: ``Config`` (device, input size, seed, cache root, num_workers).
-        model: the trained ``InceptionI3d``.
+        model: the trained ``InceptionI3d`` (e.g. ``TrainedModel.model``).
         tracklets: N tracklets.
         num_clips, clip_len, method: see :func:`extract_clip_features`.
+        model_key: identity of the weights (``TrainedModel.key``).
         seed: default ``cfg.seed``.
-        model_key: identity of the weights when ``model`` has no ``reid_key``.
-        frame_transform, transform_key: optional corruption hook and its identity.
+        frame_transform, transform_key: optional corruption hook and a string
+            describing it (e.g. the corruption spec; required with the hook).
         name: cache entry name prefix (e.g. ``"features-query"``).
+        progress: tqdm bar and cache messages.
         **kwargs: passed to :func:`extract_clip_features` (batch_size, amp,
-            frame_cache (default :func:`shared_frame_cache`), ...).
+            frame_cache (default ``loading.shared_frame_cache()``), ...).
 
     Returns:
-        :class:`FeatureBank` (meta includes ``"key"``).
+        :class:`FeatureBank` with feats (N, M, D); meta includes ``"key"``.
     """
-    model_key = model_key or getattr(model, "reid_key", None)
     if not model_key:
-        raise ValueError(
-            "get_features: the model has no reid_key (set by reid_utils.train); "
-            "pass model_key= naming its weights so the features can be cached"
-        )
+        raise ValueError("get_features: model_key is empty; expected the cache key of the weights (TrainedModel.key)")
     if frame_transform is not None and not transform_key:
         raise ValueError(
             "get_features: frame_transform given without transform_key; expected a "
@@ -401,7 +355,6 @@ def get_features(
     seed = cfg.seed if seed is None else seed
     size = input_size(cfg)
     spec = {
-        "v": FEATURES_VERSION,
         "model": model_key,
         "tracklets": tracklets_key(tracklets),
         "M": int(num_clips),
@@ -412,26 +365,14 @@ def get_features(
         "transform": transform_key,
         "max_frames": kwargs.get("max_frames", 256),
     }
-    key = config_key(spec)
     kwargs.setdefault("num_workers", cfg.num_workers)
     kwargs.setdefault("frame_cache", shared_frame_cache())
 
     def compute() -> FeatureBank:
-        bank = extract_clip_features(
-            model,
-            tracklets,
-            num_clips,
-            clip_len,
-            method,
-            size=size,
-            seed=seed,
-            frame_transform=frame_transform,
-            device=cfg.torch_device(),
-            progress=progress,
-            desc=f"{name} M={num_clips} L={clip_len} {method}",
-            **kwargs,
-        )
-        bank.meta.update(key=key, model_key=model_key, transform_key=transform_key)
+        desc = f"{name} M={num_clips} L={clip_len} {method}"
+        kw = dict(size=size, seed=seed, frame_transform=frame_transform, device=cfg.torch_device(), desc=desc)
+        bank = extract_clip_features(model, tracklets, num_clips, clip_len, method, progress=progress, **kw, **kwargs)
+        bank.meta.update(key=artifact_key("features", spec), model_key=model_key, transform_key=transform_key)
         return bank
 
-    return ArtifactCache(cfg.cache_root).get_or_compute(name, key, compute, verbose=progress)
+    return cached(cfg.cache_root, "features", spec, compute, name=name, verbose=progress)
