@@ -117,7 +117,7 @@ class AblationConfig:
 
     train_lens: tuple = (4, 8, 16)  # L_train of the three I3D models
     test_lens: tuple = (4, 8, 16, 32)  # L_test of Fig. 3
-    num_clips: tuple = (1, 2, 4, 8, 16)  # clips averaged in Fig. 4
+    avg_num_clips: tuple = (1, 2, 4, 8, 16)  # clip counts averaged in Fig. 4 (M is AggConfig.num_clips)
     # CPU profiles only: > 0 gives every L_train model a shared trunk (the training of
     # ``train``, on clips of train.clip_len) plus this many iterations at ``finetune_lr``
     # on clips of its own length (training.i3d.trained_i3d); 0 trains each one from the
@@ -204,7 +204,7 @@ def _profile(name: str) -> Config:
             ),
             model=ModelConfig(width_mult=0.125, input_height=64, input_width=32, feat_dim=128, pretrained=False),
             train=TrainConfig(P=4, K=2, iterations=12, eval_every=12, lr=1e-3),
-            ablation=AblationConfig(train_lens=(4, 8), test_lens=(4, 8), num_clips=(1, 2, 4)),
+            ablation=AblationConfig(train_lens=(4, 8), test_lens=(4, 8), avg_num_clips=(1, 2, 4)),
             agg=AggConfig(
                 num_clips=4, hidden=64, P=4, K=2, iterations=20, lr=1e-3, max_corrupted=(0, 3), t_percents=(20, 50, 100)
             ),
