@@ -7,7 +7,7 @@ straightforward per-query loops implementing the same protocol:
 * ``loop (torchreid style)``: argsort of the whole matrix, then one Python
   iteration per query, AP from a Python list of precisions, as the widely
   used ``eval_market1501`` does (written here from that description);
-* ``loop (numpy per query)``: :func:`loop_evaluate` below, one query at a time
+* ``loop (numpy per query)``: ``benchmarks/references.py``, one query at a time
   with a stable full sort, written from the two protocols' definitions (numpy
   per query); also the reference the fast results are checked against.
 
@@ -31,50 +31,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.references import loop_evaluate  # noqa: E402
 from reid_utils.eval.ranking import evaluate_rank, mars_official_gallery  # noqa: E402
-
-
-def loop_evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, protocol="torchreid"):
-    """Plain reference: one query at a time, stable full sort, exactly as the protocols read.
-
-    ``torchreid``: same-pid same-camera items are junk, queries without a match are
-    skipped, AP = mean of k / r_k. ``mars_official``: pid -1 items are junk too, every
-    query counts, AP is the trapezoid of MARS' ``compute_AP.m``. Returns (cmc, mAP).
-    """
-    num_g = distmat.shape[1]
-    max_rank = min(max_rank, num_g)
-    official = protocol == "mars_official"
-    cmcs, aps = [], []
-    for q in range(distmat.shape[0]):
-        order = np.argsort(distmat[q], kind="stable")
-        same_pid = g_pids[order] == q_pids[q]
-        junk = same_pid & (g_camids[order] == q_camids[q])
-        if official:
-            junk |= g_pids[order] == -1
-        good = (same_pid & ~junk)[~junk]  # flags of the kept items, in ranked order
-        n_good = good.sum()
-        if n_good == 0:
-            if official:
-                cmcs.append(np.zeros(max_rank))
-                aps.append(0.0)
-            continue
-        cmc = np.zeros(max_rank)
-        cmc[int(np.argmax(good)) :] = 1
-        cmcs.append(cmc)
-        if official:  # compute_AP.m: trapezoid between the precision before and at each hit
-            ap, old_recall, old_precision, hits = 0.0, 0.0, 1.0, 0
-            for j, g in enumerate(good):
-                hits += int(g)
-                recall, precision = hits / n_good, hits / (j + 1)
-                ap += (recall - old_recall) * (old_precision + precision) / 2
-                old_recall, old_precision = recall, precision
-                if hits == n_good:
-                    break
-        else:
-            hits = np.cumsum(good)
-            ap = float(np.sum(hits[good] / (np.flatnonzero(good) + 1)) / n_good)
-        aps.append(ap)
-    return np.mean(cmcs, axis=0), float(np.mean(aps))
 
 
 def mars_like_problem(seed: int, num_q: int = 1980, num_g: int = 9330, num_ids: int = 625):
@@ -128,7 +86,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    loop_numpy = loop_evaluate
+
+    def loop_numpy(*a, **k):
+        return loop_evaluate(*a, **k)[:2]
 
     problem = mars_like_problem(args.seed)
     Q, G = problem[0].shape

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.references import loop_evaluate
 from reid_utils.eval.match_ranks import stable_topk_smallest
 from reid_utils.eval.ranking import (
     RankResult,
@@ -15,59 +16,9 @@ from reid_utils.eval.ranking import (
     summarize_splits,
 )
 
-
 # ----------------------------------------------------------------------------
 # straightforward references
 # ----------------------------------------------------------------------------
-def loop_evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, protocol="torchreid"):
-    """One query at a time, stable full sort, exactly as the protocols read.
-
-    Returns (cmc, mAP, per-query AP (NaN if skipped), kept ranked gallery indices per query).
-    """
-    distmat = np.asarray(distmat)
-    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
-    q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
-    num_q, num_g = distmat.shape
-    max_rank = min(max_rank, num_g)
-    official = protocol == "mars_official"
-    cmcs, aps, ap_all, kept_orders = [], [], [], []
-    for q in range(num_q):
-        ap_all.append(np.nan)
-        order = np.argsort(distmat[q], kind="stable")
-        same_pid = g_pids[order] == q_pids[q]
-        junk = same_pid & (g_camids[order] == q_camids[q])
-        if official:
-            junk |= g_pids[order] == -1
-        good = (same_pid & ~junk)[~junk]  # flags of the kept items, in ranked order
-        kept_orders.append(order[~junk])
-        n_good = good.sum()
-        if n_good == 0:
-            if official:
-                cmcs.append(np.zeros(max_rank))
-                aps.append(0.0)
-                ap_all[-1] = 0.0
-            continue
-        cmc = np.zeros(max_rank)
-        first = int(np.argmax(good))
-        cmc[first:] = 1
-        cmcs.append(cmc)
-        if official:  # compute_AP.m: trapezoid between precision before and at each hit
-            ap, old_recall, old_precision, hits = 0.0, 0.0, 1.0, 0
-            for j, g in enumerate(good):
-                hits += int(g)
-                recall, precision = hits / n_good, hits / (j + 1)
-                ap += (recall - old_recall) * (old_precision + precision) / 2
-                old_recall, old_precision = recall, precision
-                if hits == n_good:
-                    break
-        else:
-            hits = np.cumsum(good)
-            ap = float(np.sum(hits[good] / (np.flatnonzero(good) + 1)) / n_good)
-        aps.append(ap)
-        ap_all[-1] = ap
-    if not cmcs:
-        raise ValueError("no valid query")
-    return np.mean(cmcs, axis=0), float(np.mean(aps)), np.array(ap_all), kept_orders
 
 
 def random_problem(rng, num_q, num_g, num_ids, num_cams=6, ties=False, junk_pids=False):

@@ -5,49 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.references import reference_re_ranking
 from reid_utils.eval.reranking import re_ranking
-
 
 # ----------------------------------------------------------------------------
 # straightforward dense reference
 # ----------------------------------------------------------------------------
-def reference_re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
-    """Dense, loop-per-item k-reciprocal re-ranking; O(N^2) memory.
-
-    Follows the reference step by step; neighbour lists come from a *stable*
-    argsort so that exact ties have a defined order.
-    """
-    num_q = q_g_dist.shape[0]
-    full = np.block([[q_q_dist, q_g_dist], [q_g_dist.T, g_g_dist]])
-    full = np.power(full, 2).astype(np.float32)
-    dist = (full / np.max(full, axis=0)).T  # row i: column i over its max
-    n = dist.shape[0]
-    rank = np.argsort(dist, axis=1, kind="stable")
-
-    def reciprocal(i, k):
-        forward = rank[i, : k + 1]
-        return np.array([j for j in forward if i in rank[j, : k + 1]], dtype=np.int64)
-
-    half = int(np.around(k1 / 2.0))
-    V = np.zeros((n, n), dtype=np.float32)
-    for i in range(n):
-        r = reciprocal(i, k1)
-        expansion = list(r)
-        for c in r:
-            rc = reciprocal(c, half)
-            if len(np.intersect1d(rc, r)) > 2.0 / 3 * len(rc):
-                expansion.extend(rc)
-        expansion = np.unique(np.array(expansion, dtype=np.int64))
-        w = np.exp(-dist[i, expansion])
-        V[i, expansion] = w / np.sum(w)
-    if k2 != 1:
-        V = np.stack([V[rank[i, :k2]].mean(axis=0) for i in range(n)]).astype(np.float32)
-    jaccard = np.zeros((num_q, n), dtype=np.float32)
-    for i in range(num_q):
-        shared = np.minimum(V[i][None, :], V).sum(axis=1)  # sum_l min(V[i,l], V[j,l])
-        jaccard[i] = 1 - shared / (2.0 - shared)
-    final = jaccard * (1 - lambda_value) + dist[:num_q] * lambda_value
-    return final[:, num_q:]
 
 
 def random_features(rng, num_q, num_g, dim=8, num_ids=None):
