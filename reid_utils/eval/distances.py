@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from reid_utils.eval.match_ranks import check_positive_int
+
 METRICS = ("euclidean", "sqeuclidean", "cosine")
 
 
@@ -28,6 +30,8 @@ def _to_torch(x, name: str):
         if arr.dtype == object:
             raise ValueError(f"{name}: expected a numeric array, got dtype object")
         t, is_np = torch.from_numpy(np.ascontiguousarray(arr)), True
+    if t.is_complex():
+        raise ValueError(f"{name}: expected real features, got dtype {t.dtype} (complex)")
     if t.ndim not in (2, 3):
         raise ValueError(f"{name}: expected shape (N, D) or (B, N, D), got {tuple(t.shape)}")
     if not t.is_floating_point():
@@ -37,7 +41,10 @@ def _to_torch(x, name: str):
     return t, is_np
 
 
-def _pair(x, y):
+def _pair(x, y, chunk_size):
+    """The one input check of the helpers: ``(x, y, is_np, same)`` as torch tensors of one
+    dtype and device; ``chunk_size`` must be a positive integer."""
+    check_positive_int(chunk_size, "chunk_size")
     tx, is_np = _to_torch(x, "x")
     if y is None:
         return tx, tx, is_np, True
@@ -68,12 +75,12 @@ def euclidean_distance(x, y=None, squared: bool = False, chunk_size: int = 4096)
         y: (M, D) or (B, M, D) features, or None for ``y = x``.
         squared: return squared distances (no square root) if True; the
             plain Euclidean distance otherwise (default).
-        chunk_size: rows of ``x`` per step.
+        chunk_size: rows of ``x`` per step, a positive integer.
 
     Returns:
         (N, M) or (B, N, M) distances, numpy if ``x`` is numpy.
     """
-    tx, ty, is_np, same = _pair(x, y)
+    tx, ty, is_np, same = _pair(x, y, chunk_size)
     y2 = (ty * ty).sum(-1).unsqueeze(-2)  # (.., 1, M)
     out = torch.empty(tx.shape[:-1] + ty.shape[-2:-1], dtype=tx.dtype, device=tx.device)
     n = tx.shape[-2]
@@ -99,7 +106,7 @@ def cosine_similarity(x, y=None, eps: float = 1e-12, chunk_size: int = 4096):
     Returns:
         (N, M) or (B, N, M) similarities in [-1, 1].
     """
-    tx, ty, is_np, _ = _pair(x, y)
+    tx, ty, is_np, _ = _pair(x, y, chunk_size)
     tx = tx / tx.norm(dim=-1, keepdim=True).clamp(min=eps)
     ty = tx if y is None else ty / ty.norm(dim=-1, keepdim=True).clamp(min=eps)
     out = torch.empty(tx.shape[:-1] + ty.shape[-2:-1], dtype=tx.dtype, device=tx.device)

@@ -22,10 +22,21 @@ import torch
 # ----------------------------------------------------------------------------
 # input checking
 # ----------------------------------------------------------------------------
+def check_positive_int(value, name: str) -> int:
+    """``value`` as an int >= 1 (bool and non-integers refused); ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
 def as_numpy(x, name: str) -> np.ndarray:
-    """``x`` (numpy array or torch tensor) as a numpy array; ValueError naming ``name`` otherwise."""
+    """``x`` (numpy array or torch tensor) as a numpy array; ValueError naming ``name`` otherwise.
+
+    bfloat16 tensors (no numpy dtype) become float32, which holds them exactly.
+    """
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        x = (x.float() if x.dtype == torch.bfloat16 else x).numpy()
     try:
         arr = np.asarray(x)
     except Exception as exc:  # pragma: no cover - exotic inputs
@@ -35,8 +46,36 @@ def as_numpy(x, name: str) -> np.ndarray:
     return arr
 
 
-def check_distmat(distmat, name: str = "distmat") -> np.ndarray:
-    """A non-empty (Q, G) matrix of finite real distances (integers become float64)."""
+# float64 holds every integer up to 2^53 exactly, and no longer every one beyond
+FLOAT64_EXACT_INT = 2**53
+
+
+def _fits_float64(d: np.ndarray) -> bool:
+    return d.dtype.kind not in "iu" or not d.size or max(abs(int(d.min())), abs(int(d.max()))) <= FLOAT64_EXACT_INT
+
+
+def exact_float_distances(d: np.ndarray) -> np.ndarray:
+    """Integer distances as float64 without changing their order or ties.
+
+    Within +-2^53 (the usual case) the plain float64 cast; beyond, where float64
+    would merge distinct integers into ties, their dense ranks over the whole matrix
+    (0 for the smallest distinct value, ...): same order, same ties, so the same
+    CMC, mAP and ranked lists. Float input is returned unchanged.
+    """
+    if d.dtype.kind not in "iu":
+        return d
+    if _fits_float64(d):
+        return d.astype(np.float64)
+    return np.unique(d.ravel(), return_inverse=True)[1].reshape(d.shape).astype(np.float64)
+
+
+def check_distmat(distmat, name: str = "distmat", keep_integers: bool = False) -> np.ndarray:
+    """A non-empty (Q, G) matrix of finite real distances.
+
+    bool, complex and non-numeric dtypes are refused. Integer distances go through
+    :func:`exact_float_distances` (ranked exactly at any magnitude), or are
+    returned unchanged with ``keep_integers`` (to combine matrices first).
+    """
     d = as_numpy(distmat, name)
     if d.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D (num_query, num_gallery) matrix, got shape {d.shape}")
@@ -46,13 +85,42 @@ def check_distmat(distmat, name: str = "distmat") -> np.ndarray:
         raise ValueError(f"{name}: the gallery is empty (shape {d.shape})")
     if d.dtype == bool or not np.issubdtype(d.dtype, np.number) or np.issubdtype(d.dtype, np.complexfloating):
         raise ValueError(f"{name}: expected real distances, got dtype {d.dtype}")
-    if not np.issubdtype(d.dtype, np.floating):
-        d = d.astype(np.float64)
+    if d.dtype.kind in "iu":
+        return d if keep_integers else exact_float_distances(d)
     if not np.isfinite(d).all():
         if np.isnan(d).any():
             raise ValueError(f"{name}: contains NaN distances")
         raise ValueError(f"{name}: contains infinite distances (use a large finite value to push items down)")
     return d
+
+
+def concat_distances(a: np.ndarray, b: np.ndarray, names: tuple = ("q_g_dist", "q_q_dist")) -> np.ndarray:
+    """``[a, b]`` along columns (both from :func:`check_distmat` with ``keep_integers``), exactly.
+
+    Two float matrices: their common float dtype. Two integer matrices: float64 when
+    within +-2^53 (as :func:`exact_float_distances`), else a common integer dtype, for
+    :func:`evaluate_rank` to rank exactly. Integers beyond +-2^53 next to floats are
+    refused: no dtype compares the two exactly.
+    """
+    big = [not _fits_float64(x) for x in (a, b)]
+    ints = [x.dtype.kind in "iu" for x in (a, b)]
+    if any(big) and not all(ints):
+        name = names[big.index(True)]
+        raise ValueError(
+            f"{name}: integer distances beyond +-2^53 cannot be compared exactly with the float "
+            f"distances of {names[big.index(True) - 1]}; pass both as integers or both as floats"
+        )
+    if any(big):
+        common = np.result_type(a.dtype, b.dtype)
+        if common.kind == "f":  # int64 with uint64: the integer type that holds both
+            lo, hi = min(int(a.min()), int(b.min())), max(int(a.max()), int(b.max()))
+            if lo < 0 and hi > np.iinfo(np.int64).max:
+                raise ValueError(f"{names[1]}: no 64-bit integer type holds both matrices' values ({lo} .. {hi})")
+            common = np.dtype(np.int64 if lo < 0 else np.uint64)
+    else:
+        a, b = exact_float_distances(a), exact_float_distances(b)
+        common = np.result_type(a.dtype, b.dtype)
+    return np.concatenate([a.astype(common, copy=False), b.astype(common, copy=False)], axis=1)
 
 
 def check_labels(x, name: str, length: int, what: str) -> np.ndarray:

@@ -34,7 +34,14 @@ import numpy as np
 import torch
 
 from reid_utils.data.datasets import id_arrays
-from reid_utils.eval.match_ranks import PidIndex, check_distmat, check_labels, rank_chunk
+from reid_utils.eval.match_ranks import (
+    PidIndex,
+    check_distmat,
+    check_labels,
+    check_positive_int,
+    concat_distances,
+    rank_chunk,
+)
 
 PROTOCOLS = ("torchreid", "mars_official")
 
@@ -81,10 +88,8 @@ class RankResult:
 def _check_args(protocol: str, max_rank, chunk_size) -> None:
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol: expected one of {PROTOCOLS}, got {protocol!r}")
-    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 1:
-        raise ValueError(f"max_rank: expected a positive integer, got {max_rank!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
+    check_positive_int(max_rank, "max_rank")
+    check_positive_int(chunk_size, "chunk_size")
 
 
 def _rank_all(d, qp, qc, gp, gc, official: bool, max_rank: int, details: bool, chunk_size: int) -> dict:
@@ -148,7 +153,11 @@ def evaluate_rank(
     MATLAB; MARS queries always have one).
 
     Args:
-        distmat: (Q, G) finite distances, numpy array or torch tensor.
+        distmat: (Q, G) finite real distances, numpy array or torch tensor;
+            integer distances are ranked exactly at any magnitude (beyond
+            +-2^53 through their dense ranks, which float64 holds exactly:
+            :func:`reid_utils.eval.match_ranks.exact_float_distances`);
+            bool, complex and object dtypes are refused.
         q_pids, g_pids: (Q,), (G,) integer identities.
         q_camids, g_camids: (Q,), (G,) integer camera ids.
         max_rank: length of the CMC curve; truncated to G (with a warning)
@@ -163,8 +172,9 @@ def evaluate_rank(
         :class:`RankResult` when ``return_details``.
 
     Raises:
-        ValueError: on shape mismatches, NaN/inf distances, an empty gallery,
-            an unknown protocol, or (torchreid) when no query has a match.
+        ValueError: on shape mismatches, NaN/inf or non-real distances, an empty
+            gallery, an unknown protocol, a bad ``max_rank``/``chunk_size``, or (torchreid)
+            when no query has a match.
     """
     _check_args(protocol, max_rank, chunk_size)
     d = check_distmat(distmat)
@@ -220,10 +230,13 @@ def mars_official_gallery(q_g_dist, q_q_dist, q_pids, g_pids, q_camids, g_camids
 
     Returns:
         ``(distmat (Q, G+Q), q_pids, all_pids (G+Q,), q_camids, all_camids)``
-        as numpy arrays, ready for ``evaluate_rank(*..., protocol="mars_official")``.
+        as numpy arrays, ready for ``evaluate_rank(*..., protocol="mars_official")``;
+        the distances in the common float dtype of the two inputs (float64 for
+        integers within +-2^53), or integers when both are integers beyond that
+        (ranked exactly by :func:`evaluate_rank`; next to floats they are refused).
     """
-    qg = check_distmat(q_g_dist, "q_g_dist")
-    qq = check_distmat(q_q_dist, "q_q_dist")
+    qg = check_distmat(q_g_dist, "q_g_dist", keep_integers=True)
+    qq = check_distmat(q_q_dist, "q_q_dist", keep_integers=True)
     Q, G = qg.shape
     if qq.shape != (Q, Q):
         raise ValueError(f"q_q_dist: expected shape {(Q, Q)}, got {qq.shape}")
@@ -231,7 +244,7 @@ def mars_official_gallery(q_g_dist, q_q_dist, q_pids, g_pids, q_camids, g_camids
     gp = check_labels(g_pids, "g_pids", G, "gallery items")
     qc = check_labels(q_camids, "q_camids", Q, "queries")
     gc = check_labels(g_camids, "g_camids", G, "gallery items")
-    dist = np.concatenate([qg, qq.astype(qg.dtype, copy=False)], axis=1)
+    dist = concat_distances(qg, qq, ("q_g_dist", "q_q_dist"))
     return dist, qp, np.concatenate([gp, qp]), qc, np.concatenate([gc, qc])
 
 

@@ -7,6 +7,8 @@ implementation (the authors' ``re_ranking``, copied into torchreid), step by ste
 
 1. ``D`` = the (N, N) matrix ``[[q_q, q_g], [q_g^T, g_g]]``, N = Q + G; squared
    (float32); every column divided by its maximum; transposed: row ``d_i`` lies in [0, 1].
+   Only ``D**2 / max`` matters, so distances too large or small to square in float32
+   are first scaled by a power of two (exact; :func:`_normaliser`).
 2. ``N(i, k)`` = the k nearest items of row ``i`` (``i`` included); k-reciprocal set
    ``R(i) = {j in N(i, k1+1) : i in N(j, k1+1)}``.
 3. Expansion: for each ``c in R(i)``, ``Rh(c)`` is its reciprocal set with
@@ -29,19 +31,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from reid_utils.eval.match_ranks import stable_topk_smallest
+from reid_utils.eval.match_ranks import as_numpy, check_positive_int, stable_topk_smallest
 
 
 def _as_numpy(x, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if (
-        arr.dtype == object
-        or arr.dtype == bool
-        or not np.issubdtype(arr.dtype, np.number)
-        or np.issubdtype(arr.dtype, np.complexfloating)
-    ):
+    arr = as_numpy(x, name)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise ValueError(f"{name}: expected a real numeric matrix, got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D matrix, got shape {arr.shape}")
@@ -108,15 +103,19 @@ class _FullMatrix:
         out[m] = self.gg[rows[m] - Q, cols[m] - Q]
         return out
 
-    def column_max_sq(self) -> np.ndarray:
-        """``max_k D[k, i]**2`` per column, float32 like the reference."""
+    def column_max(self) -> np.ndarray:
+        """``max_k |D[k, i]|`` per column, in ``dtype``."""
 
         def mx(a, axis):
-            return np.maximum(np.abs(a.max(axis=axis)), np.abs(a.min(axis=axis))).astype(self.dtype) ** 2
+            return np.maximum(np.abs(a.max(axis=axis)), np.abs(a.min(axis=axis))).astype(self.dtype)
 
         cq = np.maximum(mx(self.qq, 0), mx(self.qg, 1))
         cg = np.maximum(mx(self.qg, 0), mx(self.gg, 0))
-        return np.concatenate([cq, cg]).astype(np.float32)
+        return np.concatenate([cq, cg])
+
+    def column_max_sq(self) -> np.ndarray:
+        """``max_k D[k, i]**2`` per column, float32 like the reference (squared in ``dtype``)."""
+        return (self.column_max() ** 2).astype(np.float32)
 
 
 def _indicator(rows: np.ndarray, cols: np.ndarray, n: int) -> sp.csr_matrix:
@@ -173,24 +172,61 @@ def _jaccard_min_sums(vq: sp.csr_matrix, vg_csc: sp.csc_matrix, max_triples: int
     return out
 
 
-def _check_params(k1, k2, lambda_value) -> None:
-    for name, k in (("k1", k1), ("k2", k2)):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {k!r}")
+def _check_params(k1, k2, lambda_value, chunk_size, max_triples) -> None:
+    for name, k in (("k1", k1), ("k2", k2), ("chunk_size", chunk_size), ("max_triples", max_triples)):
+        check_positive_int(k, name)
     if not 0.0 <= float(lambda_value) <= 1.0:
         raise ValueError(f"lambda_value: expected a value in [0, 1], got {lambda_value!r}")
 
 
-def _column_max_sq(full: _FullMatrix) -> np.ndarray:
-    """Step 1: column maxima of ``D**2`` (float32, as the reference casts before max); none may be 0."""
-    colmax = full.column_max_sq()
-    if (colmax == 0).any():
-        i = int(np.flatnonzero(colmax == 0)[0])
+_F32_TINY = float(np.finfo(np.float32).tiny)  # 2^-126, the smallest normal float32
+
+
+def _range_error(cmax: np.ndarray) -> ValueError:
+    i, j = int(np.argmin(cmax)), int(np.argmax(cmax))
+    return ValueError(
+        f"q_g_dist/q_q_dist/g_g_dist: distances span too wide a range for re-ranking's float32 "
+        f"normalisation: every distance involving item {i} (queries first, then gallery) is at most "
+        f"{float(cmax[i]):.3g}, but item {j} has a distance of {float(cmax[j]):.3g}; supported: the largest "
+        "distances of any two items within a factor of about 2^125 (4e37) of each other"
+    )
+
+
+def _normaliser(qg, qq, gg, dtype):
+    """Step 1 guard: ``(full, colmax)``, ``colmax`` = float32 column maxima of ``D**2``.
+
+    The output depends on the distances only through ``D**2 / colmax``, so it is
+    invariant to scaling all three inputs by one positive constant; scaling by a
+    power of two is exact. When every ``colmax`` is a finite, normal float32 (the
+    usual case) nothing is scaled: the reference's operations. Otherwise (distances
+    >~ 1.8e19 overflow, < ~1e-19 underflow when squared in float32) the inputs are
+    scaled (copied) by the power of two that centres the column maxima around 1,
+    which gives exactly the result of the same distances at a usual scale.
+
+    Raises:
+        ValueError: an item whose distances are all zero, or column maxima
+            too far apart for any scale (:func:`_range_error`).
+    """
+    full = _FullMatrix(qg, qq, gg, dtype)
+    cmax = full.column_max()
+    if (cmax == 0).any():
+        i = int(np.flatnonzero(cmax == 0)[0])
         raise ValueError(
             f"q_g_dist/q_q_dist/g_g_dist: every distance involving item {i} "
             "(queries first, then gallery) is zero; the normalisation would divide by 0"
         )
-    return colmax
+    with np.errstate(over="ignore", under="ignore"):
+        colmax = (cmax**2).astype(np.float32)
+    if np.isfinite(colmax).all() and (colmax >= _F32_TINY).all():
+        return full, colmax
+    ex_hi, ex_lo = int(np.frexp(cmax.max())[1]), int(np.frexp(cmax.min())[1])
+    e = -((ex_hi + ex_lo) // 2)
+    if ex_hi + e > 63 or ex_lo + e < -62:  # (2^63)^2 < float32 max; (2^-63)^2 = 2^-126
+        raise _range_error(cmax)
+    full = _FullMatrix(
+        *(np.ldexp(a.astype(dtype, copy=False), e).astype(dtype, copy=False) for a in (qg, qq, gg)), dtype
+    )
+    return full, full.column_max_sq()
 
 
 def _nearest(full: _FullMatrix, colmax: np.ndarray, K: int, chunk_size: int) -> np.ndarray:
@@ -292,28 +328,33 @@ def re_ranking(
     step 1 are built from the three input blocks on the fly).
 
     Args:
-        q_g_dist: (Q, G) non-negative query-gallery distances.
+        q_g_dist: (Q, G) non-negative query-gallery distances (real numeric
+            dtype: bool, complex and object are refused). Any positive scale
+            works: values that would overflow or underflow when squared in
+            float32 are rescaled exactly (see :func:`_normaliser`).
         q_q_dist: (Q, Q) query-query distances.
         g_g_dist: (G, G) gallery-gallery distances.
         k1: k of the k-reciprocal neighbours (the reference's 20).
         k2: size of the local query expansion (6; 1 disables it).
         lambda_value: weight of the original distance, in [0, 1].
         chunk_size: rows of the (N, N) matrix handled at once in the
-            nearest-neighbour pass (memory ~ 12 x chunk_size x N bytes).
-        max_triples: Jaccard work items per step (memory ~ 60 bytes each).
+            nearest-neighbour pass (memory ~ 12 x chunk_size x N bytes); a
+            positive integer.
+        max_triples: Jaccard work items per step (memory ~ 60 bytes each); a
+            positive integer.
 
     Returns:
         (Q, G) float32 numpy array of re-ranked distances.
 
     Raises:
-        ValueError: on shape mismatches, NaN/inf/negative distances, an empty
-            gallery, bad k1/k2/lambda_value, or a row of all-zero distances.
+        ValueError: on shape mismatches, NaN/inf/negative or non-real distances,
+            an empty gallery, bad k1/k2/lambda_value/chunk_size/max_triples, an
+            item whose distances are all zero, or distances whose per-item
+            maxima differ by more than ~2^125 (no float32 scale holds them).
     """
-    _check_params(k1, k2, lambda_value)
-    qg, qq, gg, dtype = _check_inputs(q_g_dist, q_q_dist, g_g_dist)
-    full = _FullMatrix(qg, qq, gg, dtype)
+    _check_params(k1, k2, lambda_value, chunk_size, max_triples)
+    full, colmax = _normaliser(*_check_inputs(q_g_dist, q_q_dist, g_g_dist))
     Q, N = full.Q, full.N
-    colmax = _column_max_sq(full)
     kh = int(np.around(k1 / 2.0))
     kf, khf, kq = min(k1 + 1, N), min(kh + 1, N), min(k2, N)
     rank = _nearest(full, colmax, max(kf, khf, kq), chunk_size)
@@ -325,4 +366,4 @@ def re_ranking(
     m = _min_sums(V, Q, max_triples)  # step 6: Jaccard distance, query rows x gallery columns only
     del V
     jaccard = _jaccard_in_place(m)
-    return _blend(jaccard, qg, dtype, colmax, float(lambda_value), chunk_size)
+    return _blend(jaccard, full.qg, full.dtype, colmax, float(lambda_value), chunk_size)
