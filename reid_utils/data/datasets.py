@@ -157,11 +157,19 @@ def _option_names(key: str) -> set:
 def load_dataset_for_config(cfg, **options) -> VideoDataset:
     """The dataset a :class:`reid_utils.config.Config` asks for.
 
-    ``cfg.dataset == "synthetic"`` generates/reuses the benchmark of
-    ``cfg.synth`` under ``cfg.cache_root``; a real dataset is read from
-    ``cfg.data_root``.
+    ``cfg.dataset`` (a name or alias; ``$REID_DATASET`` sets it) is resolved first: an
+    unknown name is a ``ValueError`` naming it and the known names. ``synthetic``
+    generates/reuses the benchmark of ``cfg.synth`` under ``cfg.cache_root``; a real
+    dataset is read from ``cfg.data_root``.
     """
-    if cfg.dataset == "synthetic":
+    try:
+        key = canonical_name(cfg.dataset)
+    except ValueError:
+        raise ValueError(
+            f"profile {cfg.profile!r}: unknown dataset {cfg.dataset!r} (cfg.dataset, set from $REID_DATASET "
+            f"when given); expected one of {', '.join(DATASET_NAMES)} or an alias ({', '.join(_ALIASES)})"
+        ) from None
+    if key == "synthetic":
         if cfg.data_root:
             return load_dataset("synthetic", cfg.data_root, **options)
         return load_dataset("synthetic", None, synth_cfg=cfg.synth, cache_root=cfg.cache_root, **options)
@@ -170,7 +178,7 @@ def load_dataset_for_config(cfg, **options) -> VideoDataset:
             f"profile {cfg.profile!r} uses dataset {cfg.dataset!r} but no data_root "
             f"is set; expected the dataset directory (set $REID_DATA_ROOT)"
         )
-    return load_dataset(cfg.dataset, cfg.data_root, **options)
+    return load_dataset(key, cfg.data_root, **options)
 
 
 def layout_problem(name: str, root) -> str | None:

@@ -7,12 +7,15 @@ into the name list; camid 1..6) and ``info/query_IDX.mat`` (variable ``query_IDX
 1-based rows of the test tracks). Frame names ``PPPPCcTttttFfff.jpg``, junk pid -1
 written ``00-1``; a frame lives at ``<root>/bbox_<split>/<name[:4]>/<name>``.
 The synthetic benchmark adds ``info/annotations.csv`` (per-frame nuisances), attached
-to each tracklet as ``annotations`` (see :class:`Annotations`).
+to each tracklet as ``annotations`` (see :class:`Annotations`). Every file is read through
+:mod:`reid_utils.data.validate`: every listed name must match the frame-name pattern, the
+``.mat`` tables must hold finite integers inside the name list.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from pathlib import Path
@@ -26,42 +29,25 @@ from reid_utils.data.tracklets import (
     dataset_root,
     probe_splits,
     require_dir,
-    require_file,
 )
+from reid_utils.data.validate import check_names, read_lines, read_mat_table, read_text
 
 LAYOUT_MARKERS = ("info", "bbox_test")  # top-level folders that identify the layout
-_MARS_NAME = re.compile(r"^(\d{4}|00-1)C(\d)T(\d+)F(\d+)\.\w+$")
+_MARS_NAME = re.compile(r"^(\d{4}|00-1)C(\d)T(\d+)F(\d+)\.\w+$", re.ASCII)
+
+
+MARS_NAME_EXPECTED = (
+    "a MARS frame name PPPPCcTttttFfff.jpg (4-digit pid or 00-1, camera digit, tracklet "
+    "and frame numbers, an extension; no path separators)"
+)
+_TRACK_COLUMNS = ("start", "end", "pid", "camid")
 
 
 def _read_names(path: Path) -> list[str]:
-    require_file(path, "a text file with one frame name per line")
-    with open(path) as f:
-        names = [ln.strip() for ln in f]
-    names = [n for n in names if n]
-    if not names:
-        raise DatasetError(f"{path} is empty: expected one frame name per line")
-    return names
-
-
-def _read_mat(path: Path, var: str, ncols: int | None = None) -> np.ndarray:
-    import scipy.io
-
-    require_file(path, f"a MATLAB file holding the variable {var!r}")
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except Exception as e:
-        raise DatasetError(
-            f"{path} cannot be read as a .mat file ({e}); expected a MATLAB file holding {var!r}"
-        ) from None
-    if var not in mat:
-        found = sorted(k for k in mat if not k.startswith("__"))
-        raise DatasetError(f"{path} has no variable {var!r} (found {found})")
-    arr = np.asarray(mat[var])
-    if ncols is not None and (arr.ndim != 2 or arr.shape[1] < ncols):
-        raise DatasetError(
-            f"{path}: {var!r} has shape {arr.shape}; expected (num_tracks, {ncols}) rows of start, end, pid, camid"
-        )
-    return arr.astype(np.int64)
+    """The frame names of a name list; every one must match :data:`_MARS_NAME`."""
+    lines = read_lines(path, "a text file with one frame name per line")
+    check_names(path, lines, _MARS_NAME, MARS_NAME_EXPECTED)
+    return [n for _, n in lines]
 
 
 def _mars_pid(prefix: str) -> int:
@@ -71,24 +57,13 @@ def _mars_pid(prefix: str) -> int:
 def _row_names(r: int, row, names: list[str], mat_path: Path, names_path: Path) -> tuple[list[str], int, int]:
     """The frame names of ``.mat`` row ``r`` (0-based), checked against its pid and camera."""
     start, end, pid, cam = (int(v) for v in row[:4])
-    n = len(names)
     if start > end:
         raise DatasetError(
             f"{mat_path}: row {r + 1} is an empty tracklet (start={start} > end={end}); expected start <= end"
         )
-    if start < 1 or end > n:
-        raise DatasetError(
-            f"{mat_path}: row {r + 1} (start={start}, end={end}) points "
-            f"outside {names_path} which has {n} names; expected "
-            f"1 <= start <= end <= {n}"
-        )
     tnames = names[start - 1 : end]
     prefixes = {nm[:6] for nm in tnames}
-    m = _MARS_NAME.match(tnames[0])
-    if m is None:
-        raise DatasetError(
-            f"{names_path}: frame name {tnames[0]!r} does not match the MARS pattern PPPPCcTttttFfff.jpg"
-        )
+    m = _MARS_NAME.match(tnames[0])  # every name matches (checked by _read_names)
     if len(prefixes) != 1 or _mars_pid(m.group(1)) != pid or int(m.group(2)) != cam:
         raise DatasetError(
             f"{mat_path}: row {r + 1} says pid={pid}, camid={cam} but its frames in "
@@ -152,27 +127,31 @@ class Annotations:
     """
 
     def __init__(self, path: Path):
-        self.path = require_file(path, "the per-frame annotation table (split,name,true_pid,occlusion,...)")
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-        if not rows or rows[0][:2] != ["split", "name"] or len(rows[0]) < 3:
-            raise DatasetError(
-                f"{path}: expected a header starting with 'split,name,' "
-                f"followed by annotation columns; got {rows[0] if rows else 'nothing'}"
-            )
-        header, body = rows[0], [r for r in rows[1:] if r]
-        bad = [i + 2 for i, r in enumerate(body) if len(r) != len(header)]
+        what = "the per-frame annotation table (split,name,true_pid,occlusion,...)"
+        self.path = Path(path)
+        text = read_text(self.path, what)
+        rows = [(i + 1, r) for i, r in enumerate(csv.reader(io.StringIO(text, newline="")))]
+        header, body = _check_header(path, rows[0][1] if rows else None), [(i, r) for i, r in rows[1:] if r]
+        bad = [i for i, r in body if len(r) != len(header)]
         if bad:
             raise DatasetError(
-                f"{path}: line {bad[0]} has a different number of fields than the header ({len(header)})"
+                f"{path}: line {bad[0]} has a different number of fields than the header ({len(header)}); "
+                f"expected one value per column"
             )
-        cols = list(zip(*body)) if body else [()] * len(header)
-        arrays = [_parse_column(np.array(c, dtype=str), path, h) for h, c in zip(header[2:], cols[2:])]
+        lines = [i for i, _ in body]
+        cols = list(zip(*(r for _, r in body))) if body else [()] * len(header)
+        arrays = [_parse_column(np.array(c, dtype=str), path, h, lines) for h, c in zip(header[2:], cols[2:])]
         self.table = np.rec.fromarrays(arrays, names=header[2:]).view(np.ndarray)
         self.table.setflags(write=False)
         self.index = {}
         for i, (split, name) in enumerate(zip(cols[0], cols[1])):
-            self.index[(split.removeprefix("bbox_"), name)] = i
+            key = (split.removeprefix("bbox_"), name)
+            if key in self.index:
+                raise DatasetError(
+                    f"{path}: line {lines[i]} repeats frame {name!r} of split {split!r} "
+                    f"(first on line {lines[self.index[key]]}); expected one row per frame"
+                )
+            self.index[key] = i
         self.fields = tuple(header[2:])
 
     def lookup(self, split: str, names: list[str]) -> np.ndarray:
@@ -188,28 +167,51 @@ class Annotations:
         return sub
 
 
-def _parse_column(col: np.ndarray, path: Path, name: str) -> np.ndarray:
+def _check_header(path: Path, header: list[str] | None) -> list[str]:
+    if not header or header[:2] != ["split", "name"] or len(header) < 3:
+        raise DatasetError(
+            f"{path}: expected a header starting with 'split,name,' "
+            f"followed by annotation columns; got {header if header else 'nothing'}"
+        )
+    if "" in header:
+        raise DatasetError(f"{path}: the header {header} has an empty column name; expected named columns")
+    twice = sorted(h for h in set(header) if header.count(h) > 1)
+    if twice:
+        raise DatasetError(f"{path}: the header names {twice[0]!r} twice; expected distinct column names")
+    return header
+
+
+def _parse_column(col: np.ndarray, path: Path, name: str, lines: list[int]) -> np.ndarray:
+    """An annotation column as int64, else float64, else bool (``true``/``false``)."""
     for dtype in (np.int64, np.float64):
         try:
             return col.astype(dtype)
         except ValueError:
             pass
     low = np.char.lower(col)
-    if np.isin(low, ["true", "false"]).all():
+    is_bool = np.isin(low, ["true", "false"])
+    if is_bool.all():
         return low == "true"
-    return col
+    bad = np.flatnonzero([not (_is_number(v) or b) for v, b in zip(col, is_bool)])
+    i = int(bad[0]) if bad.size else int(np.flatnonzero(is_bool)[0])  # else: numbers mixed with true/false
+    raise DatasetError(
+        f"{path}: column {name!r} has the value {str(col[i])!r} on line {lines[i]}; "
+        f"expected numbers (or true/false) in every row"
+    )
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
 
 
 def _query_rows(info: Path, num_test: int) -> np.ndarray:
     """0-based test rows of ``info/query_IDX.mat``, checked."""
     q_path = info / "query_IDX.mat"
-    qidx = _read_mat(q_path, "query_IDX").ravel() - 1
-    if qidx.size == 0 or qidx.min() < 0 or qidx.max() >= num_test:
-        raise DatasetError(
-            f"{q_path}: query_IDX must hold 1-based rows of "
-            f"tracks_test_info.mat in 1..{num_test}; got range "
-            f"{qidx.min() + 1 if qidx.size else None}..{qidx.max() + 1 if qidx.size else None}"
-        )
+    qidx = read_mat_table(q_path, "query_IDX", ranges={0: (num_test, "the rows of tracks_test_info.mat")}) - 1
     if len(np.unique(qidx)) != len(qidx):
         raise DatasetError(f"{q_path}: query_IDX has repeated rows; expected distinct test tracks")
     return qidx
@@ -273,7 +275,8 @@ def load_mars(
         names_path = info / f"{split}_name.txt"
         mat_path = info / f"tracks_{split}_info.mat"
         names = _read_names(names_path)
-        rows = _read_mat(mat_path, f"track_{split}_info", ncols=4)
+        where = {0: (len(names), f"the {len(names)} names in {names_path}")}
+        rows = read_mat_table(mat_path, f"track_{split}_info", _TRACK_COLUMNS, ranges={**where, 1: where[0]})
         tracks[split] = _mars_tracks(root, split, names, rows, mat_path, names_path, check_frames, ann)
     qidx = _query_rows(info, len(tracks["test"]))
     train = [t for t in tracks["train"] if t.pid != -1]

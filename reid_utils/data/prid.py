@@ -29,6 +29,7 @@ from reid_utils.data.tracklets import (
     probe_splits,
     require_dir,
 )
+from reid_utils.data.validate import id_list
 
 PRID_SPLITS_FILE = "splits_prid2011.json"
 LAYOUT_MARKERS = ("multi_shot",)  # top-level folders that identify the layout
@@ -63,7 +64,10 @@ def _prid_camera(cdir: Path) -> dict[int, tuple]:
     return out
 
 
-def _person_id(x, path) -> int:
+_PERSON_IDS = "person ids (ints or 'person_XXXX' folder names)"
+
+
+def _person_id(x, where: str) -> int:
     if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
         return int(x)
     if isinstance(x, str):
@@ -72,13 +76,27 @@ def _person_id(x, path) -> int:
             return int(m.group(1))
         if x.isdigit():
             return int(x)
-    raise DatasetError(f"{path}: split entry {x!r} is not a person; expected an int or 'person_XXXX'")
+    raise DatasetError(f"{where}: entry {x!r} is not a person; expected an int or 'person_XXXX'")
+
+
+def _parse_split(s: dict, k: int, path: Path) -> dict:
+    """Split ``k`` as sorted int lists: each non-empty, without repeats, train and test disjoint."""
+    out = {}
+    for key in ("train", "test"):
+        where = f"{path}: split {k}: {key!r}"
+        out[key] = id_list(s[key], where, lambda x, w=where: _person_id(x, w), _PERSON_IDS)
+    both = sorted(set(out["train"]) & set(out["test"]))
+    if both:
+        raise DatasetError(f"{path}: split {k} has persons in both train and test ({both[:5]}); expected disjoint sets")
+    return out
 
 
 def read_prid_splits(path: str | Path) -> list[dict]:
     """Read a PRID2011 splits JSON: a list of ``{"train": [...], "test": [...]}``.
 
-    Entries may be ints (``1``) or directory names (``"person_0001"``).
+    Entries may be ints (``1``) or directory names (``"person_0001"``); each list must
+    be non-empty and name a person once (after turning names into ids), and train and
+    test must be disjoint (:class:`DatasetError` naming the file and the split).
 
     Returns:
         list of dicts with sorted int lists under ``"train"`` and ``"test"``.
@@ -100,17 +118,7 @@ def read_prid_splits(path: str | Path) -> list[dict]:
         raise DatasetError(
             f"{path}: expected a non-empty JSON list of objects with 'train' and 'test' lists of person ids"
         )
-    out = []
-    for k, s in enumerate(raw):
-        tr = sorted(_person_id(x, path) for x in s["train"])
-        te = sorted(_person_id(x, path) for x in s["test"])
-        if set(tr) & set(te):
-            raise DatasetError(
-                f"{path}: split {k} has persons in both train and test "
-                f"({sorted(set(tr) & set(te))[:5]}); expected disjoint sets"
-            )
-        out.append({"train": tr, "test": te})
-    return out
+    return [_parse_split(s, k, path) for k, s in enumerate(raw)]
 
 
 def make_prid_splits(persons: Iterable[int], num_splits: int = 10, seed: int = 0) -> list[dict]:
@@ -151,6 +159,26 @@ def _read_or_make_splits(spath: Path, eligible: list[int], num_splits: int, seed
     return splits, source
 
 
+def _check_eligible(split: dict, k: int, spath: Path, cams: list, eligible: list, min_frames: int) -> None:
+    """Every person of split ``k`` must be eligible (in both cameras with >= ``min_frames`` frames)."""
+    bad = sorted(set(split["train"] + split["test"]) - set(eligible))
+    if not bad:
+        return
+    why = []
+    for p in bad[:5]:
+        counts = [len(c.get(p, ())) for c in cams]
+        absent = [n for n, c in zip(("cam_a", "cam_b"), counts) if c == 0]
+        why.append(
+            f"{p}: not in {' nor '.join(absent)}"
+            if absent
+            else f"{p}: {counts[0]} frames in cam_a, {counts[1]} frames in cam_b"
+        )
+    raise DatasetError(
+        f"{spath}: split {k} names persons {bad[:5]} that are not eligible ({'; '.join(why)}); "
+        f"expected persons present in both multi_shot/cam_a and cam_b with >= {min_frames} frames"
+    )
+
+
 def load_prid(
     root,
     split_id: int = 0,
@@ -188,11 +216,7 @@ def load_prid(
     if not 0 <= split_id < len(splits):
         raise ValueError(f"split_id={split_id}: expected 0..{len(splits) - 1} ({source})")
     split = splits[split_id]
-    missing = sorted(set(split["train"] + split["test"]) - set(both))
-    if missing:
-        raise DatasetError(
-            f"{spath}: split {split_id} names persons {missing[:5]} that are not in both {ms}/cam_a and cam_b"
-        )
+    _check_eligible(split, split_id, spath, cams, eligible, min_frames)
 
     def tracks(pids, cam_ids):
         return [
