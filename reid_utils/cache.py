@@ -10,9 +10,15 @@ Guarantees:
   directory, fsynced and renamed; directories are built in a temporary
   directory and renamed. An interrupted run leaves no entry that looks valid.
 * **Verified reads.** Each file entry has a sidecar ``<file>.sha256``; a
-  directory entry has a ``_COMPLETE`` manifest written last. A corrupt,
-  truncated or half-written entry is detected, reported and rebuilt, never
-  silently used.
+  directory entry has a ``_COMPLETE`` manifest (every file's size and sha256)
+  written last. A corrupt, truncated or half-written entry is detected,
+  reported and rebuilt, never silently used. A folder's file set and sizes are
+  checked on every use, its hashes once per process and again for any file
+  whose mtime changed (44k-file default dataset: ~1.1 s first, ~0.4 s after).
+* **One builder per entry.** Builders of the same entry take ``<entry>.lock``
+  (``fcntl.flock``): the second waits and then loads the first one's result.
+  Temps of a build stopped by SIGTERM are removed; those of a killed (SIGKILL)
+  builder are removed by the next build of the same entry.
 """
 
 from __future__ import annotations
@@ -21,12 +27,21 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from reid_utils.cache_io import (  # noqa: F401  (atomic_write_*, sha256_file: part of this API)
+    atomic_write_bytes,
+    atomic_write_text,
+    entry_lock,
+    remove_path,
+    remove_stale_temps,
+    sha256_file,
+    temp_path,
+)
 
 COMPLETE_MARKER = "_COMPLETE"
 
@@ -43,42 +58,6 @@ ARTIFACT_VERSIONS: dict[str, int] = {
     "agg-similarity": 1,  # experiments.importance_vs_nuisance: a similarity matrix
     "cmp-similarities": 1,  # experiments.comparison_rows: a similarity set
 }
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(chunk), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same dir + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _sidecar(path: Path) -> Path:
@@ -159,20 +138,34 @@ class ArtifactCache:
         return torch_save_verified(obj, self.path(name, key))
 
     def get_or_compute(self, name: str, key: str, compute: Callable[[], Any], verbose: bool = True) -> Any:
-        """Return the cached object, computing (and caching) it when missing or corrupt."""
+        """Return the cached object, computing (and caching) it when missing or corrupt.
+
+        Concurrent callers for the same entry compute it once: the others wait for the
+        entry's lock, then load the result.
+        """
         p = self.path(name, key)
-        if p.exists() or _sidecar(p).exists():
+        if p.is_file() and _sidecar(p).is_file():
             try:
-                obj = torch_load_verified(p)
-                if verbose:
-                    print(f"[cache] loaded {p.relative_to(self.root.parent) if self.root.parent in p.parents else p}")
-                return obj
-            except Exception as e:  # corrupt / truncated / unreadable
-                warnings.warn(f"[cache] {p} is corrupt ({e}); rebuilding it")
-                p.unlink(missing_ok=True)
-                _sidecar(p).unlink(missing_ok=True)
-        obj = compute()
-        self.save(name, key, obj)
+                return self._loaded(p, verbose)
+            except Exception:
+                pass  # reported and rebuilt under the lock below
+        with entry_lock(p):
+            remove_stale_temps(p, _sidecar(p).name)
+            if p.exists() or p.is_symlink() or _sidecar(p).exists():
+                try:
+                    return self._loaded(p, verbose)
+                except Exception as e:  # corrupt / truncated / unreadable / a folder
+                    warnings.warn(f"[cache] {p} is corrupt ({e}); rebuilding it")
+                    remove_path(p)
+                    remove_path(_sidecar(p))
+            obj = compute()
+            self.save(name, key, obj)
+        return obj
+
+    def _loaded(self, p: Path, verbose: bool) -> Any:
+        obj = torch_load_verified(p)
+        if verbose:
+            print(f"[cache] loaded {p.relative_to(self.root.parent) if self.root.parent in p.parents else p}")
         return obj
 
     # -- directory entries (e.g. a generated dataset) -----------------------
@@ -182,51 +175,104 @@ class ArtifactCache:
     def get_or_build_dir(
         self, name: str, key: str, build: Callable[[Path], Any], meta: dict | None = None, verbose: bool = True
     ) -> Path:
-        """Return a complete directory entry, building it if missing or partial.
+        """Return a complete directory entry, building it if missing, partial or corrupt.
 
         ``build(tmp_dir)`` fills a temporary directory; it is renamed into place
-        after a ``_COMPLETE`` manifest (file count + ``meta``) is written.
+        after a ``_COMPLETE`` manifest (every file's size and sha256 + ``meta``) is
+        written. Concurrent callers build it once (the others wait, then use it).
         """
         final = self.dir_path(name, key)
         if is_complete_dir(final):
             if verbose:
                 print(f"[cache] using {final}")
             return final
-        if final.exists():
-            warnings.warn(f"[cache] {final} is incomplete or corrupt; rebuilding it")
-            shutil.rmtree(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-        try:
-            build(tmp)
-            files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
-            manifest = {"num_files": len(files), "meta": meta or {}}
-            atomic_write_text(tmp / COMPLETE_MARKER, json.dumps(manifest, indent=1))
-            try:
-                os.replace(tmp, final)
-            except OSError:
-                # Another process finished the same entry first: keep theirs if complete.
-                if not is_complete_dir(final):
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with entry_lock(final):
+            problem = _dir_problem(final)
+            if problem is None:  # another process built it while we waited
+                if verbose:
+                    print(f"[cache] using {final}")
+                return final
+            remove_stale_temps(final)
+            if final.exists() or final.is_symlink():
+                warnings.warn(f"[cache] {final} is incomplete or corrupt ({problem}); rebuilding it")
+                remove_path(final)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with temp_path(Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))) as tmp:
+                build(tmp)
+                _write_manifest(tmp, meta)
+                try:
+                    os.replace(tmp, final)
+                except OSError:
+                    # A builder that ignores the lock finished first: keep theirs if complete.
+                    if not is_complete_dir(final):
+                        raise
+                    remove_path(tmp)
         return final
 
 
-def is_complete_dir(path: str | Path) -> bool:
-    """True if ``path`` has a ``_COMPLETE`` manifest whose file count matches."""
-    path = Path(path)
+def _scan(root: str, rel: str = "") -> Iterator[tuple[str, os.DirEntry]]:
+    """(relative path, entry) of everything under ``root`` except folders."""
+    with os.scandir(os.path.join(root, rel)) as it:
+        for e in it:
+            if e.is_dir(follow_symlinks=False):
+                yield from _scan(root, f"{rel}{e.name}/")
+            else:
+                yield f"{rel}{e.name}", e
+
+
+def _write_manifest(path: Path, meta: dict | None = None) -> None:
+    """Write ``path``'s ``_COMPLETE`` manifest: every file's size and sha256, plus ``meta``."""
+    files = {r: [e.stat(follow_symlinks=False).st_size, sha256_file(e.path)] for r, e in _scan(str(path))}
+    files.pop(COMPLETE_MARKER, None)
+    manifest = {"num_files": len(files), "files": dict(sorted(files.items())), "meta": meta or {}}
+    atomic_write_text(path / COMPLETE_MARKER, json.dumps(manifest, indent=1))
+
+
+# folder entry -> {file: (size, mtime_ns)} whose hash this process has checked
+_VERIFIED: dict[tuple, dict[str, tuple[int, int]]] = {}
+
+
+def _dir_problem(path: Path, verify_hashes: bool | None = None) -> str | None:
+    """Why ``path`` is not a complete folder entry (None if it is); see :func:`is_complete_dir`."""
     marker = path / COMPLETE_MARKER
-    if not marker.is_file():
-        return False
+    if not path.is_dir():
+        return "missing" if not path.exists() else "not a folder"
     try:
-        manifest = json.loads(marker.read_text())
-        n = sum(1 for p in path.rglob("*") if p.is_file() and p.name != COMPLETE_MARKER)
-        return n == manifest["num_files"]
-    except (OSError, ValueError, KeyError):
-        return False
+        st = marker.stat()
+        expected = json.loads(marker.read_text())["files"]
+        found = {r: e for r, e in _scan(str(path)) if r != COMPLETE_MARKER}
+        if found.keys() != expected.keys():
+            diff = sorted(found.keys() ^ expected.keys())
+            return f"{len(diff)} file(s) missing or unexpected, e.g. {diff[0]}"
+        seen = _VERIFIED.setdefault((str(path.resolve()), st.st_ino, st.st_mtime_ns), {})
+        for r, e in found.items():
+            if not e.is_file(follow_symlinks=False):
+                return f"{r}: not a regular file"
+            fst = e.stat(follow_symlinks=False)
+            if fst.st_size != expected[r][0]:
+                return f"{r}: {fst.st_size} bytes, the manifest says {expected[r][0]}"
+            stamp = (fst.st_size, fst.st_mtime_ns)
+            if verify_hashes is False or (verify_hashes is None and seen.get(r) == stamp):
+                continue
+            if sha256_file(e.path) != expected[r][1]:
+                seen.pop(r, None)
+                return f"{r}: sha256 differs from the manifest"
+            seen[r] = stamp
+    except FileNotFoundError as e:
+        return f"no {COMPLETE_MARKER} manifest" if e.filename == str(marker) else f"{e.filename} vanished"
+    except OSError as e:
+        return f"unreadable ({e})"
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        return f"{COMPLETE_MARKER} is not a manifest of this version ({type(e).__name__}: {e})"
+    return None
+
+
+def is_complete_dir(path: str | Path, verify_hashes: bool | None = None) -> bool:
+    """True if ``path`` holds exactly the files its ``_COMPLETE`` manifest lists, with
+    their sizes and sha256. ``verify_hashes``: None (default) hashes each file the
+    first time in this process and again when its size or mtime changed; True
+    always; False never (file set and sizes only)."""
+    return _dir_problem(Path(path), verify_hashes) is None
 
 
 def artifact_key(kind: str, spec: dict) -> str:

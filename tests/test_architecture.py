@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "reid_utils"
 
-BASE = {"config", "cache", "paper"}
+BASE = {"config", "cache", "cache_io", "paper"}
 MIDDLE = {
     "synth": BASE,
     "models": BASE,
@@ -25,7 +25,8 @@ MIDDLE = {
 }
 ALLOWED = {
     "config": set(),
-    "cache": {"config"},
+    "cache": {"config", "cache_io"},
+    "cache_io": set(),
     "paper": set(),
     **MIDDLE,
     "training": BASE | set(MIDDLE),

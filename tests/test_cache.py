@@ -86,11 +86,11 @@ def test_concurrent_builder_that_loses_the_race_keeps_the_winner(tmp_path):
 
     def build(d):
         (d / "a.txt").write_text("mine")
-        # meanwhile another process completes the same entry
+        # meanwhile a process that ignores the entry's lock completes the same entry
         other = c.dir_path("ds", "k")
         other.mkdir()
         (other / "a.txt").write_text("theirs")
-        (other / cache.COMPLETE_MARKER).write_text('{"num_files": 1, "meta": {}}')
+        cache._write_manifest(other)
 
     p = c.get_or_build_dir("ds", "k", build, verbose=False)
     assert (p / "a.txt").read_text() == "theirs" and cache.is_complete_dir(p)
