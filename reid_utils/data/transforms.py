@@ -14,6 +14,7 @@ same tracklets are read every epoch. An undecodable or missing frame raises
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -30,7 +31,7 @@ def input_size(cfg) -> tuple[int, int]:
 
 
 class FrameCache:
-    """LRU cache of decoded, resized uint8 frames keyed by ``(path, size)``.
+    """LRU cache of decoded, resized uint8 frames keyed by ``(path, size, file size, mtime)``.
 
     Args:
         max_bytes: evict least-recently-used frames beyond this many bytes.
@@ -99,8 +100,13 @@ def load_frame(path: str, size=None, cache: FrameCache | None = None) -> np.ndar
     from PIL import Image
 
     size = _check_size(size)
-    key = (str(path), size)
-    if cache is not None:
+    key = None
+    if cache is not None:  # keyed by the file's size and mtime too: a frame replaced in place is re-read
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise DatasetError(f"{path} does not exist: expected a frame image") from None
+        key = (str(path), size, st.st_size, st.st_mtime_ns)
         hit = cache.get(key)
         if hit is not None:
             return hit

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from reid_utils.cache import artifact_key, cached
+from reid_utils.data.datasets import DatasetError
 from reid_utils.data.sampling import sample_clip, sample_clips
 from reid_utils.data.transforms import FrameCache, frames_to_tensor, input_size, load_frames
 from reid_utils.training.loading import bounded_map, shared_frame_cache
@@ -97,13 +99,31 @@ def average_clips(
 
 
 def tracklets_key(tracklets: Sequence) -> str:
-    """Content identity of a tracklet list: hash of every frame path, pid and camid."""
+    """Identity of a tracklet list *and of its frames on disk*: a hash of every tracklet's
+    pid, camid and frame paths, and of each frame file's size and modification time
+    (so frames replaced in place give a new key and nothing cached from the old ones is
+    reused; a size+mtime manifest, not a content hash: ~1 us per frame).
+
+    Raises:
+        DatasetError: a frame file is missing (names the frame and its tracklet).
+    """
     h = hashlib.sha256()
     for t in tracklets:
         h.update(json.dumps([int(t.pid), int(t.camid), len(t.frames)]).encode())
         h.update("\n".join(map(str, t.frames)).encode())
         h.update(b"\x00")
+        h.update(",".join(_stamp(f, t) for f in t.frames).encode())
     return h.hexdigest()[:16]
+
+
+def _stamp(frame, tracklet) -> str:
+    try:
+        st = os.stat(frame)
+    except OSError as e:
+        raise DatasetError(
+            f"{frame}: frame of tracklet {getattr(tracklet, 'tid', '?')} cannot be read ({e.strerror})"
+        ) from None
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def clip_indices(
