@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from reid_utils.models import kinetics_checkpoint as K
 
@@ -165,3 +166,51 @@ def test_lab_server_refuses_requests_without_its_token(tmp_path):
         assert _status(server.url("api/kernels"), "POST", {"Authorization": "token wrong"}) == 403
         assert _status(server.url("api/sessions"), "POST", {"Cookie": "_xsrf=x"}) == 403
         assert _status(server.url(f"api/kernels?token={server.token}")) == 200
+
+
+# ----------------------------------------------------------------------------
+# Item 11: a converted weights file with forbidden content or the wrong layout
+# ----------------------------------------------------------------------------
+class _Planted:
+    """Not a tensor: ``weights_only`` loading refuses it (a stand-in for a code-running pickle)."""
+
+
+def _reference_sd(fill: float = 0.5) -> dict:
+    from reid_utils.models import pretrained as P
+
+    return {
+        k: (torch.tensor(0) if k.endswith("num_batches_tracked") else torch.full(tuple(s), fill))
+        for k, s in P.reference_shapes().items()
+    }
+
+
+def _bad_converted(kind: str) -> object:
+    sd = _reference_sd()
+    if kind == "forbidden_pickle":
+        sd["Conv3d_1a_7x7.conv3d.weight"] = _Planted()
+    elif kind == "wrong_shape":
+        sd["logits.conv3d.weight"] = torch.zeros(7, 1024, 1, 1, 1)
+    elif kind == "wrong_dtype":
+        sd["logits.conv3d.bias"] = sd["logits.conv3d.bias"].double()
+    elif kind == "missing_entry":
+        sd.pop("logits.conv3d.bias")
+    elif kind == "not_a_dict":
+        sd = [1, 2, 3]
+    return sd
+
+
+@pytest.mark.parametrize("kind", ["forbidden_pickle", "wrong_shape", "wrong_dtype", "missing_entry", "not_a_dict"])
+def test_bad_converted_weights_are_named_and_rebuilt(kind, tmp_path, monkeypatch):
+    from reid_utils.cache import torch_save_verified
+    from reid_utils.models import pretrained as P
+
+    calls = []
+    monkeypatch.setattr(P, "load_kinetics_checkpoint", lambda cache_dir, download=True: calls.append(1) or {})
+    monkeypatch.setattr(P, "convert_flax_variables", lambda variables: _reference_sd(0.25))
+    path = P.converted_path(tmp_path)
+    torch_save_verified(_bad_converted(kind), path)  # a valid checksum sidecar: only the content is bad
+    with pytest.warns(UserWarning, match=rf"{path.name} .*converting the verified checkpoint again") as rec:
+        sd = P.kinetics_state_dict(tmp_path)
+    assert calls == [1] and float(sd["logits.conv3d.bias"][0]) == 0.25
+    assert not any("weights_only=False" in str(w.message) for w in rec)
+    assert P.kinetics_state_dict(tmp_path) is not None and calls == [1]  # the rebuilt file is used next time

@@ -18,6 +18,7 @@ flax model on seeded random clips and stores the recipe and the reference
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -225,15 +226,49 @@ def kinetics_state_dict(cache_dir=None, download: bool = True) -> dict[str, torc
             ``kinetics_checkpoint.load_kinetics_checkpoint``.
     """
     path = converted_path(cache_dir)
-    if is_valid_file(path):
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(sd, dict) and set(sd) == set(reference_shapes()):
-            return sd
-    elif path.exists():
-        print(f"[pretrained] {path} is corrupt or partial; converting again")
+    sd = _load_converted(path)
+    if sd is not None:
+        return sd
     sd = convert_flax_variables(load_kinetics_checkpoint(cache_dir, download=download))
     torch_save_verified(sd, path)
     return sd
+
+
+def _load_converted(path: Path) -> dict[str, torch.Tensor] | None:
+    """The converted weights at ``path`` if they are a checksum-verified plain tensor file
+    with exactly the reference names, shapes and dtypes; otherwise None (with a warning
+    naming the file and the problem), so the caller converts again from the verified
+    checkpoint. Never unpickles anything but tensors and plain containers."""
+    if not path.exists():
+        return None
+    problem = None
+    if not is_valid_file(path):
+        problem = "is corrupt or partial (checksum)"
+    else:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # forbidden pickle content, truncated data, ...
+            problem = f"is not a plain tensor file ({type(e).__name__})"
+        else:
+            problem = _layout_problem(sd)
+    if problem is None:
+        return sd
+    warnings.warn(f"[pretrained] {path} {problem}; converting the verified checkpoint again")
+    return None
+
+
+def _layout_problem(sd) -> str | None:
+    """Why ``sd`` is not the reference state dict (None if it is)."""
+    ref = reference_shapes()
+    if not isinstance(sd, dict) or set(sd) != set(ref):
+        return f"does not hold the {len(ref)} reference entries"
+    for k, shape in ref.items():
+        v = sd[k]
+        want = torch.int64 if k.endswith("num_batches_tracked") else torch.float32
+        if not isinstance(v, torch.Tensor) or v.shape != shape or v.dtype != want:
+            got = (tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else type(v).__name__
+            return f"has {k} = {got}, expected {tuple(shape)} {want}"
+    return None
 
 
 def kinetics_i3d(cache_dir=None, num_classes: int = 400, device="cpu", download: bool = True) -> torch.nn.Module:
