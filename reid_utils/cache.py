@@ -9,7 +9,9 @@ Guarantees:
 * **Atomic writes.** Files are written to a temporary name in the same
   directory, fsynced and renamed; directories are built in a temporary
   directory and renamed. An interrupted run leaves no entry that looks valid.
-* **Verified reads.** Each file entry has a sidecar ``<file>.sha256``; a
+* **Verified reads.** Each file entry has a sidecar ``<file>.sha256`` holding its
+  HMAC-SHA256 under a per-user secret key kept outside the cache (so a planted or
+  foreign entry is rebuilt, never unpickled); a
   directory entry has a ``_COMPLETE`` manifest (every file's size and sha256)
   written last. A corrupt, truncated or half-written entry is detected,
   reported and rebuilt, never silently used. A folder's file set and sizes are
@@ -23,7 +25,7 @@ Guarantees:
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import io
 import json
 import os
@@ -37,9 +39,11 @@ from reid_utils.cache_io import (  # noqa: F401  (atomic_write_*, sha256_file: p
     atomic_write_bytes,
     atomic_write_text,
     entry_lock,
+    file_signature,
     remove_path,
     remove_stale_temps,
     sha256_file,
+    signature,
     temp_path,
 )
 
@@ -65,22 +69,24 @@ def _sidecar(path: Path) -> Path:
 
 
 def save_verified(path: str | Path, data: bytes) -> Path:
-    """Atomically write ``data`` plus a sha256 sidecar (written second)."""
+    """Atomically write ``data`` plus its signed sidecar (written second)."""
     path = Path(path)
     _sidecar(path).unlink(missing_ok=True)
     atomic_write_bytes(path, data)
-    atomic_write_text(_sidecar(path), hashlib.sha256(data).hexdigest())
+    atomic_write_text(_sidecar(path), signature(data))
     return path
 
 
 def is_valid_file(path: str | Path) -> bool:
-    """True if ``path`` and its sidecar exist and the checksum matches."""
+    """True if ``path`` and its sidecar exist and the sidecar holds the file's HMAC-SHA256
+    under this user's key (``cache_io.signing_key``). A plain hash, a signature by another
+    key or a damaged file is not valid: such a file is rebuilt, never unpickled."""
     path = Path(path)
     sc = _sidecar(path)
     if not path.is_file() or not sc.is_file():
         return False
     try:
-        return sc.read_text().strip() == sha256_file(path)
+        return hmac.compare_digest(sc.read_text().strip(), file_signature(path))
     except OSError:
         return False
 

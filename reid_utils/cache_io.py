@@ -161,3 +161,60 @@ def remove_stale_temps(entry: Path, *also: str) -> None:
     for p in entry.parent.iterdir() if entry.parent.is_dir() else ():
         if pattern.fullmatch(p.name):
             remove_path(p)
+
+
+KEY_ENV = "REID_CACHE_KEY_FILE"
+_KEYS: dict[str, bytes] = {}
+
+
+def key_file() -> Path:
+    """Where this user's cache-signing key lives: ``$REID_CACHE_KEY_FILE``, else
+    ``~/.config/reid_utils/cache.key`` (outside every artifact folder)."""
+    env = os.environ.get(KEY_ENV)
+    return Path(env) if env else Path.home() / ".config" / "reid_utils" / "cache.key"
+
+
+def signing_key() -> bytes:
+    """This user's secret key for signing cache files (32 random bytes, created on first
+    use with mode 0600). A key file others can write to is refused."""
+    path = key_file()
+    if str(path) in _KEYS:
+        return _KEYS[str(path)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))
+            f.flush()
+            os.fsync(f.fileno())
+    st = path.stat()
+    if st.st_mode & 0o022 or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+        raise PermissionError(
+            f"{path}: the cache-signing key must be owned by you and writable only by you (chmod 600)"
+        )
+    key = path.read_bytes()
+    if len(key) < 32:
+        raise ValueError(f"{path}: expected a cache-signing key of at least 32 bytes, found {len(key)}")
+    _KEYS[str(path)] = key
+    return key
+
+
+def signature(data: bytes) -> str:
+    """``hmac-sha256:<hex>`` of ``data`` under :func:`signing_key`."""
+    import hmac
+
+    return "hmac-sha256:" + hmac.new(signing_key(), data, hashlib.sha256).hexdigest()
+
+
+def file_signature(path: Path, chunk: int = 1 << 20) -> str:
+    """:func:`signature` of a file's bytes, read in chunks."""
+    import hmac
+
+    h = hmac.new(signing_key(), digestmod=hashlib.sha256)
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(chunk), b""):
+            h.update(b)
+    return "hmac-sha256:" + h.hexdigest()
