@@ -152,7 +152,13 @@ class Config:
 
     @property
     def figures_path(self) -> Path:
-        return Path(self.figures_dir)
+        """Where figures and tables go: the repo's committed ``figures/`` for the default
+        profile, ``figures/<profile>/`` (git-ignored) for any other, so a smoke or paper run
+        never overwrites the committed files; ``$REID_FIGURES`` is used as given."""
+        p = Path(self.figures_dir)
+        if self.profile != "default" and p == REPO_ROOT / "figures":
+            return p / self.profile
+        return p
 
     def torch_device(self):
         """The ``torch.device`` this config asks for (``auto``: CUDA if present)."""

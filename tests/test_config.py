@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,12 @@ def test_bad_profile_and_field_are_named():
         get_config("smoke", colour=3)
     with pytest.raises(ValueError, match="synth"):
         get_config("smoke", synth={"no_such_knob": 1})
+
+
+def test_only_the_default_profile_writes_the_committed_figures(monkeypatch):
+    from reid_utils.config import REPO_ROOT
+
+    monkeypatch.delenv("REID_FIGURES", raising=False)
+    assert get_config("default").figures_path == REPO_ROOT / "figures"
+    assert get_config("smoke").figures_path == REPO_ROOT / "figures" / "smoke"
+    assert get_config("smoke", figures_dir="/tmp/elsewhere").figures_path == Path("/tmp/elsewhere")

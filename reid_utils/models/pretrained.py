@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reid_utils.cache import is_valid_file, torch_save_verified
+from reid_utils.cache import CorruptEntry, torch_load_verified, torch_save_verified
 from reid_utils.models.kinetics_checkpoint import CKPT_SHA256, load_kinetics_checkpoint, resolve_cache_dir
 
 # Bump when the conversion changes, so stale converted files are not reused.
@@ -241,16 +241,14 @@ def _load_converted(path: Path) -> dict[str, torch.Tensor] | None:
     checkpoint. Never unpickles anything but tensors and plain containers."""
     if not path.exists():
         return None
-    problem = None
-    if not is_valid_file(path):
+    try:
+        sd = torch_load_verified(path, weights_only=True)
+    except CorruptEntry:
         problem = "is corrupt or partial (checksum)"
+    except Exception as e:  # forbidden pickle content, truncated data, ...
+        problem = f"is not a plain tensor file ({type(e).__name__})"
     else:
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # forbidden pickle content, truncated data, ...
-            problem = f"is not a plain tensor file ({type(e).__name__})"
-        else:
-            problem = _layout_problem(sd)
+        problem = _layout_problem(sd)
     if problem is None:
         return sd
     warnings.warn(f"[pretrained] {path} {problem}; converting the verified checkpoint again")
