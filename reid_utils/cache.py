@@ -58,7 +58,7 @@ ARTIFACT_VERSIONS: dict[str, int] = {
     "fig3-sampling": 1,  # experiments.i3d_ablations: Fig. 3 grid
     "fig4-averaging": 1,  # experiments.i3d_ablations: Fig. 4 grid
     "agg-model": 1,  # experiments.aggregators: a trained aggregator
-    "agg-results": 1,  # experiments.corruption_sweep: one corruption level's rows
+    "agg-results": 2,  # experiments.corruption_sweep: one level's test and validation rows, per-query values
     "agg-similarity": 1,  # experiments.importance_vs_nuisance: a similarity matrix
     "cmp-similarities": 1,  # experiments.comparison_rows: a similarity set
 }

@@ -5,10 +5,14 @@ Usage::
     python -m reid_utils.reproduce                       # default profile, all notebooks
     python -m reid_utils.reproduce --profile smoke       # the CI-sized run
     python -m reid_utils.reproduce --only 00 03          # a subset, by number prefix
+    python -m reid_utils.reproduce --profile paper --set train.iterations=2 --param NUM_SPLITS=1
 
 Each notebook ``notebooks/NN_*.ipynb`` is executed through papermill with its
 ``PROFILE`` parameter set, and with ``REID_PROFILE`` exported so the kernel
-resolves the same profile. Executed copies (with outputs) go to the
+resolves the same profile. ``--overrides JSON`` and ``--set FIELD.SUB=VALUE``
+(merged, ``--set`` last) are exported as ``$REID_OVERRIDES`` (``reid_utils.config``),
+checked before any notebook starts; ``--param NAME=VALUE`` sets a notebook
+parameter (a JSON value, else a string). Executed copies (with outputs) go to the
 git-ignored ``executed/<profile>/``. A failure stops the run with a non-zero
 exit status and a message naming the notebook and the cell that failed.
 Notebooks added later are picked up by their ``NN_`` prefix, without edits.
@@ -17,13 +21,14 @@ Notebooks added later are picked up by their ``NN_`` prefix, without edits.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from reid_utils.config import PROFILES, REPO_ROOT
+from reid_utils.config import OVERRIDES_ENV, PROFILES, REPO_ROOT, env_overrides, resolve_profile
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 EXECUTED_DIR = REPO_ROOT / "executed"
@@ -55,9 +60,19 @@ class RunResult:
 
 
 def run_notebook(
-    nb: Path, profile: str, out_dir: Path, env: dict | None = None, progress: bool = False, timeout: int | None = None
+    nb: Path,
+    profile: str,
+    out_dir: Path,
+    env: dict | None = None,
+    progress: bool = False,
+    timeout: int | None = None,
+    parameters: dict | None = None,
 ) -> RunResult:
-    """Execute one notebook with papermill; raise ``NotebookFailed`` on error."""
+    """Execute one notebook with papermill; raise ``NotebookFailed`` on error.
+
+    ``env`` is exported for the run (e.g. ``REID_OVERRIDES``); ``parameters`` are
+    notebook parameters besides ``PROFILE`` (e.g. ``{"NUM_SPLITS": 1}``).
+    """
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +88,7 @@ def run_notebook(
         pm.execute_notebook(
             str(nb),
             str(out),
-            parameters={"PROFILE": profile},
+            parameters={**(parameters or {}), "PROFILE": profile},
             cwd=str(nb.parent),
             progress_bar=progress,
             kernel_name="python3",
@@ -104,7 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="executed copies (default executed/<profile>)")
     ap.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
     ap.add_argument("--notebooks", type=Path, default=NOTEBOOK_DIR, help="folder of NN_*.ipynb")
+    ap.add_argument("--overrides", metavar="JSON", help="config overrides, exported as $REID_OVERRIDES")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD.SUB=VALUE", help="one override (repeatable)")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a notebook parameter")
     args = ap.parse_args(argv)
+    try:
+        params = _export_overrides(args)
+    except ValueError as e:
+        print(f"reproduce: {e}", file=sys.stderr)
+        return 2
 
     from tqdm.auto import tqdm
 
@@ -118,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     for nb in bar:
         bar.set_postfix_str(nb.name)
         try:
-            results.append(run_notebook(nb, args.profile, out_dir, timeout=args.timeout))
+            results.append(run_notebook(nb, args.profile, out_dir, timeout=args.timeout, parameters=params))
         except NotebookFailed as e:
             bar.close()
             print(f"\nreproduce: FAILED in {e}", file=sys.stderr)
@@ -128,6 +151,41 @@ def main(argv: list[str] | None = None) -> int:
     _print_times(results)
     _write_times(results, out_dir / "timings.csv")
     return 0
+
+
+def _json_or_str(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _export_overrides(args) -> dict:
+    """Merge ``--overrides`` (else ``$REID_OVERRIDES``) and ``--set``, export and check them against
+    the profile (ValueError naming the bad key); returns the ``--param`` notebook parameters."""
+    text = args.overrides if args.overrides is not None else os.environ.get(OVERRIDES_ENV, "")
+    os.environ[OVERRIDES_ENV] = text
+    overrides = env_overrides()  # checks the JSON, naming the variable
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE or FIELD.SUB=VALUE")
+        *parents, leaf = key.split(".")
+        node = overrides
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {item!r}: {part!r} is not a sub-config")
+        node[leaf] = _json_or_str(value)
+    os.environ[OVERRIDES_ENV] = json.dumps(overrides) if overrides else ""
+    resolve_profile(args.profile)  # fails here, before any notebook runs
+    params = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise ValueError(f"--param {item!r}: expected NAME=VALUE with NAME a notebook parameter")
+        params[name] = _json_or_str(value)
+    return params
 
 
 def _print_times(results: list[RunResult]) -> None:

@@ -37,3 +37,10 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "slow: minutes, not seconds (tests/test_paper_dryrun.py); run by default, deselect with -m 'not slow'",
+    )

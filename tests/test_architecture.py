@@ -2,7 +2,7 @@
 small, nothing points outside the repository, and ruff is clean.
 
 Layers (README, "Architecture"): ``viz -> experiments -> training -> data, synth, models,
-eval -> config, cache, paper``; ``notebook`` and ``reproduce`` sit on top.
+eval -> config, cache, paper``; ``notebook``, ``reproduce`` and ``train`` sit on top.
 """
 
 import ast
@@ -34,6 +34,7 @@ ALLOWED = {
     "viz": BASE | set(MIDDLE) | {"training", "experiments"},
     "notebook": BASE | set(MIDDLE) | {"training", "experiments", "viz"},
     "reproduce": BASE,
+    "train": BASE | set(MIDDLE) | {"training", "experiments"},
     "__init__": BASE | set(MIDDLE) | {"training", "experiments", "viz"},
 }
 MAX_MODULE_LINES = 400

@@ -182,7 +182,7 @@ def test_sweep_assembles_table2_and_caches(tmp_path, monkeypatch):
         raise AssertionError("should have been loaded from the cache")
 
     monkeypatch.setattr(A, "train_aggregator", boom)
-    monkeypatch.setattr(CS, "evaluate_similarity", boom)
+    monkeypatch.setattr(CS, "per_query_scores", boom)
     again = CS.run_sweep(banks, progress=False)
     pd.testing.assert_frame_equal(again.rows, res)
     # a different training setting is another model

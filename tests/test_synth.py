@@ -352,12 +352,22 @@ def test_ensure_synthetic_caches_and_rebuilds(tmp_path, capsys, monkeypatch):
 
 def test_profiles_sizes_are_in_the_intended_range():
     """Plans only: the smoke set is tiny and the default one MARS-like but CPU sized."""
-    for prof, (lo_t, hi_t, hi_f) in {"smoke": (40, 400, 6000), "default": (700, 2000, 60000)}.items():
+    for prof, (lo_t, hi_t, hi_f) in {"smoke": (40, 400, 6000), "default": (700, 2000, 100000)}.items():
         cfg = get_config(prof).synth
         _, plans = plan.plan_dataset(cfg)
         frames = sum(p.length for p in plans)
         assert lo_t <= len(plans) <= hi_t and frames <= hi_f, (prof, len(plans), frames)
         assert cfg.max_len <= 999
+
+
+def test_default_lengths_are_mars_like():
+    """MARS (tracks_*_info.mat): mean 58 frames, median 33, p99 280, max 920, 51 % >= 32 frames;
+    the default benchmark's identity tracklets are drawn to match (mean 50-65, a tail past 300)."""
+    _, plans = plan.plan_dataset(get_config("default").synth)
+    lens = np.array([p.length for p in plans if p.kind == "normal"])
+    assert 50 <= lens.mean() <= 65, lens.mean()
+    assert 28 <= np.median(lens) <= 38 and lens.max() > 300 and np.percentile(lens, 99) > 250
+    assert 0.4 <= (lens >= 32).mean() <= 0.6
 
 
 def test_pid_spelling():

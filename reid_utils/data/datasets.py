@@ -7,8 +7,10 @@ on-disk layout into a :class:`VideoDataset` of :class:`Tracklet` lists (``train`
 the layouts are described by the loaders (:mod:`reid_utils.data.mars`,
 :mod:`reid_utils.data.duke`, :mod:`reid_utils.data.prid`). The ``synthetic``
 benchmark (``reid_utils.synth``) is written in the MARS layout and read by the MARS
-loader with per-frame nuisance annotations. :func:`layout_problem` checks a root
-cheaply; :func:`dataset_statistics`, :func:`nuisance_summary` and
+loader with per-frame nuisance annotations. A root may be the dataset folder or up to
+two levels above it (:mod:`reid_utils.data.discover`); a query/gallery-only tree loads
+with ``train == []`` (``VideoDataset.require_train``). :func:`layout_problem` checks a
+root cheaply; :func:`dataset_statistics`, :func:`nuisance_summary` and
 :func:`most_affected` describe a loaded dataset (notebook 00).
 
 Bad input raises one :class:`DatasetError` naming the path and what was expected.
@@ -16,16 +18,14 @@ Bad input raises one :class:`DatasetError` naming the path and what was expected
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from reid_utils.data import duke, mars, prid
+from reid_utils.data import discover, duke, mars, prid
 from reid_utils.data.duke import load_duke
 from reid_utils.data.mars import load_mars
 from reid_utils.data.prid import PRID_SPLITS_FILE, load_prid, make_prid_splits, read_prid_splits
-from reid_utils.data.tracklets import DatasetError, Tracklet, VideoDataset, dataset_root, id_arrays
-from reid_utils.paper import DATASET_TITLES
+from reid_utils.data.tracklets import DatasetError, Tracklet, VideoDataset, id_arrays, require_train
+from reid_utils.data.validation import holdout_validation
 from reid_utils.synth import NUISANCES
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "most_affected",
     "nuisance_summary",
     "read_prid_splits",
+    "require_train",
 ]
 
 DATASET_NAMES = ("mars", "dukemtmc-videoreid", "prid2011", "synthetic")
@@ -76,7 +77,7 @@ def load_synthetic(root=None, synth_cfg=None, cache_root=None, **mars_options) -
 
         synth = importlib.import_module("reid_utils.synth")
         root = synth.ensure_synthetic(synth_cfg, cache_root)
-    root = dataset_root(root, "synthetic", "a MARS-layout tree with info/annotations.csv")
+    root = discover.find_dataset_root(root, _LAYOUTS["synthetic"], "synthetic")
     return load_mars(root, annotations=root / "info" / "annotations.csv", name="synthetic", **mars_options)
 
 
@@ -95,11 +96,11 @@ _ALIASES = {
     "dukemtmc_videoreid": "dukemtmc-videoreid",
     "prid": "prid2011",
 }
-_LAYOUT_MARKERS = {
-    "mars": mars.LAYOUT_MARKERS,
-    "synthetic": mars.LAYOUT_MARKERS,
-    "dukemtmc-videoreid": duke.LAYOUT_MARKERS,
-    "prid2011": prid.LAYOUT_MARKERS,
+_LAYOUTS = {
+    "mars": mars.LAYOUT,
+    "synthetic": mars.LAYOUT,  # written in the MARS layout (plus info/annotations.csv)
+    "dukemtmc-videoreid": duke.LAYOUT,
+    "prid2011": prid.LAYOUT,
 }
 
 
@@ -120,17 +121,21 @@ def load_dataset(name: str, root=None, **options) -> VideoDataset:
 
     Args:
         name: ``mars``, ``dukemtmc-videoreid``, ``prid2011`` or ``synthetic``.
-        root: the dataset directory (``synthetic``: optional, see
-            :func:`load_synthetic`).
+        root: the dataset folder or a folder up to two levels above it (e.g.
+            ``reid-data`` for ``reid-data/dukemtmc-vidreid/DukeMTMC-VideoReID``);
+            ``synthetic``: optional, see :func:`load_synthetic`.
         **options: loader options (``official`` for MARS/synthetic,
             ``split_id``/``splits_path``/``seed`` for PRID, ``synth_cfg``/
             ``cache_root`` for synthetic, ``check_frames`` for MARS).
 
     Returns:
-        VideoDataset with ``.train``, ``.query``, ``.gallery`` tracklet lists.
+        VideoDataset with ``.train``, ``.query``, ``.gallery`` tracklet lists; ``.root`` is
+        the dataset folder found. A query/gallery-only tree gives ``train == []``
+        (``meta["no_train"]`` says why).
 
     Raises:
-        DatasetError: missing or malformed data (message names the path).
+        DatasetError: missing or malformed data (message names the path), no dataset
+            folder or several under ``root`` (each one named).
     """
     key = canonical_name(name)
     allowed = _option_names(key)
@@ -171,42 +176,48 @@ def load_dataset_for_config(cfg, **options) -> VideoDataset:
         ) from None
     if key == "synthetic":
         if cfg.data_root:
-            return load_dataset("synthetic", cfg.data_root, **options)
-        return load_dataset("synthetic", None, synth_cfg=cfg.synth, cache_root=cfg.cache_root, **options)
+            return _held_out(cfg, load_dataset("synthetic", cfg.data_root, **options))
+        return _held_out(
+            cfg, load_dataset("synthetic", None, synth_cfg=cfg.synth, cache_root=cfg.cache_root, **options)
+        )
     if not cfg.data_root:
         raise DatasetError(
             f"profile {cfg.profile!r} uses dataset {cfg.dataset!r} but no data_root "
             f"is set; expected the dataset directory (set $REID_DATA_ROOT)"
         )
-    return load_dataset(key, cfg.data_root, **options)
+    return _held_out(cfg, load_dataset(key, cfg.data_root, **options))
+
+
+def _held_out(cfg, ds: VideoDataset) -> VideoDataset:
+    """``ds`` without the ``cfg.val_ids`` validation identities in ``train``; the validation
+    set (:func:`reid_utils.data.validation.holdout_validation`) is ``ds.meta["validation"]``.
+    The split does not depend on ``cfg.seed``: a seed sweep varies the training only."""
+    if not cfg.val_ids or not ds.train:
+        return ds
+    train_ds, val = holdout_validation(ds, cfg.val_ids, seed=0)
+    train_ds.meta = dict(ds.meta, validation=val)
+    return train_ds
 
 
 def layout_problem(name: str, root) -> str | None:
-    """Whether ``root`` looks like dataset ``name``'s layout, from its top-level folders only.
+    """Whether ``root`` leads to exactly one folder in dataset ``name``'s layout.
 
-    Cheap (no file is read): MARS and synthetic need ``info/`` and ``bbox_test/``,
-    DukeMTMC-VideoReID ``query/`` and ``gallery/``, PRID2011 ``multi_shot/``. The
-    loaders check the rest.
+    Cheap (folder listings only, no data file is read): ``root`` or a folder up to two
+    levels below it must hold MARS / synthetic ``info/`` and ``bbox_test/``,
+    DukeMTMC-VideoReID ``query/`` and ``gallery/`` with Duke-named frames, PRID2011
+    ``multi_shot/`` (:mod:`reid_utils.data.discover`). The loaders check the rest.
 
     Args:
         name: a dataset name or alias (:func:`canonical_name`).
-        root: the dataset directory (str or Path; ``~`` is expanded).
+        root: what the user gave (str or Path; ``~`` is expanded).
 
     Returns:
-        None when the folders are there; otherwise what is wrong, e.g. ``"its data
-        root /d is not a directory"`` or ``"its data root /d lacks info/, bbox_test/
-        (expected the MARS layout)"``.
+        None when exactly one dataset folder is found; otherwise what is wrong, e.g.
+        ``"its data root /d is not a directory"``, ``"its data root /d lacks info/,
+        bbox_test/ (expected the MARS layout)"`` (plus what the folders below it lack) or
+        ``"its data root /d holds 2 MARS folders (/d/a, /d/b); expected one: ..."``.
     """
-    key = canonical_name(name)
-    if root is None or str(root) == "":
-        return "no data root is given"
-    p = Path(root).expanduser()
-    if not p.is_dir():
-        return f"its data root {p} is not a directory"
-    lacking = [d + "/" for d in _LAYOUT_MARKERS[key] if not (p / d).is_dir()]
-    if lacking:
-        return f"its data root {p} lacks {', '.join(lacking)} (expected the {DATASET_TITLES[key]} layout)"
-    return None
+    return discover.layout_problem(root, _LAYOUTS[canonical_name(name)])
 
 
 # ---------------------------------------------------------------------------

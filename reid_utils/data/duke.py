@@ -4,7 +4,10 @@ Layout: ``{train,query,gallery}/<pid>/<tracklet>/<frame>.jpg`` with frame names
 ``0001C6F0099X30823.jpg`` (old release) or ``0001_C6_F0099_X30823.jpg`` (new
 release). Frames are ordered by their F index *numerically*; tracklets may start at
 F0002 or skip an index. Query and gallery are given by the release (protocol
-``"duke"``, evaluated with the torchreid convention).
+``"duke"``, evaluated with the torchreid convention). A missing or empty ``train/``
+loads for evaluation with ``train == []``. The root may be the dataset folder or up to
+two levels above it (``reid-data/dukemtmc-vidreid/DukeMTMC-VideoReID/``): the folder is
+the one holding ``query/`` and ``gallery/`` with Duke-named frames (:data:`LAYOUT`).
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ import os
 import re
 from pathlib import Path
 
+from reid_utils.data.discover import Layout, find_dataset_root
 from reid_utils.data.tracklets import (
     DatasetError,
     Tracklet,
     VideoDataset,
-    dataset_root,
     is_image,
     probe_splits,
     require_dir,
@@ -25,6 +28,59 @@ from reid_utils.data.tracklets import (
 
 LAYOUT_MARKERS = ("query", "gallery")  # top-level folders that identify the layout
 _DUKE_NAME = re.compile(r"^(-?\d+)_?C(\d+)_?F(\d+)(?:_?X(\d+))?\.\w+$", re.IGNORECASE)
+_FRAME_EXAMPLE = "<pid>/<tracklet>/0001C6F0099X30823.jpg (or 0001_C6_F0099_X30823.jpg)"
+_PEEK = 8  # folders per level looked at by folder_problem
+
+
+def _first_image(sdir: Path) -> Path | None:
+    """The first image in ``sdir``, ``sdir/<pid>/`` or ``sdir/<pid>/<tracklet>/`` (sorted; a few
+    folders per level looked at), if any."""
+    level = [sdir]
+    for _ in range(3):
+        nxt = []
+        for d in level:
+            try:
+                entries = sorted(os.scandir(d), key=lambda e: e.name)
+            except OSError:
+                continue
+            img = next((e for e in entries if e.is_file() and is_image(e.name)), None)
+            if img is not None:
+                return Path(img.path)
+            nxt.extend(Path(e.path) for e in entries if e.is_dir())
+        level = nxt[:_PEEK]
+    return None
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Whether ``folder`` (holding ``query/`` and ``gallery/``) is a DukeMTMC-VideoReID folder.
+
+    Cheap: the first image found under ``query/`` (else ``gallery/``) must be a Duke-named
+    frame at ``<split>/<pid>/<tracklet>/`` (an image dataset's ``query/*.jpg`` is not). A
+    tree without any image yet counts (the loader then says what is missing).
+
+    Returns:
+        None if it is, else why not (for :mod:`reid_utils.data.discover` messages).
+    """
+    for split in ("query", "gallery"):
+        frame = _first_image(folder / split)
+        if frame is not None:
+            rel = frame.relative_to(folder)
+            if len(rel.parts) == 4 and _DUKE_NAME.match(frame.name):
+                return None
+            return (
+                f"holds query/ and gallery/ but {rel} is not a DukeMTMC-VideoReID frame "
+                f"(expected {split}/{_FRAME_EXAMPLE})"
+            )
+    return None
+
+
+LAYOUT = Layout(
+    title="DukeMTMC-VideoReID",
+    markers=LAYOUT_MARKERS,
+    expected=f"query/ and gallery/ (and train/ to train) of {_FRAME_EXAMPLE} frames",
+    related=("train",),
+    check=folder_problem,
+)
 
 
 def _duke_tracklet(tdir: Path, split: str, pid: int) -> Tracklet:
@@ -62,6 +118,8 @@ def _duke_tracklet(tdir: Path, split: str, pid: int) -> Tracklet:
 
 
 def _duke_split(root: Path, split: str) -> list[Tracklet]:
+    if split == "train" and not (root / split).exists():
+        return []
     sdir = require_dir(root / split, f"the DukeMTMC-VideoReID {split}/<pid>/<tracklet>/ folder")
     out = []
     for pdir in sorted(p for p in sdir.iterdir() if p.is_dir()):
@@ -76,16 +134,29 @@ def _duke_split(root: Path, split: str) -> list[Tracklet]:
             raise DatasetError(f"{pdir} holds no tracklet folders; expected {split}/<pid>/<tracklet>/")
         for tdir in tdirs:
             out.append(_duke_tracklet(tdir, split, pid))
-    if not out:
+    if not out and split != "train":
         raise DatasetError(f"{sdir} holds no <pid>/<tracklet>/ folders; expected tracklets")
     return out
 
 
 def load_duke(root) -> VideoDataset:
-    """Load DukeMTMC-VideoReID (``{train,query,gallery}/<pid>/<tracklet>/``, see the module docstring)."""
-    root = dataset_root(root, "dukemtmc-videoreid", "train/, query/ and gallery/")
+    """Load DukeMTMC-VideoReID (``{train,query,gallery}/<pid>/<tracklet>/``, see the module docstring).
+
+    Args:
+        root: the folder holding ``query/``, ``gallery/`` (and ``train/``), or a folder up to
+            two levels above it.
+
+    Returns:
+        VideoDataset (protocol ``"duke"``); without training tracklets ``train == []`` and
+        ``meta["no_train"]`` says why.
+    """
+    root = find_dataset_root(root, LAYOUT, "dukemtmc-videoreid")
     train, query, gallery = (_duke_split(root, s) for s in ("train", "query", "gallery"))
     probe_splits(train, query, gallery)
+    meta = {}
+    if not train:
+        tdir = root / "train"
+        meta["no_train"] = f"{tdir} {'holds no <pid>/<tracklet>/ folders' if tdir.exists() else 'is absent'}"
     return VideoDataset(
-        name="dukemtmc-videoreid", root=str(root), train=train, query=query, gallery=gallery, protocol="duke"
+        name="dukemtmc-videoreid", root=str(root), train=train, query=query, gallery=gallery, protocol="duke", meta=meta
     )

@@ -9,7 +9,9 @@ written ``00-1``; a frame lives at ``<root>/bbox_<split>/<name[:4]>/<name>``.
 The synthetic benchmark adds ``info/annotations.csv`` (per-frame nuisances), attached
 to each tracklet as ``annotations`` (see :class:`Annotations`). Every file is read through
 :mod:`reid_utils.data.validate`: every listed name must match the frame-name pattern, the
-``.mat`` tables must hold finite integers inside the name list.
+``.mat`` tables must hold finite integers inside the name list. A query/gallery-only tree
+(no ``bbox_train/``, or empty train lists) loads with ``train == []``; the root may be the
+MARS folder or up to two levels above it (:data:`LAYOUT`, :mod:`reid_utils.data.discover`).
 """
 
 from __future__ import annotations
@@ -22,17 +24,24 @@ from pathlib import Path
 
 import numpy as np
 
+from reid_utils.data.discover import Layout, find_dataset_root
 from reid_utils.data.tracklets import (
     DatasetError,
     Tracklet,
     VideoDataset,
-    dataset_root,
     probe_splits,
     require_dir,
 )
 from reid_utils.data.validate import check_names, read_lines, read_mat_table, read_text
 
 LAYOUT_MARKERS = ("info", "bbox_test")  # top-level folders that identify the layout
+LAYOUT = Layout(
+    title="MARS",
+    markers=LAYOUT_MARKERS,
+    expected="bbox_test/ and the MARS info/ folder (train_name.txt, test_name.txt, tracks_train_info.mat, "
+    "tracks_test_info.mat, query_IDX.mat), and bbox_train/ to train",
+    related=("bbox_train",),
+)
 _MARS_NAME = re.compile(r"^(\d{4}|00-1)C(\d)T(\d+)F(\d+)\.\w+$", re.ASCII)
 
 
@@ -43,9 +52,9 @@ MARS_NAME_EXPECTED = (
 _TRACK_COLUMNS = ("start", "end", "pid", "camid")
 
 
-def _read_names(path: Path) -> list[str]:
+def _read_names(path: Path, allow_empty: bool = False) -> list[str]:
     """The frame names of a name list; every one must match :data:`_MARS_NAME`."""
-    lines = read_lines(path, "a text file with one frame name per line")
+    lines = read_lines(path, "a text file with one frame name per line", allow_empty)
     check_names(path, lines, _MARS_NAME, MARS_NAME_EXPECTED)
     return [n for _, n in lines]
 
@@ -231,6 +240,33 @@ def _split_test(train_all: list, train: list, test: list, qidx: np.ndarray, offi
     return query, gallery, meta, "torchreid"
 
 
+def _read_split(root: Path, split: str, check_frames: str, ann: Annotations | None) -> list[Tracklet]:
+    """Every tracklet of ``split`` from its name list and ``.mat`` table.
+
+    ``train`` may be empty: an empty name list with an empty table (a table is empty only
+    when its name list is).
+    """
+    info = root / "info"
+    names_path = info / f"{split}_name.txt"
+    mat_path = info / f"tracks_{split}_info.mat"
+    optional = split == "train"
+    names = _read_names(names_path, allow_empty=optional)
+    where = {0: (len(names), f"the {len(names)} names in {names_path}")}
+    ranges = {**where, 1: where[0]}
+    empty_ok = optional and not names
+    rows = read_mat_table(mat_path, f"track_{split}_info", _TRACK_COLUMNS, ranges=ranges, allow_empty=empty_ok)
+    return _mars_tracks(root, split, names, rows, mat_path, names_path, check_frames, ann)
+
+
+def _no_train_reason(root: Path, has_train: bool, tracks: list) -> str | None:
+    """Why the training split is empty (``meta["no_train"]``), or None when it is not."""
+    if not has_train:
+        return f"{root / 'bbox_train'} is absent"
+    if not tracks:
+        return f"{root / 'info' / 'tracks_train_info.mat'} lists no tracklets"
+    return None if any(t.pid != -1 for t in tracks) else "every training tracklet is junk (pid -1)"
+
+
 def load_mars(
     root,
     official: bool = False,
@@ -250,8 +286,13 @@ def load_mars(
     the junk rules belong to ``reid_utils.eval.ranking``; ``protocol ==
     "official-mars"``. Junk is removed from the training set in both.
 
+    Without ``bbox_train/`` (or with empty ``info/train_name.txt`` and
+    ``tracks_train_info.mat``) the tree loads for evaluation: ``train == []`` and
+    ``meta["no_train"]`` says why (training on it raises, see ``VideoDataset.require_train``).
+
     Args:
-        root: directory holding ``bbox_train/``, ``bbox_test/``, ``info/``.
+        root: the folder holding ``bbox_test/``, ``info/`` (and ``bbox_train/``), or a
+            folder up to two levels above it (``root/MARS/...``).
         official: the official MARS evaluation convention (gallery = all test
             tracks incl. queries and junk); default: the torchreid split.
         gallery_includes_queries: alias of ``official``.
@@ -264,23 +305,19 @@ def load_mars(
     """
     if gallery_includes_queries is not None:
         official = bool(gallery_includes_queries)
-    expected = "bbox_train/, bbox_test/ and info/ (MARS layout)"
-    root = dataset_root(root, name, expected)
+    root = find_dataset_root(root, LAYOUT, name)
     info = require_dir(root / "info", "the MARS info/ folder with *_name.txt and *.mat files")
-    for split in ("train", "test"):
-        require_dir(root / f"bbox_{split}", f"the MARS frame folder bbox_{split}/<pid>/")
+    require_dir(root / "bbox_test", "the MARS frame folder bbox_test/<pid>/")
+    has_train = (root / "bbox_train").is_dir()
     ann = Annotations(Path(annotations)) if annotations is not None else None
-    tracks = {}
-    for split in ("train", "test"):
-        names_path = info / f"{split}_name.txt"
-        mat_path = info / f"tracks_{split}_info.mat"
-        names = _read_names(names_path)
-        where = {0: (len(names), f"the {len(names)} names in {names_path}")}
-        rows = read_mat_table(mat_path, f"track_{split}_info", _TRACK_COLUMNS, ranges={**where, 1: where[0]})
-        tracks[split] = _mars_tracks(root, split, names, rows, mat_path, names_path, check_frames, ann)
+    tracks = {"train": _read_split(root, "train", check_frames, ann) if has_train else []}
+    tracks["test"] = _read_split(root, "test", check_frames, ann)
     qidx = _query_rows(info, len(tracks["test"]))
     train = [t for t in tracks["train"] if t.pid != -1]
     query, gallery, meta, protocol = _split_test(tracks["train"], train, tracks["test"], qidx, official)
+    no_train = _no_train_reason(root, has_train, tracks["train"])
+    if no_train is not None:
+        meta["no_train"] = no_train
     if ann is not None:
         meta["annotation_fields"] = ann.fields
     if check_frames != "none":

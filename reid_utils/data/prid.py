@@ -6,7 +6,9 @@ data) are split half/half into train/test by 10 random splits; query = the cam_a
 tracklets of the test persons, gallery = their cam_b tracklets, train = both cameras
 of the train persons. The splits live in ``<root>/splits_prid2011.json``
 (:data:`PRID_SPLITS_FILE`): a JSON list of ``{"train": [...], "test": [...]}`` whose
-entries are person numbers (``1``) or folder names (``"person_0001"``).
+entries are person numbers (``1``) or folder names (``"person_0001"``). The root may be the
+folder holding ``multi_shot/`` or up to two levels above it (``root/prid_2011/multi_shot``);
+a splits file beside the dataset folder (torchreid's ``prid2011/splits_prid2011.json``) is used.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reid_utils.data.discover import Layout, find_dataset_root
 from reid_utils.data.tracklets import (
     DatasetError,
     Tracklet,
@@ -33,6 +36,11 @@ from reid_utils.data.validate import id_list
 
 PRID_SPLITS_FILE = "splits_prid2011.json"
 LAYOUT_MARKERS = ("multi_shot",)  # top-level folders that identify the layout
+LAYOUT = Layout(
+    title="PRID2011",
+    markers=LAYOUT_MARKERS,
+    expected="multi_shot/cam_a/ and multi_shot/cam_b/ of person_XXXX/NNNN.png frames",
+)
 _PRID_PERSON = re.compile(r"^person_(\d+)$")
 
 
@@ -179,6 +187,18 @@ def _check_eligible(split: dict, k: int, spath: Path, cams: list, eligible: list
     )
 
 
+def _find_splits(given: Path, folder: Path) -> Path:
+    """The splits file: in the dataset ``folder``, else in a folder between it and the root
+    ``given`` (nearest first); when there is none, where a generated one is saved (``folder``)."""
+    p = folder
+    while True:
+        if (p / PRID_SPLITS_FILE).is_file():
+            return p / PRID_SPLITS_FILE
+        if p == given or p.parent == p:
+            return folder / PRID_SPLITS_FILE
+        p = p.parent
+
+
 def load_prid(
     root,
     split_id: int = 0,
@@ -190,16 +210,19 @@ def load_prid(
     """Load PRID2011 multi-shot with split ``split_id`` (see the module docstring).
 
     Args:
-        root: directory holding ``multi_shot/cam_a`` and ``multi_shot/cam_b``.
+        root: the folder holding ``multi_shot/cam_a`` and ``multi_shot/cam_b``, or a folder
+            up to two levels above it.
         split_id: which of the splits to use (0..num_splits-1).
         splits_path: where to read/write the splits JSON (default
-            ``<root>/splits_prid2011.json``); generated deterministically from
-            ``seed`` and saved atomically when missing.
+            ``splits_prid2011.json`` in the dataset folder, or in a folder between it and
+            ``root`` when one is there); generated deterministically from ``seed`` and
+            saved atomically (in the dataset folder) when missing.
         seed: seed of generated splits.
         min_frames: persons need at least this many frames in both cameras.
         num_splits: number of generated splits.
     """
-    root = dataset_root(root, "prid2011", "multi_shot/cam_a and multi_shot/cam_b")
+    given = dataset_root(root, "prid2011", LAYOUT.expected)
+    root = find_dataset_root(given, LAYOUT, "prid2011")
     ms = require_dir(root / "multi_shot", "the PRID2011 multi_shot/ folder")
     cams = [
         _prid_camera(require_dir(ms / c, f"the PRID2011 camera folder {c}/person_XXXX/")) for c in ("cam_a", "cam_b")
@@ -211,7 +234,7 @@ def load_prid(
             f"{ms}: no person has >= {min_frames} frames in both cam_a and cam_b; "
             f"expected person_XXXX folders present in both cameras"
         )
-    spath = Path(splits_path) if splits_path is not None else root / PRID_SPLITS_FILE
+    spath = Path(splits_path) if splits_path is not None else _find_splits(given, root)
     splits, source = _read_or_make_splits(spath, eligible, num_splits, seed)
     if not 0 <= split_id < len(splits):
         raise ValueError(f"split_id={split_id}: expected 0..{len(splits) - 1} ({source})")

@@ -106,6 +106,10 @@ class VideoDataset:
         """(N_train,) int64 contiguous labels of the training tracklets."""
         return np.array([self.train_pid2label[t.pid] for t in self.train], dtype=np.int64)
 
+    def require_train(self, what: str) -> None:
+        """Raise :class:`DatasetError` unless there are training tracklets (see :func:`require_train`)."""
+        require_train(self, what)
+
     def statistics(self, verbose: bool = False) -> dict:
         """See :func:`reid_utils.data.datasets.dataset_statistics`."""
         from reid_utils.data.datasets import dataset_statistics
@@ -126,6 +130,30 @@ def id_arrays(tracklets: Sequence[Tracklet]) -> tuple[np.ndarray, np.ndarray]:
     pids = np.array([t.pid for t in tracklets], dtype=np.int64)
     camids = np.array([t.camid for t in tracklets], dtype=np.int64)
     return pids, camids
+
+
+def require_train(dataset, what: str) -> None:
+    """Raise :class:`DatasetError` unless ``dataset.train`` holds tracklets.
+
+    A tree with query and gallery but no training split (MARS without ``bbox_train/``,
+    DukeMTMC-VideoReID without ``train/``) loads for evaluation with ``train == []``;
+    whatever trains on it calls this first, so the error says why instead of failing later.
+
+    Args:
+        dataset: a :class:`VideoDataset` (or anything with ``.train``; ``.name``, ``.root``
+            and ``.meta["no_train"]``, the loader's reason, are used when present).
+        what: what needs the training split, e.g. ``"train_i3d"``.
+    """
+    if len(dataset.train):
+        return
+    name = getattr(dataset, "name", "the dataset")
+    root = getattr(dataset, "root", None)
+    why = (getattr(dataset, "meta", None) or {}).get("no_train", "its training split is empty")
+    raise DatasetError(
+        f"{what} needs training tracklets, but {name!s}{f' at {root}' if root else ''} has none ({why}): "
+        f"it loads for evaluation only (query and gallery); expected a tree with a training split "
+        f"(or a model trained on one)"
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -36,12 +36,13 @@ def read_text(path: Path, what: str) -> str:
         ) from None
 
 
-def read_lines(path: Path, what: str) -> list[tuple[int, str]]:
-    """``(1-based line number, stripped text)`` of the non-blank lines of ``path``; at least one."""
+def read_lines(path: Path, what: str, allow_empty: bool = False) -> list[tuple[int, str]]:
+    """``(1-based line number, stripped text)`` of the non-blank lines of ``path``; at least
+    one unless ``allow_empty``."""
     text = read_text(path, what)
     lines = [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines())]
     lines = [(i, ln) for i, ln in lines if ln]
-    if not lines:
+    if not lines and not allow_empty:
         raise DatasetError(f"{path} is empty: expected {what}")
     return lines
 
@@ -82,6 +83,7 @@ def read_mat_table(
     var: str,
     columns: Sequence[str] = (),
     ranges: dict[int, tuple[int, str]] | None = None,
+    allow_empty: bool = False,
 ) -> np.ndarray:
     """Variable ``var`` of ``path`` as int64, checked.
 
@@ -90,6 +92,8 @@ def read_mat_table(
             columns are allowed); empty: a vector (1 x N, N x 1 or N), returned flat.
         ranges: column (or 0 for a vector) -> ``(hi, what)``: values must lie in
             ``1..hi`` (1-based positions into ``what``).
+        allow_empty: an empty variable (any shape with no entry, e.g. MATLAB's ``[]``)
+            is ``(0, len(columns))`` (or ``(0,)``) instead of an error.
 
     Raises:
         DatasetError: not numeric, empty, wrong shape, a NaN/inf or fractional value,
@@ -97,6 +101,8 @@ def read_mat_table(
             the row/column and the value.
     """
     arr = _load_mat_variable(path, var)
+    if allow_empty and arr.size == 0:
+        return np.zeros((0, len(columns)) if columns else (0,), dtype=np.int64)
     layout = f"(num_rows, {len(columns)}) rows of {', '.join(columns)}" if columns else "a vector of 1-based rows"
     if arr.dtype.kind not in "iuf":
         raise DatasetError(f"{path}: {var!r} holds {arr.dtype} data; expected numbers: {layout}")

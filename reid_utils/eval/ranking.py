@@ -65,6 +65,8 @@ class RankResult:
         ap: (Q,) float64, per-query AP; NaN for queries skipped by the
             ``torchreid`` protocol.
         valid: (Q,) bool, query has at least one true (non-junk) match.
+        counted: (Q,) bool, the queries CMC and mAP average over: ``valid``
+            (``torchreid``) or all (``mars_official``); ``mAP == ap[counted].mean()``.
         first_match_rank: (Q,) int64, 1-based rank of the first true match
             among kept gallery items; 0 where there is none.
         num_matches: (Q,) int64, number of true (non-junk) matches.
@@ -78,6 +80,7 @@ class RankResult:
     mAP: float
     ap: np.ndarray
     valid: np.ndarray
+    counted: np.ndarray
     first_match_rank: np.ndarray
     num_matches: np.ndarray
     ranked_indices: np.ndarray
@@ -204,6 +207,7 @@ def evaluate_rank(
         mAP=mAP,
         ap=ap,
         valid=valid,
+        counted=counted,
         first_match_rank=first,
         num_matches=nmatch,
         ranked_indices=r["ranked"],

@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 
 from reid_utils.cache import ArtifactCache, artifact_key, cached
-from reid_utils.experiments.clip_banks import ClipBanks
+from reid_utils.data.tracklets import DatasetError
+from reid_utils.experiments.clip_banks import VAL_SPLITS, ClipBanks
 from reid_utils.training.aggregator import build_aggregator, corrupting_transform, resolve_mining, train_aggregator
 from reid_utils.training.result import TrainedModel
 
@@ -80,7 +81,13 @@ def _agg_hparams(cfg) -> dict:
 def _build(cfg, method: Method, dim: int) -> torch.nn.Module:
     a = cfg.agg
     return build_aggregator(
-        method.kind, dim, hidden=a.hidden, dropout=a.dropout, t_percent=method.t or 100.0, seed=cfg.seed
+        method.kind,
+        dim,
+        hidden=a.hidden,
+        dropout=a.dropout,
+        t_percent=method.t or 100.0,
+        seed=cfg.seed,
+        neck=a.topt_neck,
     )
 
 
@@ -94,7 +101,27 @@ def _model_spec(banks: ClipBanks, method: Method, level: int, mining: str) -> di
         "train": banks.clean["train"].meta.get("key"),
         "mining": mining,
         "train_corrupted": banks.corrupted_bank("train", level).meta.get("key") if level else None,
+        "val": [banks.clean[s].meta.get("key") for s in VAL_SPLITS] if banks.has_validation else None,
     }
+
+
+def _val_eval(banks: ClipBanks, level: int):
+    """``eval_fn`` of the training: mAP on the validation identities at M_c^max = ``level``
+    (the plateau check of notebook 04), or None without a validation set."""
+    if not banks.has_validation:
+        return None
+    from reid_utils.eval.distances import similarity_to_distance
+    from reid_utils.eval.ranking import evaluate_rank
+
+    q, g = banks.features("val_query", level), banks.features("val_gallery", level)
+    qb, gb = banks.clean["val_query"], banks.clean["val_gallery"]
+
+    def evaluate(model) -> dict:
+        S = model.similarity_matrix(q, g, progress=False)
+        _, mAP = evaluate_rank(similarity_to_distance(S), qb.pids, gb.pids, qb.camids, gb.camids, max_rank=1)
+        return {"val_mAP": float(mAP)}
+
+    return evaluate
 
 
 def _train(banks: ClipBanks, model, method: Method, level: int, mining: str, key: str, progress: bool) -> dict:
@@ -119,6 +146,8 @@ def _train(banks: ClipBanks, model, method: Method, level: int, mining: str, key
         batch_transform=transform,
         mining=mining,
         progress=progress,
+        eval_fn=_val_eval(banks, level),
+        eval_every=max(1, a.iterations // 5),
     )
     return {
         "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -160,6 +189,11 @@ def get_aggregator(
     model = _build(cfg, method, dim)
     if method.kind == "mean":
         return TrainedModel(model.eval(), "mean", pd.DataFrame(), 0.0, info)
+    if not len(banks.clean["train"]):
+        raise DatasetError(
+            "get_aggregator: the training clip bank is empty (a query/gallery-only dataset "
+            "loads for evaluation only); expected training tracklets"
+        )
     if method.kind == "topt-train-eval" and float(method.t) >= 100.0:
         # t = 100 %: the top-t selection keeps every pair, so training is that of top-t%-eval
         # (the mean of all pairs, the same batches and seed): reuse that model, do not train twice.

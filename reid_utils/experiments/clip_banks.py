@@ -28,6 +28,8 @@ from reid_utils.training.result import TrainedModel
 
 __all__ = [
     "SPLITS",
+    "VAL_SPLITS",
+    "split_tracklets",
     "CORRUPTION_KEY",
     "ClipBanks",
     "get_backbone",
@@ -38,14 +40,16 @@ __all__ = [
 ]
 
 SPLITS = ("train", "query", "gallery")
-_SPLIT_CODE = {"train": 0, "query": 1, "gallery": 2}
+VAL_SPLITS = ("val_query", "val_gallery")  # the held-out identities (reid_utils.data.validation)
+_SPLIT_CODE = {"train": 0, "query": 1, "gallery": 2, "val_query": 3, "val_gallery": 4}
 CORRUPTION_KEY = f"corrupt_clip(downscale={DOWNSCALE},jpeg_quality={JPEG_QUALITY})"
 
 
 def test_plan(cfg, split: str, num_sequences: int, max_corrupted: int) -> np.ndarray:
     """The fixed corruption plan of a test split at one M_c^max (Sec. 4.4).
 
-    Deterministic per ``(cfg.seed, split, max_corrupted)``: every method of a level is
+    Deterministic per ``(split, max_corrupted)``: every method of a level, and every
+    training seed (``cfg.seed`` varies the training only, ``experiments.seed_sweep``), is
     evaluated on the same corrupted test set, and a re-run gives it again. M_c ~
     U{0..M_c^max} per sequence (``reid_utils.data.corruption.corruption_plan``).
 
@@ -54,7 +58,7 @@ def test_plan(cfg, split: str, num_sequences: int, max_corrupted: int) -> np.nda
     """
     if split not in _SPLIT_CODE:
         raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
-    rng = np.random.default_rng([int(cfg.seed), 45, _SPLIT_CODE[split], int(max_corrupted)])
+    rng = np.random.default_rng([0, 45, _SPLIT_CODE[split], int(max_corrupted)])
     return corruption_plan(num_sequences, cfg.agg.num_clips, int(max_corrupted), rng)
 
 
@@ -64,7 +68,8 @@ class ClipBanks:
 
     Attributes:
         cfg: ``Config`` (seed, ``cfg.agg``, ``cache_root``).
-        clean: ``{split: FeatureBank}`` for :data:`SPLITS`, feats (N, M, D).
+        clean: ``{split: FeatureBank}`` for :data:`SPLITS` (and :data:`VAL_SPLITS` when the
+            dataset has a validation set), feats (N, M, D).
         corrupted: the same with every clip corrupted, aligned clip by clip with
             ``clean``; None when only clean features are needed (M_c^max = 0).
     """
@@ -78,6 +83,11 @@ class ClipBanks:
         if self.corrupted is None:
             raise ValueError(f"corrupted: needed for max_corrupted={level} > 0")
         return self.corrupted[split]
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether the validation banks (:data:`VAL_SPLITS`) are there."""
+        return all(s in self.clean for s in VAL_SPLITS)
 
     def plan(self, split: str, level: int) -> np.ndarray:
         """(N, M) bool :func:`test_plan` of ``split`` at M_c^max = ``level``."""
@@ -107,13 +117,23 @@ def _corrupt_all(frames: np.ndarray, tracklet_idx: int, clip_idx: int) -> np.nda
     return corrupt_clip(frames)
 
 
+def split_tracklets(dataset) -> dict[str, list]:
+    """``{split: tracklets}`` of :data:`SPLITS`, plus :data:`VAL_SPLITS` when the dataset
+    holds a validation set (``dataset.meta["validation"]``, ``cfg.val_ids`` > 0)."""
+    out = {split: getattr(dataset, split) for split in SPLITS}
+    val = getattr(dataset, "meta", {}).get("validation")
+    if val is not None:
+        out.update(val_query=val.query, val_gallery=val.gallery)
+    return out
+
+
 def _split_banks(cfg, backbone: TrainedModel, dataset, corrupted: bool, progress: bool) -> dict[str, FeatureBank]:
     out = {}
-    for split in SPLITS:
+    for split, tracklets in split_tracklets(dataset).items():
         out[split] = get_features(
             cfg,
             backbone.model,
-            getattr(dataset, split),
+            tracklets,
             num_clips=cfg.agg.num_clips,
             clip_len=cfg.agg.clip_len,
             method="clips",

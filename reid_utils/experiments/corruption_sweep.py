@@ -24,13 +24,16 @@ import pandas as pd
 import torch
 
 from reid_utils.cache import cached
+from reid_utils.eval.bootstrap import bootstrap_methods, per_query_scores
 from reid_utils.eval.distances import similarity_to_distance
 from reid_utils.eval.ranking import evaluate_rank
 from reid_utils.experiments.aggregators import PAPER_METHODS, Method, get_aggregator, methods_for
-from reid_utils.experiments.clip_banks import ClipBanks
+from reid_utils.experiments.clip_banks import VAL_SPLITS, ClipBanks
 from reid_utils.training.aggregator import build_aggregator
 from reid_utils.training.features import FeatureBank
 from reid_utils.training.result import TrainedModel
+
+N_BOOT = 1000  # bootstrap resamples of the 95 % intervals (reid_utils.eval.bootstrap)
 
 __all__ = ["LevelResult", "SweepResult", "evaluate_similarity", "topt_scores_all_t", "run_level", "run_sweep"]
 
@@ -41,13 +44,21 @@ class LevelResult:
 
     Attributes:
         level: M_c^max.
-        rows: long DataFrame, one row per evaluated (method, t) (see :func:`run_level`).
+        rows: long DataFrame, one row per evaluated (method, t) on the test set (see
+            :func:`run_level`), with 95 % bootstrap intervals.
         models: ``{Method: TrainedModel}`` of the level, in ``methods_for`` order.
+        val_rows: the same rows on the validation set (None without one).
+        per_query: ``{"test"|"val": {"rows": ..., "per_query": {label: {"mAP": (Qc,),
+            "rank1": (Qc,)}}, "pids": (Qc,)}}``, for paired intervals between any two rows
+            (``reid_utils.eval.bootstrap.paired_differences``); labels ``"learned"``,
+            ``"mean"``, ``"topt-e t=50"``, ...
     """
 
     level: int
     rows: pd.DataFrame
     models: dict[Method, TrainedModel]
+    val_rows: pd.DataFrame | None = None
+    per_query: dict | None = None
 
     def histories(self) -> dict[str, pd.DataFrame]:
         """``{method label: training history}`` of the models trained (not reused) at this level."""
@@ -61,10 +72,12 @@ class SweepResult:
     Attributes:
         rows: the levels' rows concatenated (Table 2's long form).
         levels: ``{M_c^max: LevelResult}`` in the order run.
+        val_rows: the levels' validation rows concatenated (None without a validation set).
     """
 
     rows: pd.DataFrame
     levels: dict[int, LevelResult]
+    val_rows: pd.DataFrame | None = None
 
 
 def evaluate_similarity(S: torch.Tensor, query: FeatureBank, gallery: FeatureBank, protocol: str = "torchreid") -> dict:
@@ -131,43 +144,60 @@ def topt_scores_all_t(
     return out
 
 
-def _score_level(banks: ClipBanks, level: int, models: dict, protocol: str, progress: bool) -> list[dict]:
-    """The rows of :func:`run_level` (uncached): every model scored on the level's test set."""
-    q, g = banks.features("query", level), banks.features("gallery", level)
+def _similarities(banks: ClipBanks, level: int, models: dict, splits: tuple, progress: bool) -> list[tuple]:
+    """``[(method, t, S, train_seconds, eval_seconds)]`` of every model on one query/gallery pair."""
+    q, g = banks.features(splits[0], level), banks.features(splits[1], level)
     t_percents = banks.cfg.agg.t_percents
-    rows = []
+    out = []
+    t0 = time.perf_counter()
+    out.append(("mean", None, build_aggregator("mean", q.shape[-1]).similarity_matrix(q, g, progress=progress), 0.0))
+    out[-1] += (time.perf_counter() - t0,)
+    for m, tm in models.items():
+        t0 = time.perf_counter()
+        if m.kind == "topt-eval":  # one model, every t: cosines sorted once
+            scores = topt_scores_all_t(tm.model, q, g, t_percents)
+            out.extend(("topt-e", t, scores[t], tm.seconds, time.perf_counter() - t0) for t in t_percents)
+        elif m.kind == "topt-train-eval":  # same Eq. 9 scores, ~4x faster than similarity_matrix
+            S = topt_scores_all_t(tm.model, q, g, [m.t])[m.t]
+            out.append(("topt-te", m.t, S, tm.seconds, time.perf_counter() - t0))
+        else:
+            S = tm.model.similarity_matrix(q, g, progress=progress)
+            out.append((PAPER_METHODS[m.kind], m.t, S, tm.seconds, time.perf_counter() - t0))
+    return out
 
-    def add_scores(method, t, S, train_s, t0):
-        r = evaluate_similarity(S, banks.clean["query"], banks.clean["gallery"], protocol)
+
+def _score_split(banks: ClipBanks, level: int, models: dict, splits: tuple, protocol: str, progress: bool) -> dict:
+    """Rows (with 95 % intervals) and per-query values of every model on one query/gallery pair."""
+    qb, gb = banks.clean[splits[0]], banks.clean[splits[1]]
+    rows, per_query, pids = [], {}, None
+    for method, t, S, train_s, eval_s in _similarities(banks, level, models, splits, progress):
+        sc = per_query_scores(similarity_to_distance(S), qb.pids, gb.pids, qb.camids, gb.camids, protocol=protocol)
+        key = method if t is None else f"{method} t={float(t):g}"
+        per_query[key], pids = sc.values, sc.pids
         rows.append(
             {
                 "method": method,
                 "t": np.nan if t is None else float(t),
                 "Mc_max": level,
-                "mAP": r["mAP"],
-                "rank1": r["rank1"],
+                "mAP": float(sc.values["mAP"].mean()),
+                "rank1": float(sc.values["rank1"].mean()),
                 "train_seconds": train_s,
-                "eval_seconds": time.perf_counter() - t0,
+                "eval_seconds": eval_s,
             }
         )
+    ci = bootstrap_methods(per_query, pids, n_boot=N_BOOT, seed=int(level)).set_index(["method", "metric"])
+    for r, key in zip(rows, per_query):
+        for metric in ("mAP", "rank1"):
+            r[f"{metric}_lo"], r[f"{metric}_hi"] = (float(ci.loc[(key, metric), c]) for c in ("lo", "hi"))
+    return {"rows": rows, "per_query": per_query, "pids": pids}
 
-    def add(method, t, model, train_s):
-        t0 = time.perf_counter()
-        add_scores(method, t, model.similarity_matrix(q, g, progress=progress), train_s, t0)
 
-    add("mean", None, build_aggregator("mean", q.shape[-1]), 0.0)
-    for m, tm in models.items():
-        if m.kind == "topt-eval":  # one model, every t: cosines sorted once
-            t0 = time.perf_counter()
-            scores = topt_scores_all_t(tm.model, q, g, t_percents)
-            for t in t_percents:
-                add_scores("topt-e", t, scores[t], tm.seconds, t0)
-        elif m.kind == "topt-train-eval":  # same Eq. 9 scores, ~4x faster than similarity_matrix
-            t0 = time.perf_counter()
-            add_scores("topt-te", m.t, topt_scores_all_t(tm.model, q, g, [m.t])[m.t], tm.seconds, t0)
-        else:
-            add(PAPER_METHODS[m.kind], m.t, tm.model, tm.seconds)
-    return rows
+def _score_level(banks: ClipBanks, level: int, models: dict, protocol: str, progress: bool) -> dict:
+    """What :func:`run_level` caches: test (and validation) rows and per-query values."""
+    out = {"test": _score_split(banks, level, models, ("query", "gallery"), protocol, progress)}
+    if banks.has_validation:
+        out["val"] = _score_split(banks, level, models, VAL_SPLITS, protocol, progress)
+    return out
 
 
 def run_level(
@@ -205,15 +235,18 @@ def run_level(
             else None
         ),
         "protocol": protocol,
+        "val": [banks.clean[s].meta.get("key") for s in VAL_SPLITS] if banks.has_validation else None,
+        "n_boot": N_BOOT,
     }
-    rows = cached(
+    out = cached(
         cfg.cache_root,
         "agg-results",
         spec,
         lambda: _score_level(banks, mc, models, protocol, progress),
         verbose=progress,
     )
-    return LevelResult(mc, pd.DataFrame(rows), models)
+    val = pd.DataFrame(out["val"]["rows"]) if "val" in out else None
+    return LevelResult(mc, pd.DataFrame(out["test"]["rows"]), models, val, out)
 
 
 def run_sweep(
@@ -231,4 +264,9 @@ def run_sweep(
         run_level(banks, mc, protocol=protocol, mining=mining, progress=progress)
         for mc in tqdm(levels, desc="corruption levels", disable=not progress)
     ]
-    return SweepResult(pd.concat([r.rows for r in out], ignore_index=True), {r.level: r for r in out})
+    val = [r.val_rows for r in out if r.val_rows is not None]
+    return SweepResult(
+        pd.concat([r.rows for r in out], ignore_index=True),
+        {r.level: r for r in out},
+        pd.concat(val, ignore_index=True) if val else None,
+    )

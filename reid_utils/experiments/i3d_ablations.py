@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from reid_utils.cache import cached
@@ -239,3 +240,46 @@ def single_clip_table(cfg, dataset, models: dict, progress: bool = False) -> pd.
         r = evaluate_features(qf, gf, dataset)
         rows[f"I3D, L_train={L} (one evenly-sampled clip of {L})"] = {"mAP": 100 * r["mAP"], "rank1": 100 * r["rank1"]}
     return pd.DataFrame(rows).T
+
+
+def length_split(
+    cfg, dataset, models: dict, test_lens: Sequence[int], method: str = "evenly", min_len: int = 32
+) -> pd.DataFrame:
+    """Fig. 3's L_test trend for short and long query tracklets separately (an analysis).
+
+    A clip of L_test frames from a tracklet shorter than L_test repeats frames
+    (``reid_utils.data.sampling``); if that explained a falling L_test curve, the fall would
+    be confined to the short queries. Same features as :func:`sampling_ablation` (cached).
+
+    Returns:
+        DataFrame with ``L_train``, ``L_test``, ``queries`` (``< min_len frames`` /
+        ``>= min_len frames``), ``n`` (counted queries) and ``mAP`` (percent).
+    """
+    import torch
+
+    from reid_utils.data.tracklets import id_arrays
+    from reid_utils.eval.bootstrap import per_query_scores
+
+    q_pids, q_camids = id_arrays(dataset.query)
+    g_pids, g_camids = id_arrays(dataset.gallery)
+    long_q = np.array([len(t) >= int(min_len) for t in dataset.query])
+    rows = []
+    for L_train, model in models.items():
+        for L in test_lens:
+            qf = feature_bank(cfg, model, dataset.query, "query", 1, int(L), method, False).feats[:, 0]
+            gf = feature_bank(cfg, model, dataset.gallery, "gallery", 1, int(L), method, False).feats[:, 0]
+            dist = torch.cdist(qf.double(), gf.double()).numpy()
+            sc = per_query_scores(dist, q_pids, g_pids, q_camids, g_camids, protocol=protocol_of(dataset))
+            is_long = long_q[sc.counted]
+            for name, sel in ((f"< {min_len} frames", ~is_long), (f">= {min_len} frames", is_long)):
+                ap = sc.values["mAP"][sel]
+                rows.append(
+                    {
+                        "L_train": int(L_train),
+                        "L_test": int(L),
+                        "queries": name,
+                        "n": int(sel.sum()),
+                        "mAP": 100 * float(ap.mean()) if len(ap) else np.nan,
+                    }
+                )
+    return pd.DataFrame(rows)

@@ -28,6 +28,10 @@ __all__ = [
     "sweep_collapse",
     "claim_numbers",
     "claim_check",
+    "chosen_t",
+    "table2_seeds",
+    "level_gaps",
+    "mark_collapsed",
 ]
 
 _METHOD_ORDER = {"mean": 0, "topt-e": 1, "topt-te": 2, "learned": 3}
@@ -93,7 +97,8 @@ def table2_side_by_side(results: pd.DataFrame, metric: str = "mAP", paper: pd.Da
 
 
 def methods_table(results: pd.DataFrame, t_show: Iterable[float] | None = None) -> pd.DataFrame:
-    """mAP / rank-1 (percent) of one level's methods, indexed by a readable label.
+    """mAP / rank-1 (percent, with their 95 % intervals when the rows have them) of one
+    level's methods, indexed by a readable label.
 
     Args:
         results: one level's rows (``LevelResult.rows``).
@@ -103,7 +108,8 @@ def methods_table(results: pd.DataFrame, t_show: Iterable[float] | None = None) 
     if t_show is not None:
         r = r[(r["method"] != "topt-e") | r["t"].isin([float(t) for t in t_show])]
     labels = [m + ("" if np.isnan(t) else f" t={t:g}%") for m, t in zip(r["method"], r["t"])]
-    return as_percent(r).assign(method=labels).set_index("method")[["mAP", "rank1"]]
+    cols = [c for c in ("mAP", "mAP_lo", "mAP_hi", "rank1", "rank1_lo", "rank1_hi") if c in r]
+    return as_percent(r, cols).assign(method=labels).set_index("method")[cols]
 
 
 def training_cost(results: pd.DataFrame) -> pd.DataFrame:
@@ -240,4 +246,138 @@ def claim_check(results: pd.DataFrame, metric: str = "mAP", paper: pd.DataFrame 
     if len(ref):
         rows["paper (MARS)"] = claim_numbers(ref, metric)
     out = pd.DataFrame.from_records(list(rows.values()), index=pd.Index(list(rows), name="source"))
+    return out
+
+
+def chosen_t(results: pd.DataFrame, val_results: pd.DataFrame, metric: str = "mAP") -> pd.DataFrame:
+    """top-t%'s t chosen on the validation identities beside the t chosen on the test queries.
+
+    The paper reports the best t per level as measured on the test set (an oracle choice);
+    here t is also chosen where it should be, on the held-out validation identities
+    (``reid_utils.data.validation``), and both are reported on the test set.
+
+    Args:
+        results: test rows of ``run_sweep`` (``SweepResult.rows``; metrics in [0, 1], with
+            ``<metric>_lo`` / ``_hi`` intervals).
+        val_results: the validation rows (``SweepResult.val_rows``).
+        metric: the metric t is chosen by and reported in.
+
+    Returns:
+        DataFrame indexed by (``Mc_max``, ``method``: ``topt-e`` / ``topt-te``), columns
+        ``t_val``, ``<metric>_val_t`` (test value at t_val, percent) with ``_lo`` / ``_hi``,
+        ``t_test``, ``<metric>_test_t`` (the oracle's test value, percent).
+    """
+    rows = []
+    for (mc, method), val in val_results[val_results["method"].isin(["topt-e", "topt-te"])].groupby(
+        ["Mc_max", "method"]
+    ):
+        test = results[(results["Mc_max"] == mc) & (results["method"] == method)].set_index("t")
+        t_val = float(val.loc[val[metric].idxmax(), "t"])
+        t_test = float(test[metric].idxmax())
+        rows.append(
+            {
+                "Mc_max": int(mc),
+                "method": method,
+                "t_val": t_val,
+                f"{metric}_val_t": 100 * float(test.loc[t_val, metric]),
+                f"{metric}_val_t_lo": 100 * float(test.loc[t_val, f"{metric}_lo"]),
+                f"{metric}_val_t_hi": 100 * float(test.loc[t_val, f"{metric}_hi"]),
+                "t_test": t_test,
+                f"{metric}_test_t": 100 * float(test.loc[t_test, metric]),
+            }
+        )
+    return pd.DataFrame(rows).set_index(["Mc_max", "method"])
+
+
+def _paper_rows(rows: pd.DataFrame, val_rows: pd.DataFrame | None, metric: str) -> pd.DataFrame:
+    """One seed's Table 2 rows as the paper reports them: learned, mean feature, and the
+    best top-t%-eval / top-t%-train-eval with t chosen on the test queries (the paper's
+    practice) and, when there is a validation set, on the validation identities."""
+    out = []
+    for name in ("learned", "mean"):
+        r = rows[rows["method"] == name]
+        out += [{"row": name, "Mc_max": int(mc), metric: 100 * float(v)} for mc, v in zip(r["Mc_max"], r[metric])]
+    if val_rows is not None and len(val_rows):
+        ch = chosen_t(rows, val_rows, metric).reset_index()
+        for c in ch.itertuples():
+            out.append({"row": f"{c.method} best t (test)", "Mc_max": c.Mc_max, metric: getattr(c, f"{metric}_test_t")})
+            out.append(
+                {"row": f"{c.method} t chosen on val", "Mc_max": c.Mc_max, metric: getattr(c, f"{metric}_val_t")}
+            )
+    else:
+        sub = rows[rows["method"].isin(["topt-e", "topt-te"])]
+        for (mc, method), r in sub.groupby(["Mc_max", "method"]):
+            out.append({"row": f"{method} best t (test)", "Mc_max": int(mc), metric: 100 * float(r[metric].max())})
+    return pd.DataFrame(out)
+
+
+def table2_seeds(rows: pd.DataFrame, val_rows: pd.DataFrame | None = None, metric: str = "mAP") -> pd.DataFrame:
+    """Table 2's main rows over training seeds: mean and sd (ddof 1) per level, in percent.
+
+    Args:
+        rows, val_rows: test and validation rows of several seeds (a ``seed`` column;
+            ``experiments.seed_sweep``).
+        metric: ``"mAP"`` or ``"rank1"``.
+
+    Returns:
+        DataFrame indexed by row (``learned``, ``mean``, ``topt-e best t (test)``,
+        ``topt-e t chosen on val``, ...), columns (``mean`` / ``sd`` / ``n``, M_c^max).
+    """
+    parts = []
+    for seed, r in rows.groupby("seed"):
+        v = None if val_rows is None or not len(val_rows) else val_rows[val_rows["seed"] == seed]
+        parts.append(_paper_rows(r, v, metric).assign(seed=seed))
+    long = pd.concat(parts, ignore_index=True)
+    g = long.groupby(["row", "Mc_max"])[metric]
+    out = pd.concat({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.count()}, axis=1).unstack("Mc_max")
+    order = {"learned": 0, "mean": 1}
+    return out.loc[sorted(out.index, key=lambda r: (order.get(r, 2), r))]
+
+
+def level_gaps(level_result, reference: str = "learned", n_boot: int = 1000, metric: str = "mAP") -> pd.DataFrame:
+    """Paired 95 % intervals of ``reference`` minus every other row of one level (test set).
+
+    The rows' per-query values (``LevelResult.per_query``) are resampled by query identity
+    with the same resamples for every row (``reid_utils.eval.bootstrap.paired_differences``).
+
+    Returns:
+        DataFrame indexed by the other row's label: ``difference``, ``lo``, ``hi`` (percent)
+        and ``excludes_zero``; ``Mc_max`` as a column.
+    """
+    from reid_utils.eval.bootstrap import paired_differences
+
+    pq = level_result.per_query["test"]
+    d = paired_differences(pq["per_query"], pq["pids"], reference=reference, n_boot=n_boot, seed=level_result.level)
+    d = d[d["metric"] == metric].set_index("method")
+    out = d[["difference", "lo", "hi"]] * 100
+    out["excludes_zero"] = d["excludes_zero"]
+    out.index.name = f"{reference} minus"
+    return out.assign(Mc_max=level_result.level)
+
+
+def mark_collapsed(table: pd.DataFrame, collapsed_labels, mark: str = " (collapsed)") -> pd.DataFrame:
+    """``table`` with the index labels of collapsed models suffixed by ``mark``.
+
+    Args:
+        table: indexed by a model label or by (method, t) (Table 2's rows).
+        collapsed_labels: labels (``"topt-te t=50"``) of the models ``collapse_check`` flagged.
+    """
+    bad = set(collapsed_labels)
+    if not bad:
+        return table
+
+    def label(ix):
+        if isinstance(ix, tuple) and len(ix) >= 2:
+            m, t = ix[0], ix[1]
+            no_t = m in ("topt-e", "learned", "mean") or t is None or (isinstance(t, float) and np.isnan(t))
+            name = m if no_t else f"{m} t={t:g}"  # top-t%-eval: one model for every t
+            return (ix[0] + mark,) + tuple(ix[1:]) if name in bad else ix
+        return f"{ix}{mark}" if ix in bad else ix
+
+    out = table.copy()
+    labels = [label(ix) for ix in table.index]
+    if isinstance(table.index, pd.MultiIndex):
+        out.index = pd.MultiIndex.from_tuples(labels, names=table.index.names)
+    else:
+        out.index = pd.Index(labels, name=table.index.name)
     return out

@@ -163,7 +163,7 @@ class LearnedClipAggregator(PairAggregator):
             cast(b3),
         )
 
-    def _chunk_scores(self, q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def _chunk_scores(self, q: torch.Tensor, g: torch.Tensor, order=None) -> torch.Tensor:
         """Fast eval-mode (Qc, G) similarities; no autograd.
 
         With BatchNorm folded into the Linear layers and dropout off, the first
@@ -179,6 +179,8 @@ class LearnedClipAggregator(PairAggregator):
 
         Args:
             q: (Qc, Mq, D) query clip features; g: (G, Mg, D) gallery clip features.
+            order: the clip pairs' visiting order, a permutation of 0..Mq*Mg-1 (pair
+                t = i*Mg + j); None: row-major, as in training.
 
         Returns:
             (Qc, G) similarities.
@@ -204,17 +206,17 @@ class LearnedClipAggregator(PairAggregator):
         h2 = q.new_empty(P, H)
         diff = q.new_empty(P, H)
         tiny = torch.finfo(q.dtype).tiny
-        for i in range(Mq):
-            for j in range(Mg):
-                torch.mul(qt[i][:, None, :], gt[j][None, :, :], out=c)  # c_t, all pairs
-                torch.mm(c.view(P, D), w1t, out=u)  # u_t = W1' c_t
-                torch.sub(v, u, out=pre).add_(b1).relu_()  # layer 1
-                torch.addmm(b2, pre, w2t, out=h2).relu_()  # layer 2
-                alpha = F.softplus(torch.mv(h2, w3).add_(b3))  # output
-                A.add_(alpha)
-                num.addcmul_(alpha, cos[i, j])
-                torch.sub(u, v, out=diff)
-                v.addcmul_((alpha / A.clamp_min(tiny))[:, None], diff)  # Eq. 2 on W1' r
+        for t in range(Mq * Mg) if order is None else order:
+            i, j = divmod(int(t), Mg)
+            torch.mul(qt[i][:, None, :], gt[j][None, :, :], out=c)  # c_t, all pairs
+            torch.mm(c.view(P, D), w1t, out=u)  # u_t = W1' c_t
+            torch.sub(v, u, out=pre).add_(b1).relu_()  # layer 1
+            torch.addmm(b2, pre, w2t, out=h2).relu_()  # layer 2
+            alpha = F.softplus(torch.mv(h2, w3).add_(b3))  # output
+            A.add_(alpha)
+            num.addcmul_(alpha, cos[i, j])
+            torch.sub(u, v, out=diff)
+            v.addcmul_((alpha / A.clamp_min(tiny))[:, None], diff)  # Eq. 2 on W1' r
         return (num / A.clamp_min(tiny)).view(Qc, G)
 
     use_fused_kernel = True  # False: never pick the fused CUDA kernel automatically
@@ -228,6 +230,7 @@ class LearnedClipAggregator(PairAggregator):
         progress: bool = True,
         fast: bool = True,
         kernel: bool | None = None,
+        order=None,
     ) -> torch.Tensor:
         """Eval-mode similarities of all query x gallery pairs, (Q, G).
 
@@ -245,10 +248,18 @@ class LearnedClipAggregator(PairAggregator):
                 required; ``False``: never (the comparison path). Ignored when
                 ``fast`` is False. The kernel chunks by itself (``chunk`` does
                 not apply; see ``fused_scoring.fused_similarity_matrix``).
+            order: visit the clip pairs in this order (a permutation of 0..Mq*Mg-1 over
+                t = i*Mg + j; the shuffled-order control of notebook 04) instead of
+                row-major; fast path only, never the kernel.
 
         Returns:
             (Q, G) similarities (Eq. 3 / Eq. 4).
         """
+        if order is not None:
+            order = [int(t) for t in order]
+            if not fast or sorted(order) != list(range(q.shape[1] * g.shape[1])):
+                raise ValueError(f"order: expected a permutation of 0..{q.shape[1] * g.shape[1] - 1} (fast path only)")
+            return self._similarity_loop(q, g, chunk, progress, lambda a, b: self._chunk_scores(a, b, order))
         if fast and kernel is not False:
             p = next(iter(self.parameters()), None)
             if kernel or q.is_cuda or (p is not None and p.is_cuda):  # import triton only then

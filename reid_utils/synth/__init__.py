@@ -9,7 +9,8 @@ truth of what went wrong. Modules, in pipeline order:
   ``cameras`` and ``scenes`` (cameras, backgrounds);
 * ``nuisances`` (:data:`NUISANCES`, their runs), ``plan`` (world, tracklets,
   ground truth, queries);
-* ``tracklet`` and ``compose`` (rendering frames), ``writer`` (files, caching).
+* ``tracklet`` and ``compose`` (rendering frames), ``writer`` (files, caching),
+  ``layouts`` (the DukeMTMC-VideoReID and PRID2011 layouts).
 
 Difficulty (default profile, measured when the generator was built; notebook 00
 recomputes the baseline): the colour-histogram baseline reaches about 22 % mAP /
@@ -18,8 +19,9 @@ it far from 100 %); a small 2D CNN probe trained from scratch reached about 40 %
 mAP, and plateaued near 31 % with only 60-100 training identities, hence many
 training identities with few tracklets each.
 
-Public API (what the other layers import): :func:`ensure_synthetic`, :func:`generate`,
-:func:`dataset_key` and :data:`NUISANCES`, the per-frame annotation columns.
+Public API (what the other layers import): :func:`ensure_synthetic`, :func:`generate`
+(``layout=`` ``"mars"``, ``"dukemtmc-videoreid"`` or ``"prid2011"``), :func:`dataset_key`
+and :data:`NUISANCES`, the per-frame annotation columns.
 """
 
 from reid_utils.synth.nuisances import NUISANCES

@@ -13,7 +13,9 @@
 
 Design choice: the output is byte-identical for a given config (fixed .mat
 header text, one random stream per tracklet). :func:`ensure_synthetic` keeps
-one generated copy per :func:`dataset_key` in the artifact cache.
+one generated copy per :func:`dataset_key` in the artifact cache. ``layout=``
+``"dukemtmc-videoreid"`` or ``"prid2011"`` writes the same benchmark in that dataset's
+layout instead (:mod:`reid_utils.synth.layouts`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,26 @@ def _jpeg_bytes(frame: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
+def render_context(cfg: SynthConfig) -> tuple:
+    """``(world, plans, backgrounds, atlases)``: what rendering any tracklet of ``cfg`` needs."""
+    world, plans = plan_dataset(cfg)
+    backgrounds = [make_background(c, rng_for(cfg, 4, c.camid), cfg.frame_height) for c in world.cameras]
+    return world, plans, backgrounds, AtlasCache(cfg.frame_height)
+
+
+def jpeg_quality(world, plan) -> int:
+    """JPEG quality of ``plan``'s frames: the config's, lowered by its camera's ``jpeg_drop``."""
+    return max(30, world.cfg.jpeg_quality - world.cameras[plan.camid - 1].jpeg_drop)
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """``out_dir`` as a Path; ValueError unless it is empty or does not exist."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ValueError(f"generate: out_dir {out_dir} must be empty or not exist")
+    return out_dir
+
+
 def _write_split(split, plans, world, backgrounds, atlases, out_dir, ann_lines, tracklet_meta, bar):
     """Render and write the tracklets of one split; append their annotation lines and
     metadata. Returns (frame names, track rows [start, end, pid, camid] float64 (N, 4), bytes)."""
@@ -63,7 +85,7 @@ def _write_split(split, plans, world, backgrounds, atlases, out_dir, ann_lines, 
     names, rows, n_bytes = [], [], 0
     for p in plans:
         frames = render_tracklet(p, world, backgrounds, atlases, cfg.frame_height)
-        q = max(30, cfg.jpeg_quality - world.cameras[p.camid - 1].jpeg_drop)
+        q = jpeg_quality(world, p)
         folder = out_dir / f"bbox_{split}" / pid_str(p.pid)
         folder.mkdir(parents=True, exist_ok=True)
         start = len(names) + 1
@@ -127,27 +149,30 @@ def _write_info(info: Path, cfg: SynthConfig, split_rows: dict, ann_lines: list)
     return qidx
 
 
-def generate(synth_cfg: SynthConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Write a complete synthetic dataset in MARS layout into ``out_dir``.
+def generate(synth_cfg: SynthConfig, out_dir: str | Path, progress: bool = True, layout: str = "mars") -> dict:
+    """Write a complete synthetic dataset in MARS layout (or ``layout``) into ``out_dir``.
 
     Args:
         synth_cfg: the ``SynthConfig`` (deterministic from ``seed``).
         out_dir: an empty or non-existent directory.
         progress: show a tqdm bar over tracklets.
+        layout: ``"mars"``, ``"dukemtmc-videoreid"`` or ``"prid2011"``
+            (:func:`reid_utils.synth.layouts.write_layout`; the MARS layout is written here).
     Returns:
         Summary stats: identities, train/test identities, tracklets, frames,
-        queries, junk and distractor tracklets, MB, seconds.
+        queries, junk and distractor tracklets, MB, seconds (other layouts: see
+        :func:`reid_utils.synth.layouts.write_layout`).
     """
     from tqdm.auto import tqdm
 
+    if layout != "mars":
+        from reid_utils.synth.layouts import write_layout
+
+        return write_layout(synth_cfg, out_dir, layout, progress=progress)
     t0 = time.perf_counter()
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ValueError(f"generate: out_dir {out_dir} must be empty or not exist")
-    world, plans = plan_dataset(synth_cfg)
+    out_dir = check_out_dir(out_dir)
     cfg = synth_cfg
-    backgrounds = [make_background(c, rng_for(cfg, 4, c.camid), cfg.frame_height) for c in world.cameras]
-    atlases = AtlasCache(cfg.frame_height)
+    world, plans, backgrounds, atlases = render_context(cfg)
     (out_dir / "info").mkdir(parents=True, exist_ok=True)
     ann_lines = [ANNOTATION_HEADER]
     n_bytes, split_rows, tracklet_meta = 0, {}, []
@@ -179,13 +204,21 @@ def generate(synth_cfg: SynthConfig, out_dir: str | Path, progress: bool = True)
     }
 
 
-def dataset_key(synth_cfg: SynthConfig) -> str:
-    """Cache key of a generated dataset: the config hash plus the generator version."""
-    return f"{config_key(synth_cfg)}-v{GENERATOR_VERSION}"
+def dataset_key(synth_cfg: SynthConfig, layout: str = "mars") -> str:
+    """Cache key of a generated dataset: the config hash plus the generator version (and
+    the layout and its writer's version, for a layout other than MARS)."""
+    key = f"{config_key(synth_cfg)}-v{GENERATOR_VERSION}"
+    if layout == "mars":
+        return key
+    from reid_utils.synth.layouts import LAYOUT_VERSION, check_layout
+
+    return f"{key}-{check_layout(layout)}-v{LAYOUT_VERSION}"
 
 
-def ensure_synthetic(synth_cfg: SynthConfig, cache_root: str | Path, verbose: bool = True) -> Path:
-    """The dataset for ``synth_cfg`` under ``cache_root``, generated on first use.
+def ensure_synthetic(
+    synth_cfg: SynthConfig, cache_root: str | Path, verbose: bool = True, layout: str = "mars"
+) -> Path:
+    """The dataset for ``synth_cfg`` (in ``layout``) under ``cache_root``, generated on first use.
 
     A missing, partial or corrupt entry is (re)built atomically by the artifact
     cache; a complete one is reused. Prints identities, tracklets, frames, MB
@@ -194,14 +227,13 @@ def ensure_synthetic(synth_cfg: SynthConfig, cache_root: str | Path, verbose: bo
     from reid_utils.cache import COMPLETE_MARKER, ArtifactCache
 
     validate(synth_cfg)
+    key = dataset_key(synth_cfg, layout)
     stats: dict = {}
 
     def build(tmp: Path):
-        stats.update(generate(synth_cfg, tmp, progress=verbose))
+        stats.update(generate(synth_cfg, tmp, progress=verbose, layout=layout))
 
-    path = ArtifactCache(cache_root).get_or_build_dir(
-        "synthetic", dataset_key(synth_cfg), build, meta=stats, verbose=verbose
-    )
+    path = ArtifactCache(cache_root).get_or_build_dir("synthetic", key, build, meta=stats, verbose=verbose)
     if verbose:
         built = bool(stats)
         if not built:
@@ -210,12 +242,25 @@ def ensure_synthetic(synth_cfg: SynthConfig, cache_root: str | Path, verbose: bo
             except (OSError, ValueError):
                 stats = {}
         if stats:
-            print(
-                f"[synth] {'generated' if built else 'cached'} {path.name}: "
-                f"{stats['identities']} identities ({stats['train_ids']} train / "
-                f"{stats['test_ids']} test), {stats['tracklets']} tracklets "
-                f"({stats['queries']} queries, {stats['distractor_tracklets']} distractor, "
-                f"{stats['junk_tracklets']} junk), {stats['frames']} frames, {stats['MB']} MB; "
-                f"generation took {stats['seconds']} s"
-            )
+            _report(path, stats, built)
     return path
+
+
+def _report(path: Path, stats: dict, built: bool) -> None:
+    """One line on a generated (or cached) dataset."""
+    how = "generated" if built else "cached"
+    if "layout" in stats:  # another layout: its own counts
+        counts = ", ".join(f"{k} {v}" for k, v in stats.get("counts", {}).items())
+        print(
+            f"[synth] {how} {path.name} ({stats['layout']} layout): {stats['identities']} identities, "
+            f"{counts}, {stats['frames']} frames, {stats['MB']} MB; generation took {stats['seconds']} s"
+        )
+        return
+    print(
+        f"[synth] {how} {path.name}: "
+        f"{stats['identities']} identities ({stats['train_ids']} train / "
+        f"{stats['test_ids']} test), {stats['tracklets']} tracklets "
+        f"({stats['queries']} queries, {stats['distractor_tracklets']} distractor, "
+        f"{stats['junk_tracklets']} junk), {stats['frames']} frames, {stats['MB']} MB; "
+        f"generation took {stats['seconds']} s"
+    )

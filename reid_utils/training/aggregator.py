@@ -48,7 +48,13 @@ MINING = ("auto", "hard", "full")
 
 
 def build_aggregator(
-    kind: str, dim: int, hidden: int = 1024, dropout: float = 0.5, t_percent: float = 100.0, seed: int = 0
+    kind: str,
+    dim: int,
+    hidden: int = 1024,
+    dropout: float = 0.5,
+    t_percent: float = 100.0,
+    seed: int = 0,
+    neck: bool = False,
 ) -> nn.Module:
     """Construct an aggregator with seeded initial weights (caller's RNG untouched).
 
@@ -56,7 +62,8 @@ def build_aggregator(
         kind: ``"learned"`` (:class:`LearnedClipAggregator`), ``"topt-eval"``,
             ``"topt-train-eval"`` (:class:`TopTAggregator`) or ``"mean"``
             (:class:`MeanFeatureAggregator`, no parameters, not trainable).
-        dim: D. hidden, dropout: learned only. t_percent: top-t only.
+        dim: D. hidden, dropout: learned only. t_percent, neck: top-t only (``neck``:
+            the BatchNorm neck of :class:`TopTAggregator`).
         seed: seed of the initial weights.
     """
     if kind not in AGGREGATOR_KINDS:
@@ -67,7 +74,7 @@ def build_aggregator(
             return LearnedClipAggregator(dim, hidden, dropout)
         if kind == "mean":
             return MeanFeatureAggregator(dim)
-        return TopTAggregator(dim, t_percent, mode=kind[len("topt-") :])
+        return TopTAggregator(dim, t_percent, mode=kind[len("topt-") :], neck=neck)
 
 
 def corrupting_transform(corrupted: torch.Tensor, max_corrupted: int) -> Callable:

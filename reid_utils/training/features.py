@@ -12,6 +12,9 @@ M independent draws ordered by their first frame), ``"evenly"`` (M = 1), ``"all"
 (every frame as one clip, M = 1). Random draws use ``numpy.random.default_rng([seed,
 i])`` for tracklet i, so the frames of a tracklet never depend on batching or on the
 other tracklets. Features are returned as the network gives them (not normalised).
+Device policy (bf16 autocast on CUDA, ``channels_last_3d``, pinned uint8 frame buffers):
+``reid_utils.training.accel``; under ``torchrun`` the tracklets are sharded across ranks
+and gathered in order (``reid_utils.training.sharding``).
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ import torch
 from reid_utils.cache import artifact_key, cached
 from reid_utils.data.datasets import DatasetError
 from reid_utils.data.sampling import sample_clip, sample_clips
-from reid_utils.data.transforms import FrameCache, frames_to_tensor, input_size, load_frames
-from reid_utils.training.loading import bounded_map, shared_frame_cache
+from reid_utils.data.transforms import FrameCache, input_size
+from reid_utils.training import accel, sharding
+from reid_utils.training.clip_forward import features_of
+from reid_utils.training.loading import clip_loader, shared_frame_cache
 
 METHODS = ("clips", "consec", "random", "evenly", "all")
 RANDOM_METHODS = ("consec", "random")
@@ -150,19 +155,6 @@ def clip_indices(
     return clips[np.argsort(clips[:, 0], kind="stable")]
 
 
-def _prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    # channels_last_3d: faster on CUDA (cuDNN) and on the CPU (oneDNN: 1.2-2x for
-    # the default profile's I3D, measured on our 2-core machine); same numbers.
-    return model.to(device, memory_format=torch.channels_last_3d)
-
-
-def _run_batch(model, clips: list[torch.Tensor], device, amp: bool) -> torch.Tensor:
-    x = torch.stack(clips).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last_3d)
-    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if amp else torch.autocast(device.type, enabled=False)
-    with ctx:
-        return model.extract_features(x).float().cpu()
-
-
 def extract_clip_features(
     model: torch.nn.Module,
     tracklets: Sequence,
@@ -177,10 +169,11 @@ def extract_clip_features(
     batch_size: int | None = None,
     num_workers: int = 0,
     max_frames: int = 256,
-    amp: bool = False,
+    amp: bool | None = None,
     progress: bool = True,
     frame_cache: FrameCache | None = None,
     desc: str = "clip features",
+    distributed: bool | None = None,
 ) -> FeatureBank:
     """Features of ``num_clips`` clips of ``clip_len`` frames of every tracklet.
 
@@ -201,36 +194,35 @@ def extract_clip_features(
         batch_size: clips per forward pass (default 64 on CUDA, 32 on CPU).
         num_workers: frame-decoding threads (0: decode in the main thread).
         max_frames: ``"all"``: longest chunk fed to the network at once.
-        amp: bf16 autocast on CUDA.
-        progress: tqdm bar over tracklets.
+        amp: bf16 autocast; None: on CUDA only (``accel.use_amp``).
+        progress: tqdm bar over tracklets (rank 0 only under ``torch.distributed``).
         frame_cache: optional decoded-frame cache.
         desc: the bar's label.
+        distributed: None: when a ``torch.distributed`` group of several ranks is
+            initialised, each rank extracts a contiguous shard and all ranks return the
+            whole bank (``reid_utils.training.sharding``; every rank must call this);
+            False: never shard.
 
     Returns:
-        :class:`FeatureBank` with feats (N, M, D).
+        :class:`FeatureBank` with feats (N, M, D) on the CPU.
     """
-    from tqdm.auto import tqdm
-
     _check_extraction(tracklets, num_clips, clip_len, method, max_frames)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     batch_size = batch_size or (64 if device.type == "cuda" else 32)
     size = tuple(int(v) for v in size)
-    amp = bool(amp and device.type == "cuda")
     all_idx = _all_clip_indices(tracklets, num_clips, clip_len, method, seed)
-    load = _clip_loader(tracklets, all_idx, size, frame_cache, frame_transform)
-    was_training = model.training
-    _prepare_model(model, device).eval()
-    try:
-        with torch.inference_mode():
-            loaded = bounded_map(load, range(len(tracklets)), num_workers, 4 * max(1, num_workers))
-            bar = tqdm(loaded, total=len(tracklets), desc=desc, disable=not progress, leave=False)
-            if method == "all":
-                feats = [_all_frames_feature(model, clip, device, amp, max_frames)[None] for (clip,) in bar]
-            else:
-                feats = _batched_features(model, bar, batch_size, device, amp)
-    finally:
-        model.train(was_training)
-    out = torch.cat(feats).reshape(len(tracklets), num_clips, -1).contiguous()
+    rank, world = sharding.rank_and_world(distributed)
+    unit = 1 if method == "all" else sharding.batch_unit(batch_size, num_clips)
+    lo, hi = sharding.shard_bounds(len(tracklets), unit, rank, world)
+    load = clip_loader(tracklets, all_idx, size, frame_cache, frame_transform, device)
+    run = dict(device=device, amp=accel.use_amp(device, amp), batch_size=batch_size, max_frames=max_frames)
+    bar = dict(desc=desc, disable=not progress or rank != 0, leave=False)
+    feats = features_of(model, load, range(lo, hi), method, num_workers, run, bar)
+    if hi > lo:
+        feats = feats.reshape(hi - lo, num_clips, -1)
+    else:  # an empty shard: the gather takes D from the other ranks
+        feats = torch.zeros(0, num_clips, int(getattr(model, "feat_dim", 0)))
+    out = sharding.gather_rows(feats) if world > 1 else feats.cpu()
     indices = all_idx if method == "all" else np.stack(all_idx).astype(np.int64)
     meta = {
         "method": method,
@@ -242,7 +234,7 @@ def extract_clip_features(
     }
     pids = np.array([int(t.pid) for t in tracklets], dtype=np.int64)
     camids = np.array([int(t.camid) for t in tracklets], dtype=np.int64)
-    return FeatureBank(feats=out, pids=pids, camids=camids, indices=indices, meta=meta)
+    return FeatureBank(feats=out.contiguous(), pids=pids, camids=camids, indices=indices, meta=meta)
 
 
 def _check_extraction(tracklets: Sequence, num_clips: int, clip_len: int, method: str, max_frames: int) -> None:
@@ -265,67 +257,6 @@ def _all_clip_indices(tracklets: Sequence, num_clips: int, clip_len: int, method
     return all_idx
 
 
-def _clip_loader(tracklets: Sequence, all_idx: list, size, frame_cache, frame_transform):
-    """``load(i) -> [clip (3, L, H, W)] * M``: decode tracklet i once, cut its clips,
-    apply the hook, normalise."""
-
-    def load(i: int) -> list[torch.Tensor]:
-        t, idx = tracklets[i], all_idx[i]
-        uniq, inv = np.unique(idx, return_inverse=True)
-        frames = load_frames([t.frames[k] for k in uniq], size, frame_cache)
-        out = []
-        for m, row in enumerate(inv.reshape(idx.shape)):
-            clip = frames[row]
-            if frame_transform is not None:
-                clip = _checked(frame_transform(clip, i, m), clip.shape, i, m)
-            out.append(frames_to_tensor(clip))
-        return out
-
-    return load
-
-
-def _batched_features(model, loaded, batch_size: int, device, amp: bool) -> list[torch.Tensor]:
-    """Features of the clips of every loaded tracklet, ``batch_size`` clips per forward."""
-    feats: list[torch.Tensor] = []
-    buf: list[torch.Tensor] = []
-    for clips in loaded:
-        buf.extend(clips)
-        while len(buf) >= batch_size:
-            feats.append(_run_batch(model, buf[:batch_size], device, amp))
-            buf = buf[batch_size:]
-    if buf:
-        feats.append(_run_batch(model, buf, device, amp))
-    return feats
-
-
-def _checked(frames, shape, i, m) -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.shape != shape or frames.dtype != np.uint8:
-        raise ValueError(
-            f"frame_transform(tracklet {i}, clip {m}) returned {frames.dtype} "
-            f"{frames.shape}; expected uint8 {shape} like its input"
-        )
-    return frames
-
-
-def _all_frames_feature(model, clip: torch.Tensor, device, amp: bool, max_frames: int) -> torch.Tensor:
-    """(3, T, H, W) -> (D,): one pass, or the length-weighted mean over chunks.
-
-    A tracklet longer than ``max_frames`` is cut into near-equal consecutive chunks (one
-    pool over the whole tracklet would need unbounded memory for MARS's longest
-    tracklets; for chunks of >= 32 frames the difference is only the temporal boundary
-    of the convolutions).
-    """
-    T = clip.shape[1]
-    n = -(-T // max_frames)
-    bounds = [(k * T) // n for k in range(n + 1)]
-    acc = None
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        f = _run_batch(model, [clip[:, a:b]], device, amp)[0] * ((b - a) / T)
-        acc = f if acc is None else acc + f
-    return acc
-
-
 def get_features(
     cfg,
     model: torch.nn.Module,
@@ -346,7 +277,10 @@ def get_features(
 
     The cache key (kind ``"features"``) is built from ``model_key``, the identity of
     the tracklet list (:func:`tracklets_key`), M, L, the method, the seed (random
-    methods only), the input size, ``max_frames`` and ``transform_key``.
+    methods only), the input size, ``max_frames``, ``transform_key`` and, for bf16
+    features (the CUDA default), the precision. Under ``torch.distributed`` with several
+    ranks every rank must call this: the extraction is sharded and rank 0 writes the entry
+    (``sharding.cached_collectively``).
 
     Args:
         cfg: ``Config`` (device, input size, seed, cache root, num_workers).
@@ -374,6 +308,7 @@ def get_features(
         )
     seed = cfg.seed if seed is None else seed
     size = input_size(cfg)
+    device = cfg.torch_device()
     spec = {
         "model": model_key,
         "tracklets": tracklets_key(tracklets),
@@ -385,14 +320,18 @@ def get_features(
         "transform": transform_key,
         "max_frames": kwargs.get("max_frames", 256),
     }
+    if accel.use_amp(device, kwargs.get("amp")):  # fp32 entries keep their keys
+        spec["precision"] = "bf16"
     kwargs.setdefault("num_workers", cfg.num_workers)
     kwargs.setdefault("frame_cache", shared_frame_cache())
 
     def compute() -> FeatureBank:
         desc = f"{name} M={num_clips} L={clip_len} {method}"
-        kw = dict(size=size, seed=seed, frame_transform=frame_transform, device=cfg.torch_device(), desc=desc)
+        kw = dict(size=size, seed=seed, frame_transform=frame_transform, device=device, desc=desc)
         bank = extract_clip_features(model, tracklets, num_clips, clip_len, method, progress=progress, **kw, **kwargs)
         bank.meta.update(key=artifact_key("features", spec), model_key=model_key, transform_key=transform_key)
         return bank
 
+    if sharding.rank_and_world(kwargs.get("distributed"))[1] > 1:
+        return sharding.cached_collectively(cfg.cache_root, "features", spec, compute, name=name, verbose=progress)
     return cached(cfg.cache_root, "features", spec, compute, name=name, verbose=progress)

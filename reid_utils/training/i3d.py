@@ -17,7 +17,8 @@ initialisation (:func:`build_backbone`) and the warm-started models of the CPU p
 (resumable checkpoints: a restarted run ends with the weights of an uninterrupted one,
 on the same device and thread count). The finished model is cached (kind ``"i3d"``)
 under the key of (model + train configs, clip_len, seed, dataset identity, the key of
-the initial model).
+the initial model). Under ``torchrun`` every rank trains (DistributedDataParallel), rank 0
+alone writes the cache entry and the others read it (``reid_utils.training.distributed``).
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from collections.abc import Callable
 import pandas as pd
 import torch
 
-from reid_utils.cache import ArtifactCache, artifact_key, cached
+from reid_utils.cache import ArtifactCache, artifact_key
+from reid_utils.data.tracklets import require_train
 from reid_utils.models.i3d import InceptionI3d
+from reid_utils.training import distributed
 from reid_utils.training.features import tracklets_key
 from reid_utils.training.i3d_run import run_training
 from reid_utils.training.result import TrainedModel
@@ -135,6 +138,7 @@ def train_i3d(
         loss, triplet, softmax, lr, seconds`` and ``mAP, rank1`` where evaluated, NaN
         elsewhere).
     """
+    require_train(dataset, "train_i3d")
     clip_len = int(clip_len or cfg.train.clip_len)
     init_model, init_key = _resolve_init(init, init_key)
     spec = _train_spec(cfg, dataset, clip_len, init_key)
@@ -142,14 +146,15 @@ def train_i3d(
     ckpt = ArtifactCache(cfg.cache_root).path("i3d-checkpoint", key)
 
     def compute() -> dict:
-        model = build_backbone(cfg)
+        model = distributed.rank0_first(lambda: build_backbone(cfg))  # rank 0 fills the weights cache
         if init_model is not None:
             model.load_state_dict({k: v.detach().cpu() for k, v in init_model.state_dict().items()}, strict=True)
         return {**run_training(cfg, dataset, clip_len, model, ckpt, checkpoint_every, callback, progress), "key": key}
 
-    entry = cached(cfg.cache_root, "i3d", spec, compute, verbose=progress)
-    for p in (ckpt, ckpt.with_name(ckpt.name + ".sha256")):  # finished: the resume point is obsolete
-        p.unlink(missing_ok=True)
+    entry = distributed.rank0_cached(cfg.cache_root, "i3d", spec, compute, verbose=progress)
+    if distributed.is_main():
+        for p in (ckpt, ckpt.with_name(ckpt.name + ".sha256")):  # finished: the resume point is obsolete
+            p.unlink(missing_ok=True)
     net = InceptionI3d(num_classes=entry["num_classes"], width_mult=entry["width_mult"])
     net.load_state_dict(entry["backbone"], strict=True)
     info = {"clip_len": entry["clip_len"], "num_ids": entry["num_ids"], "init_key": init_key}
@@ -206,7 +211,9 @@ def finetune_config(cfg):
     )
 
 
-def trained_i3d(cfg, dataset, clip_len: int | None = None, progress: bool = True) -> TrainedModel:
+def trained_i3d(
+    cfg, dataset, clip_len: int | None = None, progress: bool = True, checkpoint_every: int | None = None
+) -> TrainedModel:
     """The profile's I3D for L_train.
 
     ``cfg.ablation.finetune_iterations == 0`` (``paper``): :func:`train_i3d` with
@@ -220,6 +227,7 @@ def trained_i3d(cfg, dataset, clip_len: int | None = None, progress: bool = True
     Args:
         cfg: ``Config``. dataset: the dataset. progress: bars and cache messages.
         clip_len: L_train (default ``cfg.train.clip_len``).
+        checkpoint_every: see :func:`train_i3d` (not part of the cache key).
 
     Returns:
         :class:`TrainedModel`; with a trunk, its history is the trunk's followed by the
@@ -229,9 +237,11 @@ def trained_i3d(cfg, dataset, clip_len: int | None = None, progress: bool = True
     """
     clip_len = int(clip_len or cfg.train.clip_len)
     if not cfg.ablation.finetune_iterations:
-        return train_i3d(cfg, dataset, clip_len, progress=progress)
-    trunk = train_i3d(cfg, dataset, cfg.train.clip_len, progress=progress)
-    tuned = train_i3d(finetune_config(cfg), dataset, clip_len, progress=progress, init=trunk)
+        return train_i3d(cfg, dataset, clip_len, progress=progress, checkpoint_every=checkpoint_every)
+    trunk = train_i3d(cfg, dataset, cfg.train.clip_len, progress=progress, checkpoint_every=checkpoint_every)
+    tuned = train_i3d(
+        finetune_config(cfg), dataset, clip_len, progress=progress, checkpoint_every=checkpoint_every, init=trunk
+    )
     h0, h1 = trunk.history, tuned.history
     h1 = h1.assign(iteration=h1["iteration"] + int(h0["iteration"].max()))
     history = pd.concat([h0.assign(phase="trunk"), h1.assign(phase="finetune")], ignore_index=True)

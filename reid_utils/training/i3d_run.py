@@ -2,7 +2,8 @@
 identity classifier of Eq. 8 (:class:`ReIDNet`), the batches, the step of the triplet
 (Eq. 7) + softmax (Eq. 8) loss, the periodic evaluation, all driven by
 ``reid_utils.training.loop.run_loop``. ``reid_utils.training.i3d.train_i3d`` caches the
-result.
+result. Under ``torchrun`` each rank loads its slice of the global batch and the loss is
+that of the gathered global batch (``reid_utils.training.distributed``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from reid_utils.data.sampling import pk_batch, sample_clip
+from reid_utils.data.tracklets import require_train
 from reid_utils.data.transforms import (
     FrameCache,
     augment_clip,
@@ -26,6 +28,7 @@ from reid_utils.data.transforms import (
 )
 from reid_utils.models.i3d import InceptionI3d
 from reid_utils.models.losses import batch_hard_triplet, pairwise_euclidean, softmax_ce
+from reid_utils.training import accel, distributed
 from reid_utils.training.features import extract_clip_features
 from reid_utils.training.loading import LockedFrameCache, bounded_map
 from reid_utils.training.loop import Checkpoint, run_loop
@@ -44,7 +47,8 @@ class ReIDNet(nn.Module):
     collapsed on the synthetic benchmark (triplet loss at the margin with all features
     equal, softmax at ln C, test mAP at chance, also after 1500 iterations); with the
     neck both losses fall and the features generalise. The I3D's own Kinetics
-    ``logits`` layer stays in the model (the reference layout still loads), untrained.
+    ``logits`` layer stays in the model (the reference layout still loads), untrained
+    (frozen here, so that DistributedDataParallel sees no unused trainable parameter).
 
     Args:
         backbone: an :class:`InceptionI3d`.
@@ -59,6 +63,7 @@ class ReIDNet(nn.Module):
         self.neck = nn.BatchNorm1d(backbone.feat_dim)
         self.neck.bias.requires_grad_(False)  # BNNeck: scale only, no shift
         self.classifier = nn.Linear(backbone.feat_dim, num_ids, bias=False)
+        self.backbone.logits.requires_grad_(False)
 
     def forward(self, x: torch.Tensor):
         f = self.backbone.extract_features(x)
@@ -117,7 +122,9 @@ def batch_plan(cfg, pids: np.ndarray, lengths: np.ndarray, clip_len: int, it: in
 
 def _batches(cfg, dataset, clip_len: int, frame_cache: FrameCache):
     """``batches(its)`` of ``run_loop``: clips (B, 3, L, H, W) and labels (B,) of each
-    iteration, loaded one step ahead on a worker thread when ``cfg.num_workers > 0``."""
+    iteration, loaded one step ahead on a worker thread when ``cfg.num_workers > 0``.
+    Under torchrun the clips are this rank's slice of the global batch
+    (``distributed.local_slice``) and the labels those of the whole global batch."""
     pid2label = {p: i for i, p in enumerate(sorted({t.pid for t in dataset.train}))}
     pids = np.array([t.pid for t in dataset.train], dtype=np.int64)
     labels_all = np.array([pid2label[p] for p in pids], dtype=np.int64)
@@ -126,31 +133,44 @@ def _batches(cfg, dataset, clip_len: int, frame_cache: FrameCache):
 
     def load_batch(it: int):
         idx, clips, flips, augs = batch_plan(cfg, pids, lengths, clip_len, it)
+        part = distributed.local_slice(len(idx))
         xs = []
-        for i, c, f, a in zip(idx, clips, flips, augs):
+        for i, c, f, a in zip(idx[part], clips[part], flips[part], augs[part]):
             t = dataset.train[int(i)]
             frames = load_frames([t.frames[k] for k in c], size, frame_cache)
             x = frames_to_tensor(frames[:, :, ::-1] if f else frames)
             xs.append(x if a is None else augment_clip(x, a))
-        return torch.stack(xs), torch.from_numpy(labels_all[idx])
+        x = torch.stack(xs, out=accel.pinned_empty((len(xs), *xs[0].shape), xs[0].dtype, cfg.torch_device()))
+        return x, torch.from_numpy(labels_all[idx])
 
     return lambda its: bounded_map(load_batch, its, min(cfg.num_workers, 2), 2)
 
 
-def _step(model: ReIDNet, opt: torch.optim.Optimizer, margin: float, device: torch.device):
-    """``step((x, y)) -> (loss, stats)`` of ``run_loop``: Eq. 7 + Eq. 8 on one batch."""
-    cuda = device.type == "cuda"
+def _step(model: nn.Module, opt: torch.optim.Optimizer, margin: float, device: torch.device):
+    """``step((x, y)) -> (loss, stats)`` of ``run_loop``: Eq. 7 + Eq. 8 on one batch.
+
+    ``model``: the :class:`ReIDNet`, or its DistributedDataParallel wrapper; then features
+    and logits of every rank are gathered (``distributed.gather_with_grad``), the loss is
+    that of the global batch, and its gradient is scaled by the world size
+    (``distributed.scale_grad``: DDP averages the ranks' partial gradients).
+    """
 
     def step(batch):
         x, y = batch
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last_3d)
         y = y.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        with accel.autocast(device):
             feats, logits = model(x)
         feats, logits = feats.float(), logits.float()
+        if distributed.world_size() > 1:
+            feats, logits = distributed.gather_with_grad(feats), distributed.gather_with_grad(logits)
         l_tri = batch_hard_triplet(pairwise_euclidean(feats), y, margin)
         l_ce = softmax_ce(logits, y)
-        return l_tri + l_ce, {"triplet": l_tri.item(), "softmax": l_ce.item(), "lr": opt.param_groups[0]["lr"]}
+        return distributed.scale_grad(l_tri + l_ce), {
+            "triplet": l_tri.item(),
+            "softmax": l_ce.item(),
+            "lr": opt.param_groups[0]["lr"],
+        }
 
     return step
 
@@ -213,6 +233,9 @@ def run_training(
     (at 0.01 a third of the running average after 100 iterations would still be the
     initial (0, 1)); the model is returned with the port's 0.01. bf16 autocast on CUDA,
     fp32 on CPU; ``channels_last_3d`` memory format (faster with cuDNN and oneDNN).
+    Under torchrun: DistributedDataParallel with synchronised BatchNorm
+    (``distributed.wrap_ddp``), equivalent to one process on the global batch; only
+    rank 0 writes checkpoints and shows the bar, every rank evaluates.
 
     Args:
         cfg: ``Config``. dataset: ``.train``, ``.query``, ``.gallery`` tracklets.
@@ -229,17 +252,16 @@ def run_training(
     """
     tc = cfg.train
     device = cfg.torch_device()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    if not dataset.train:
-        raise ValueError("train_i3d: dataset.train is empty")
+    accel.configure_backends(device)
+    require_train(dataset, "train_i3d")
     num_ids = len({t.pid for t in dataset.train})
     eval_every = int(tc.eval_every) if tc.eval_every else 0
     every = int(checkpoint_every or min(eval_every or 1000, 1000))
     t0 = time.perf_counter()
     model = ReIDNet(backbone, num_ids)
     _set_bn_momentum(model, TRAIN_BN_MOMENTUM)
-    model.to(device, memory_format=torch.channels_last_3d)
+    accel.prepare_model(model, device)
+    net = distributed.wrap_ddp(model, device)  # model itself in a single process
     opt = torch.optim.Adam(model.param_groups(tc.weight_decay), lr=tc.lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, _milestones(cfg), gamma=tc.lr_gamma)
     frame_cache = LockedFrameCache()
@@ -252,7 +274,7 @@ def run_training(
         model,
         opt,
         _batches(cfg, dataset, clip_len, frame_cache),
-        _step(model, opt, tc.margin, device),
+        _step(net, opt, tc.margin, device),
         tc.iterations,
         scheduler=sched,
         checkpoint=Checkpoint(ckpt, every, rng=True),

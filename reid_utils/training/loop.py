@@ -8,7 +8,9 @@ evaluates every ``eval_every`` iterations and after the last one (model in eval 
 no grad), writes a checkpoint every ``every`` iterations (atomic and verified through
 ``reid_utils.cache``) and shows a tqdm bar. A run resumed from a checkpoint ends with
 the weights of the uninterrupted run, provided that the batch and the step of an
-iteration depend only on its index and on what the checkpoint restores.
+iteration depend only on its index and on what the checkpoint restores. Under torchrun
+(``reid_utils.training.distributed``) only rank 0 writes checkpoints and shows the bar;
+every rank resumes from the same file.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from reid_utils.cache import torch_load_verified, torch_save_verified
+from reid_utils.training import distributed
 
 # Layout of the checkpoint files written by run_loop; a file of another layout is ignored.
 CHECKPOINT_FORMAT = 3
@@ -95,6 +98,7 @@ def run_loop(
         The history: one dict per iteration with ``iteration``, ``loss``, the step's
         stats, ``seconds`` (wall time of the iteration) and the evaluated metrics.
     """
+    progress = progress and distributed.is_main()
     history, start = _resume(name, checkpoint, model, optimizer, scheduler, iterations, progress)
     its = range(start, iterations)
     source = batches(its)
@@ -120,7 +124,8 @@ def run_loop(
             history.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}", **{k: f"{v:.3f}" for k, v in metrics.items()})
-            if checkpoint is not None and (n % checkpoint.every == 0 if n < iterations else checkpoint.at_end):
+            due = checkpoint is not None and (n % checkpoint.every == 0 if n < iterations else checkpoint.at_end)
+            if due and distributed.is_main():
                 _save(checkpoint, n, history, model, optimizer, scheduler)
             if callback is not None:
                 callback(n, row)

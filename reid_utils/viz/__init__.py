@@ -16,6 +16,7 @@ from reid_utils.viz.aggregation import (
     plot_fig6,
     plot_importance_heatmaps,
     plot_method_bars,
+    plot_seed_table2,
 )
 from reid_utils.viz.comparison import plot_comparison
 from reid_utils.viz.data import (
@@ -68,6 +69,7 @@ __all__ = [
     "plot_corruption_examples",
     "plot_dataset_stats",
     "plot_degradation",
+    "plot_seed_table2",
     "plot_fig6",
     "plot_fig7",
     "plot_importance_auc",

@@ -32,17 +32,23 @@ def plot_method_bars(results, title: str = "Sequence similarity from M clips"):
 
     Args:
         results: DataFrame indexed by method label with ``mAP`` and ``rank1``
-            columns, in percent.
+            columns, in percent; ``<metric>_lo`` / ``_hi`` columns (a 95 % interval)
+            are drawn as error bars when present.
     """
     names = list(results.index)
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 3.8))
     for k, metric in enumerate(["mAP", "rank1"]):
-        bars = ax.bar(x + (k - 0.5) * 0.38, results[metric].to_numpy(), width=0.38, label=metric)
-        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+        v = results[metric].to_numpy()
+        err = None
+        if f"{metric}_lo" in results and f"{metric}_hi" in results:
+            err = np.vstack([v - results[f"{metric}_lo"].to_numpy(), results[f"{metric}_hi"].to_numpy() - v])
+        bars = ax.bar(x + (k - 0.5) * 0.38, v, width=0.38, label=metric, yerr=err, capsize=2, ecolor="0.35")
+        ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
     ax.set(xticks=x, ylabel="%", title=title)
     ax.set_xticklabels(names, rotation=20, ha="right")
-    ax.set_ylim(0, min(100, 1.2 * float(results[["mAP", "rank1"]].to_numpy().max()) + 5))
+    top = [c for c in ("mAP", "rank1", "mAP_hi", "rank1_hi") if c in results]
+    ax.set_ylim(0, min(100, 1.15 * float(results[top].to_numpy().max()) + 5))
     ax.legend(frameon=False)
     fig.tight_layout()
     return fig
@@ -220,5 +226,43 @@ def plot_degradation(panels: dict, metric: str = "mAP"):
         ax.set(xlabel="$M_c^{max}$ (max. corrupted clips per sequence)", ylabel=f"{metric} (%)", title=title)
         ax.set_xticks(sorted(df["Mc_max"].unique()))
         ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_seed_table2(table, metric: str = "mAP", title: str = ""):
+    """Table 2's main rows over training seeds: mean +/- sd against M_c^max.
+
+    Args:
+        table: ``reid_utils.experiments.sweep_tables.table2_seeds`` (rows by name, columns
+            ``mean`` / ``sd`` / ``n`` x M_c^max), in percent.
+        metric: axis label.
+    """
+    styles = {"learned": ("learned", 2.5), "mean": ("mean", 1.5)}
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for row in table.index:
+        key, lw = styles.get(row, ("topt-e" if row.startswith("topt-e ") else "topt-te", 1.5))
+        mean, sd = table.loc[row, "mean"], table.loc[row, "sd"].fillna(0.0)
+        dashed = "(test)" in row  # the oracle choice of t, as in the paper
+        ax.errorbar(
+            mean.index,
+            mean.to_numpy(),
+            yerr=sd.to_numpy(),
+            fmt="--o" if dashed else "-o",
+            ms=4,
+            capsize=3,
+            color=AGG_METHOD_COLORS[key],
+            lw=lw,
+            alpha=0.6 if dashed else 1.0,
+            label=row,
+        )
+    n = int(table["n"].to_numpy().max())
+    ax.set(
+        xlabel="$M_c^{max}$ (max. corrupted clips per sequence)",
+        ylabel=f"{metric} (%), mean $\\pm$ sd",
+        title=f"{title}{n} training seeds",
+    )
+    ax.set_xticks(list(table["mean"].columns))
+    ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
