@@ -150,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
     _print_times(results)
     _write_times(results, out_dir / "timings.csv")
+    if not args.only:  # a whole run: its time table goes beside the figures it produced (README)
+        figures = resolve_profile(args.profile).figures_path
+        figures.mkdir(parents=True, exist_ok=True)
+        _write_times(results, figures / "reproduce_times.csv")
     return 0
 
 

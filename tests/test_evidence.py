@@ -167,9 +167,13 @@ def test_table2_over_seeds_and_paired_gaps(tmp_path):
     assert np.allclose(tab.loc["learned", "mean"].to_numpy(), 100 * learned.mean().to_numpy())
     assert np.allclose(tab.loc["learned", "sd"].to_numpy(), 100 * learned.std(ddof=1).to_numpy())
     assert {"topt-e t chosen on val", "topt-te best t (test)"} <= set(tab.index)
-    gaps = T.level_gaps(sweeps[0].levels[0])
-    lv = sweeps[0].levels[0].rows.set_index("method")
-    assert gaps.loc["mean", "difference"] == pytest.approx(100 * (lv.loc["learned", "mAP"] - lv.loc["mean", "mAP"]))
+    level = sweeps[0].levels[max(sweeps[0].levels)]
+    gaps = T.level_gaps(level)
+    pq = level.per_query["test"]["per_query"]
+    for other in ("mean", "topt-te t=20"):
+        expected = 100 * (pq["learned"]["mAP"].mean() - pq[other]["mAP"].mean())  # learned minus other
+        assert gaps.loc[other, "difference"] == pytest.approx(expected)
+    assert (gaps["difference"].abs() > 1e-9).any()  # the sign is tested on a real difference
     assert (gaps["lo"] <= gaps["difference"] + 1e-9).all() and (gaps["difference"] <= gaps["hi"] + 1e-9).all()
 
 

@@ -348,8 +348,10 @@ def level_gaps(level_result, reference: str = "learned", n_boot: int = 1000, met
 
     pq = level_result.per_query["test"]
     d = paired_differences(pq["per_query"], pq["pids"], reference=reference, n_boot=n_boot, seed=level_result.level)
-    d = d[d["metric"] == metric].set_index("method")
-    out = d[["difference", "lo", "hi"]] * 100
+    d = d[d["metric"] == metric].set_index("method")  # rows: other - reference
+    out = pd.DataFrame(
+        {"difference": -100 * d["difference"], "lo": -100 * d["hi"], "hi": -100 * d["lo"]}, index=d.index
+    )
     out["excludes_zero"] = d["excludes_zero"]
     out.index.name = f"{reference} minus"
     return out.assign(Mc_max=level_result.level)
