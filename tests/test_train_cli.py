@@ -117,7 +117,9 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(data_root, tmp_path):
     art = tmp_path / "killed"
     proc = _cli(args, art, wait=False)
     deadline = time.monotonic() + 240
-    while not list((art / "smoke").glob("i3d-checkpoint-*.pt")):
+    # a checkpoint is complete once its signature sidecar is written (after the file itself):
+    # killing between the two leaves an unsigned checkpoint, which a rerun rightly ignores
+    while not list((art / "smoke").glob("i3d-checkpoint-*.pt.sha256")):
         assert proc.poll() is None, f"the run ended before its first checkpoint: {proc.communicate()[1][-2000:]}"
         assert time.monotonic() < deadline, "no checkpoint within 240 s"
         time.sleep(0.02)

@@ -303,25 +303,29 @@ def rank0_first(fn: Callable[[], Any]) -> Any:
     return out if is_main() else fn()
 
 
-def rank0_cached(cache_root, kind: str, spec: dict, compute: Callable[[], Any], verbose: bool = True) -> Any:
-    """``reid_utils.cache.cached`` for a collective computation (a distributed training).
+def rank0_cached(
+    cache_root, kind: str, spec: dict, compute: Callable[[], Any], verbose: bool = True, name: str | None = None
+) -> Any:
+    """``reid_utils.cache.cached`` for a collective computation (a distributed training, a
+    sharded feature extraction): every rank calls it.
 
     Rank 0 looks the entry up; when it is missing every rank runs ``compute()``
     together, rank 0 alone saves the result, and after a barrier the others load it
-    from the cache. A single process calls ``cached`` unchanged.
+    from the cache. A single process calls ``cached`` unchanged. ``name``: the entry's
+    file name prefix (default ``kind``), as in ``cached``.
     """
     if world_size() == 1:
-        return cached(cache_root, kind, spec, compute, verbose=verbose)
-    cache, key = ArtifactCache(cache_root), artifact_key(kind, spec)
+        return cached(cache_root, kind, spec, compute, name=name, verbose=verbose)
+    cache, key, name = ArtifactCache(cache_root), artifact_key(kind, spec), name or kind
     entry = None
-    if is_main() and cache.has(kind, key):
+    if is_main() and cache.has(name, key):
         try:
-            entry = cache.load(kind, key)
+            entry = cache.load(name, key)
         except Exception:  # corrupt: computed again below
             entry = None
     if not broadcast_object(entry is not None):
         entry = compute()
         if is_main():
-            cache.save(kind, key, entry)
+            cache.save(name, key, entry)
     barrier()
-    return entry if is_main() else cache.load(kind, key)
+    return entry if is_main() else cache.load(name, key)

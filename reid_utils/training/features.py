@@ -34,6 +34,7 @@ from reid_utils.data.datasets import DatasetError
 from reid_utils.data.sampling import sample_clip, sample_clips
 from reid_utils.data.transforms import FrameCache, input_size
 from reid_utils.training import accel, sharding
+from reid_utils.training import distributed as dist_utils
 from reid_utils.training.clip_forward import features_of
 from reid_utils.training.loading import clip_loader, shared_frame_cache
 
@@ -280,7 +281,7 @@ def get_features(
     methods only), the input size, ``max_frames``, ``transform_key`` and, for bf16
     features (the CUDA default), the precision. Under ``torch.distributed`` with several
     ranks every rank must call this: the extraction is sharded and rank 0 writes the entry
-    (``sharding.cached_collectively``).
+    (``training.distributed.rank0_cached``).
 
     Args:
         cfg: ``Config`` (device, input size, seed, cache root, num_workers).
@@ -332,6 +333,6 @@ def get_features(
         bank.meta.update(key=artifact_key("features", spec), model_key=model_key, transform_key=transform_key)
         return bank
 
-    if sharding.rank_and_world(kwargs.get("distributed"))[1] > 1:
-        return sharding.cached_collectively(cfg.cache_root, "features", spec, compute, name=name, verbose=progress)
+    if sharding.rank_and_world(kwargs.get("distributed"))[1] > 1:  # collective: every rank extracts
+        return dist_utils.rank0_cached(cfg.cache_root, "features", spec, compute, verbose=progress, name=name)
     return cached(cfg.cache_root, "features", spec, compute, name=name, verbose=progress)

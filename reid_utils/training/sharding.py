@@ -4,7 +4,7 @@ When a process group is initialised with more than one rank, ``features.extract_
 gives each rank a contiguous shard of the tracklets (:func:`shard_bounds`), gathers the
 shards in rank order (:func:`gather_rows`: one padded ``all_gather``, NCCL on GPUs, gloo on
 CPUs) and every rank ends with the bank one process would compute; ``features.get_features``
-then writes the cache entry from rank 0 only (:func:`cached_collectively`). Shard
+then writes the cache entry from rank 0 only (``distributed.rank0_cached``). Shard
 boundaries fall on whole batches of the one-process run, so every forward pass sees the
 batch it would see in one process: on the same device type and thread count the gathered
 features are bit-identical to the one-process features. Every rank must make the same
@@ -15,24 +15,20 @@ shared file system).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import torch
 
-from reid_utils.cache import ArtifactCache, artifact_key
+from reid_utils.training import distributed
 
-__all__ = ["all_agree", "cached_collectively", "gather_rows", "rank_and_world", "shard_bounds"]
+__all__ = ["batch_unit", "gather_rows", "rank_and_world", "shard_bounds"]
 
 
 def rank_and_world(enabled: bool | None = None) -> tuple[int, int]:
-    """``(rank, world size)`` of the default process group; ``(0, 1)`` when none is
-    initialised or ``enabled`` is False."""
-    import torch.distributed as dist
-
-    if enabled is False or not (dist.is_available() and dist.is_initialized()):
+    """``(rank, world size)`` of the default process group (``training.distributed``);
+    ``(0, 1)`` when none is initialised or ``enabled`` is False."""
+    if enabled is False:
         return 0, 1
-    return dist.get_rank(), dist.get_world_size()
+    return distributed.rank(), distributed.world_size()
 
 
 def shard_bounds(n_items: int, unit: int, rank: int, world: int) -> tuple[int, int]:
@@ -87,42 +83,3 @@ def gather_rows(local: torch.Tensor) -> torch.Tensor:
     bufs = [torch.empty_like(buf) for _ in range(world)]
     dist.all_gather(bufs, buf)
     return torch.cat([b[: s[0]].cpu() for b, s in zip(bufs, shapes)])
-
-
-def all_agree(flag: bool) -> bool:
-    """True on every rank iff ``flag`` is true on every rank (an all-reduce MIN)."""
-    import torch.distributed as dist
-
-    t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=_comm_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
-
-
-def cached_collectively(
-    cache_root, kind: str, spec: dict, compute: Callable[[], Any], *, name: str, verbose: bool = True
-) -> Any:
-    """``cache.cached`` for a collective ``compute`` (every rank calls this).
-
-    Loaded on every rank when every rank finds a valid entry; otherwise every rank runs
-    ``compute`` (which must return the same object on all ranks), rank 0 writes the entry
-    and the others wait for it on a barrier (they keep their own, identical, result).
-    """
-    import torch.distributed as dist
-
-    cache, key = ArtifactCache(cache_root), artifact_key(kind, spec)
-    rank = dist.get_rank()
-    obj = None
-    if all_agree(cache.has(name, key)):
-        try:
-            obj = cache.load(name, key)
-        except Exception:  # damaged in between: rebuilt below, collectively
-            obj = None
-    if all_agree(obj is not None):
-        if verbose and rank == 0:
-            print(f"[cache] loaded {cache.path(name, key)}")
-        return obj
-    obj = compute()
-    if rank == 0:
-        cache.save(name, key, obj)
-    dist.barrier()
-    return obj
