@@ -134,14 +134,9 @@ def make_prid_splits(persons: Iterable[int], num_splits: int = 10, seed: int = 0
 
     With an odd count the extra person goes to test.
     """
-    persons = np.array(sorted(persons), dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    half = len(persons) // 2
-    out = []
-    for _ in range(num_splits):
-        perm = rng.permutation(persons)
-        out.append({"train": sorted(perm[:half].tolist()), "test": sorted(perm[half:].tolist())})
-    return out
+    from reid_utils.synth.layouts import prid_splits  # one implementation: the synthetic PRID tree writes it too
+
+    return prid_splits(list(persons), num_splits=num_splits, seed=seed)
 
 
 def _read_or_make_splits(spath: Path, eligible: list[int], num_splits: int, seed: int) -> tuple[list[dict], str]:

@@ -150,7 +150,9 @@ def _write_duke(cfg: SynthConfig, out_dir: Path, progress: bool, t0: float) -> d
 
 
 def prid_splits(persons: list[int], num_splits: int = PRID_NUM_SPLITS, seed: int = 0) -> list[dict]:
-    """Half/half train/test splits of ``persons``, as ``reid_utils.data.prid.make_prid_splits``."""
+    """``num_splits`` random half/half train/test splits of ``persons`` (deterministic; with an
+    odd count the extra person goes to test). ``reid_utils.data.prid.make_prid_splits`` is this
+    function, so a synthetic PRID tree carries the splits its loader would make."""
     persons = np.array(sorted(persons), dtype=np.int64)
     rng = np.random.default_rng(seed)
     half = len(persons) // 2
