@@ -55,8 +55,8 @@ ARTIFACT_VERSIONS: dict[str, int] = {
     "i3d": 2,  # training.i3d: a trained I3D (weights + history)
     "features": 1,  # training.features: a feature bank
     "baseline-color": 1,  # experiments.baselines: colour-histogram results
-    "fig3-sampling": 1,  # experiments.i3d_ablations: Fig. 3 grid
-    "fig4-averaging": 1,  # experiments.i3d_ablations: Fig. 4 grid
+    "fig3-sampling": 2,  # experiments.i3d_ablations: Fig. 3 grid
+    "fig4-averaging": 2,  # experiments.i3d_ablations: Fig. 4 grid
     "agg-model": 1,  # experiments.aggregators: a trained aggregator
     "agg-results": 2,  # experiments.corruption_sweep: one level's test and validation rows, per-query values
     "agg-similarity": 1,  # experiments.importance_vs_nuisance: a similarity matrix

@@ -207,3 +207,20 @@ def test_topt_neck_is_the_identity_at_initialisation_and_keeps_cosines_spread():
     c_plain = plain.pair_cosines(x, x).mean()
     c_neck = neck.pair_cosines(x, x).mean()
     assert c_plain > 0.99 and c_neck < 0.5
+
+
+def test_feature_rankings_get_intervals_around_the_plain_evaluation():
+    from reid_utils.data.tracklets import Tracklet, VideoDataset
+    from reid_utils.experiments.i3d_ablations import evaluate_features, evaluate_with_interval
+
+    gen = torch.Generator().manual_seed(0)
+    protos = torch.randn(6, 8, generator=gen)
+    query = [Tracklet((f"/q{p}.jpg",), p + 1, 0) for p in range(6)]
+    gallery = [Tracklet((f"/g{p}_{k}.jpg",), p + 1, 1) for p in range(6) for k in range(3)]
+    ds = VideoDataset("toy", "/x", [], query, gallery, protocol="torchreid")
+    qf = protos + 0.8 * torch.randn(6, 8, generator=gen)
+    gf = protos.repeat_interleave(3, 0) + 0.8 * torch.randn(18, 8, generator=gen)
+    r, plain = evaluate_with_interval(qf, gf, ds, n_boot=200), evaluate_features(qf, gf, ds)
+    assert r["mAP"] == plain["mAP"] and r["rank1"] == plain["rank1"]
+    assert r["mAP_lo"] <= r["mAP"] <= r["mAP_hi"] and r["mAP_lo"] < r["mAP_hi"]
+    assert r["rank1_lo"] <= r["rank1"] <= r["rank1_hi"]

@@ -66,6 +66,30 @@ def feature_bank(
     )
 
 
+def evaluate_with_interval(qf, gf, dataset, n_boot: int = 1000, seed: int = 0) -> dict:
+    """``evaluate_features`` (Euclidean ranking) plus 95 % intervals of mAP and rank-1
+    (bootstrap over query identities, ``reid_utils.eval.bootstrap``), all in [0, 1]."""
+    import torch
+
+    from reid_utils.data.tracklets import id_arrays
+    from reid_utils.eval.bootstrap import bootstrap_methods, per_query_scores
+
+    r = evaluate_features(qf, gf, dataset)
+    q_pids, q_camids = id_arrays(dataset.query)
+    g_pids, g_camids = id_arrays(dataset.gallery)
+    dist = torch.cdist(qf.double(), gf.double()).numpy()
+    sc = per_query_scores(dist, q_pids, g_pids, q_camids, g_camids, protocol=protocol_of(dataset))
+    ci = bootstrap_methods({"m": sc.values}, sc.pids, n_boot=n_boot, seed=seed).set_index("metric")
+    for metric in ("mAP", "rank1"):
+        r[f"{metric}_lo"], r[f"{metric}_hi"] = float(ci.loc[metric, "lo"]), float(ci.loc[metric, "hi"])
+    return r
+
+
+def _percent_row(r: dict) -> dict:
+    keys = ("mAP", "mAP_lo", "mAP_hi", "rank1", "rank1_lo", "rank1_hi", "rank5")
+    return {k: 100 * r[k] for k in keys}
+
+
 def sampling_ablation(
     cfg,
     dataset,
@@ -83,8 +107,9 @@ def sampling_ablation(
             repeated over L_test so it draws as a horizontal line).
 
     Returns:
-        DataFrame with columns ``L_train, method, L_test, mAP, rank1, rank5``
-        (in %).
+        DataFrame with columns ``L_train, method, L_test, mAP, mAP_lo, mAP_hi, rank1,
+        rank1_lo, rank1_hi, rank5`` (in %; ``_lo`` / ``_hi``: 95 % intervals,
+        :func:`evaluate_with_interval`).
     """
     spec = {
         "models": {int(k): m.key for k, m in models.items()},
@@ -102,17 +127,10 @@ def sampling_ablation(
                     L_eff = max(test_lens) if L is None else L
                     qf = feature_bank(cfg, model, dataset.query, "query", 1, L_eff, method, progress)
                     gf = feature_bank(cfg, model, dataset.gallery, "gallery", 1, L_eff, method, progress)
-                    r = evaluate_features(qf.feats[:, 0], gf.feats[:, 0], dataset)
+                    r = evaluate_with_interval(qf.feats[:, 0], gf.feats[:, 0], dataset, seed=int(cfg.seed))
                     for L_test in test_lens if L is None else [L]:
                         rows.append(
-                            {
-                                "L_train": int(L_train),
-                                "method": method,
-                                "L_test": int(L_test),
-                                "mAP": 100 * r["mAP"],
-                                "rank1": 100 * r["rank1"],
-                                "rank5": 100 * r["rank5"],
-                            }
+                            {"L_train": int(L_train), "method": method, "L_test": int(L_test), **_percent_row(r)}
                         )
         return pd.DataFrame(rows)
 
@@ -134,7 +152,8 @@ def clip_averaging_ablation(
         nums: numbers of clips averaged. clip_len: L_test.
 
     Returns:
-        DataFrame with columns ``num_clips, l2_normalised, mAP, rank1, rank5`` (in %).
+        DataFrame with columns ``num_clips, l2_normalised, mAP, mAP_lo, mAP_hi, rank1,
+        rank1_lo, rank1_hi, rank5`` (in %; 95 % intervals as in :func:`sampling_ablation`).
     """
     M = max(nums)
     spec = {"model": model.key, "nums": list(nums), "L": clip_len}
@@ -147,16 +166,8 @@ def clip_averaging_ablation(
             for n in nums:
                 qf = average_clips(qb.feats, n, normalise_clips=l2)
                 gf = average_clips(gb.feats, n, normalise_clips=l2)
-                r = evaluate_features(qf, gf, dataset)
-                rows.append(
-                    {
-                        "num_clips": int(n),
-                        "l2_normalised": l2,
-                        "mAP": 100 * r["mAP"],
-                        "rank1": 100 * r["rank1"],
-                        "rank5": 100 * r["rank5"],
-                    }
-                )
+                r = evaluate_with_interval(qf, gf, dataset, seed=int(cfg.seed))
+                rows.append({"num_clips": int(n), "l2_normalised": l2, **_percent_row(r)})
         return pd.DataFrame(rows)
 
     return cached(cfg.cache_root, "fig4-averaging", spec, compute, verbose=progress)
