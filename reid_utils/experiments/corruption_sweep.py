@@ -80,12 +80,17 @@ class SweepResult:
     val_rows: pd.DataFrame | None = None
 
 
-def evaluate_similarity(S: torch.Tensor, query: FeatureBank, gallery: FeatureBank, protocol: str = "torchreid") -> dict:
+def evaluate_similarity(
+    S: torch.Tensor, query: FeatureBank, gallery: FeatureBank, protocol: str = "torchreid", interval: bool = False
+) -> dict:
     """mAP and rank-1 of a (Q, G) similarity matrix (``reid_utils.eval.distances.similarity_to_distance``).
 
     Args:
         S: (Q, G) similarities. query, gallery: banks with pids and camids.
         protocol: ``reid_utils.eval.ranking.evaluate_rank`` protocol.
+
+        interval: also the 95 % intervals of mAP and rank-1 (``mAP_lo``, ``mAP_hi``,
+            ``rank1_lo``, ``rank1_hi``; bootstrap over query identities, seed 0).
 
     Returns:
         ``{"mAP": float, "rank1": float, "cmc": (R,) array}`` in [0, 1].
@@ -102,7 +107,14 @@ def evaluate_similarity(S: torch.Tensor, query: FeatureBank, gallery: FeatureBan
         max_rank=min(50, len(gallery)),
         protocol=protocol,
     )
-    return {"mAP": float(mAP), "rank1": float(cmc[0]), "cmc": cmc}
+    out = {"mAP": float(mAP), "rank1": float(cmc[0]), "cmc": cmc}
+    if interval:
+        d = similarity_to_distance(S)
+        sc = per_query_scores(d, query.pids, gallery.pids, query.camids, gallery.camids, protocol=protocol)
+        ci = bootstrap_methods({"m": sc.values}, sc.pids, n_boot=N_BOOT, seed=0).set_index("metric")
+        for m in ("mAP", "rank1"):
+            out[f"{m}_lo"], out[f"{m}_hi"] = float(ci.loc[m, "lo"]), float(ci.loc[m, "hi"])
+    return out
 
 
 @torch.no_grad()

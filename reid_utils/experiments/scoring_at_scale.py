@@ -51,7 +51,8 @@ def shortlist_sweep(
     Returns:
         DataFrame, one row per setting, ordered by K: ``mode`` (``mean-feature`` = K 0,
         ``shortlist``, ``full`` = the learned aggregator on all G), ``K``,
-        ``pairs_rescored`` (Q*K), ``mAP``, ``rank1`` (in [0, 1]), ``seconds`` (scoring wall
+        ``pairs_rescored`` (Q*K), ``mAP``, ``rank1`` (in [0, 1], with ``_lo`` / ``_hi``
+        95 % intervals), ``seconds`` (scoring wall
         time, ranking/evaluation excluded; the shortlist rows include their mean-feature
         stage) and ``time_vs_full``.
     """
@@ -66,17 +67,9 @@ def shortlist_sweep(
     rows = []
 
     def add(mode, k, seconds, S):
-        r = evaluate_similarity(S.cpu(), qb, gb, protocol)
-        rows.append(
-            {
-                "mode": mode,
-                "K": int(k),
-                "pairs_rescored": int(Q * k),
-                "mAP": r["mAP"],
-                "rank1": r["rank1"],
-                "seconds": seconds,
-            }
-        )
+        r = evaluate_similarity(S.cpu(), qb, gb, protocol, interval=True)
+        metrics = {c: r[c] for c in ("mAP", "mAP_lo", "mAP_hi", "rank1", "rank1_lo", "rank1_hi")}
+        rows.append({"mode": mode, "K": int(k), "pairs_rescored": int(Q * k), **metrics, "seconds": seconds})
 
     t, S = _best_time(lambda: mean_feature_similarity(q, g), repeats)
     add("mean-feature", 0, t, S)
