@@ -29,7 +29,13 @@ from reid_utils.experiments.comparison_data import (
     data_availability,
     default_protocols,
 )
-from reid_utils.experiments.similarity_sets import SimilaritySet, check_protocol, evaluate_set, similarity_set
+from reid_utils.experiments.similarity_sets import (
+    SimilaritySet,
+    check_protocol,
+    evaluate_set,
+    protocol_inputs,
+    similarity_set,
+)
 from reid_utils.paper import DATASET_TITLES, METRICS
 
 __all__ = [
@@ -69,6 +75,21 @@ def _metrics(cmc: np.ndarray, mAP: float) -> dict:
     return out
 
 
+def _intervals(sset: SimilaritySet, protocol: str, rerank: bool, rerank_params: dict | None) -> dict:
+    """95 % intervals of mAP and R1 (percent; bootstrap over query identities, seed 0)."""
+    from reid_utils.eval.bootstrap import bootstrap_methods, per_query_scores
+
+    dist, qp, gp, qc, gc = protocol_inputs(sset, protocol, rerank, rerank_params)
+    sc = per_query_scores(dist, qp, gp, qc, gc, protocol=protocol)
+    ci = bootstrap_methods({"m": sc.values}, sc.pids, n_boot=1000, seed=0).set_index("metric")
+    return {
+        "mAP_lo": 100 * float(ci.loc["mAP", "lo"]),
+        "mAP_hi": 100 * float(ci.loc["mAP", "hi"]),
+        "R1_lo": 100 * float(ci.loc["rank1", "lo"]),
+        "R1_hi": 100 * float(ci.loc["rank1", "hi"]),
+    }
+
+
 def result_rows(
     sets: dict, protocols: Iterable[str] = ("torchreid",), rerank_params: dict | None = None, max_rank: int = 50
 ) -> pd.DataFrame:
@@ -83,7 +104,8 @@ def result_rows(
         DataFrame, one row per (method, protocol, reranking): ``method``,
         ``model`` (the table label, :data:`OUR_MODELS`), ``protocol``,
         ``reranking``, ``mAP``, ``R1``, ``R5``, ``R20`` (percent; NaN where
-        the gallery is shorter than the rank) and ``cmc`` (array in [0, 1]).
+        the gallery is shorter than the rank), ``mAP_lo`` / ``mAP_hi`` / ``R1_lo`` /
+        ``R1_hi`` (95 % intervals, percent) and ``cmc`` (array in [0, 1]).
     """
     protocols = tuple(protocols)
     for p in protocols:
@@ -103,6 +125,7 @@ def result_rows(
                         "protocol": protocol,
                         "reranking": rr,
                         **_metrics(cmc, mAP),
+                        **_intervals(sset, protocol, rr, rerank_params),
                         "cmc": np.asarray(cmc),
                     }
                 )
