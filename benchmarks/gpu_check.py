@@ -44,6 +44,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.references import scoring_model  # noqa: E402  (after the path insert)
+
 TARGET_CLIPS_S = 7500.0
 TARGET_MARS_S = 10.0
 MIN_COS_BF16 = 0.99
@@ -195,25 +197,6 @@ def backbone(ctx):
     return ctx["net"]
 
 
-def scoring_model(torch, D: int, H: int, seed: int, gain: float = 1.0):
-    """A ``LearnedClipAggregator`` in eval mode with non-trivial BatchNorm statistics to
-    fold and (``gain`` > 1) weights that make the clip-pair weights differ between pairs."""
-    from reid_utils.models.aggregation import LearnedClipAggregator
-
-    torch.manual_seed(seed)
-    m = LearnedClipAggregator(D, H)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for bn in (m.importance_net[1], m.importance_net[5]):
-            bn.running_mean.copy_(torch.randn(H, generator=gen) * 0.3)
-            bn.running_var.copy_(torch.rand(H, generator=gen) + 0.5)
-            bn.weight.copy_(torch.rand(H, generator=gen) + 0.5)
-            bn.bias.copy_(torch.randn(H, generator=gen) * 0.2)
-        for i in (0, 4, 8):
-            m.importance_net[i].weight.mul_(gain)
-    return m.eval()
-
-
 def rel_max(torch, a, ref) -> float:
     return float((a.double() - ref.double()).abs().max() / ref.double().abs().max())
 
@@ -226,7 +209,7 @@ def fused_scoring(ctx) -> dict:
 
     cases, ok = [], True
     for k, (Q, G, Mq, Mg, D, H) in enumerate(ctx["sizes"]["fused_cases"]):
-        m = scoring_model(torch, D, H, seed=10 + k, gain=4.0).to(dev)
+        m = scoring_model(D, H, seed=10 + k, gain=4.0).to(dev)
         gen = torch.Generator().manual_seed(100 + k)
         q, g = torch.randn(Q, Mq, D, generator=gen).to(dev), torch.randn(G, Mg, D, generator=gen).to(dev)
         with strict_fp32(torch):
@@ -241,7 +224,7 @@ def fused_scoring(ctx) -> dict:
     q_p, g_p = torch.arange(n_id), torch.arange(n_id).repeat(3)
     q = (centres[q_p][:, None] + 2.0 * torch.randn(n_id, M, D, generator=gen)).to(dev)
     g = (centres[g_p][:, None] + 2.0 * torch.randn(len(g_p), M, D, generator=gen)).to(dev)
-    m = scoring_model(torch, D, H, seed=1, gain=2.0).to(dev)
+    m = scoring_model(D, H, seed=1, gain=2.0).to(dev)
     with strict_fp32(torch):
         ref = m.similarity_matrix(q, g, progress=False, kernel=False)
     S = fused_similarity_matrix(m, q, g)
@@ -386,7 +369,7 @@ def mars_scoring(ctx) -> dict:
     from reid_utils.models.fused_scoring import MARS_SHAPE, fused_similarity_matrix
 
     Q, G, M, D, H = ctx["sizes"]["mars"] or MARS_SHAPE
-    m = scoring_model(torch, D, H, seed=5).to(dev)
+    m = scoring_model(D, H, seed=5).to(dev)
     gen = torch.Generator().manual_seed(5)
     g, q = torch.randn(G, M, D, generator=gen).to(dev), torch.randn(Q, M, D, generator=gen).to(dev)
     chunk = 16384 if dev.type == "cuda" else 1024

@@ -94,3 +94,25 @@ def reference_re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value
         jaccard[i] = 1 - shared / (2.0 - shared)
     final = jaccard * (1 - lambda_value) + dist[:num_q] * lambda_value
     return final[:, num_q:]
+
+
+def scoring_model(D: int, H: int, seed: int, gain: float = 1.0):
+    """A ``LearnedClipAggregator`` in eval mode with non-trivial BatchNorm statistics to fold
+    and (``gain`` > 1) larger weights, so the clip-pair weights really differ between pairs:
+    the model the fused-kernel checks score (tests/test_fused_scoring.py, benchmarks/gpu_check.py)."""
+    import torch
+
+    from reid_utils.models.aggregation import LearnedClipAggregator
+
+    torch.manual_seed(seed)
+    m = LearnedClipAggregator(D, H)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for bn in (m.importance_net[1], m.importance_net[5]):
+            bn.running_mean.copy_(torch.randn(H, generator=gen) * 0.3)
+            bn.running_var.copy_(torch.rand(H, generator=gen) + 0.5)
+            bn.weight.copy_(torch.rand(H, generator=gen) + 0.5)
+            bn.bias.copy_(torch.randn(H, generator=gen) * 0.2)
+        for i in (0, 4, 8):
+            m.importance_net[i].weight.mul_(gain)
+    return m.eval()

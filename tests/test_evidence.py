@@ -10,7 +10,6 @@ from reid_utils.data.tracklets import DatasetError, Tracklet, VideoDataset
 from reid_utils.data.validation import holdout_validation, validation_ids
 from reid_utils.experiments import aggregator_controls as ctl
 from reid_utils.experiments import corruption_sweep as CS
-from reid_utils.experiments import seed_sweep as SS
 from reid_utils.experiments import sweep_tables as T
 from reid_utils.experiments.aggregators import Method, get_aggregator
 from reid_utils.experiments.clip_banks import ClipBanks
@@ -135,14 +134,16 @@ def _reference_pairs(m, c):
 
 
 def test_seed_summary_is_mean_and_sd_over_seeds():
+    from reid_utils.eval.bootstrap import seed_summary
+
     rows = pd.DataFrame(
-        {"method": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2, "mAP": [0.1, 0.2, 0.3, 0.5, 0.5, 0.5], "rank1": 0.4}
+        {"method": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2, "mAP": [10.0, 20.0, 30.0, 50.0, 50.0, 50.0]}
     )
-    s = SS.summarise(rows, ["method"])
-    assert s.loc["a", "mAP_mean"] == pytest.approx(20.0) and s.loc["a", "mAP_sd"] == pytest.approx(10.0)
-    assert s.loc["b", "mAP_sd"] == 0 and s.loc["a", "n"] == 3 and s.loc["a", "mAP_min"] == pytest.approx(10.0)
-    one = SS.summarise(rows[rows.seed == 0], ["method"])
-    assert one["mAP_sd"].isna().all()
+    s = seed_summary(rows, ["method"]).set_index("method")
+    assert s.loc["a", "mean"] == pytest.approx(20.0) and s.loc["a", "sd"] == pytest.approx(10.0)
+    assert s.loc["b", "sd"] == 0 and s.loc["a", "n"] == 3 and s.loc["a", "min"] == pytest.approx(10.0)
+    one = seed_summary(rows[rows.seed == 0], ["method"])
+    assert one["sd"].isna().all()
 
 
 def _seed_rows(tmp_path, seeds=(0, 1)):

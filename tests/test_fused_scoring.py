@@ -33,24 +33,11 @@ needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not 
 WORKER = r"""
 import json, torch, torch.nn as nn
 torch.set_num_threads(1)
-from reid_utils.models.aggregation import LearnedClipAggregator
 from reid_utils.eval.ranking import evaluate_rank
 from reid_utils.models.fused_kernel import language_interpreted
 from reid_utils.models.fused_scoring import fused_similarity_matrix
 
-def model(D, H, seed, gain):
-    torch.manual_seed(seed)
-    m = LearnedClipAggregator(D, H)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for bn in (m.importance_net[1], m.importance_net[5]):
-            bn.running_mean.copy_(torch.randn(H, generator=gen) * 0.3)
-            bn.running_var.copy_(torch.rand(H, generator=gen) + 0.5)
-            bn.weight.copy_(torch.rand(H, generator=gen) + 0.5)
-            bn.bias.copy_(torch.randn(H, generator=gen) * 0.2)
-        for i in (0, 4, 8):            # larger weights: alphas that really differ between pairs
-            m.importance_net[i].weight.mul_(gain)
-    return m.eval()
+from benchmarks.references import scoring_model as model
 
 def mean_cos(q, g):
     qn, gn = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(g, dim=-1)

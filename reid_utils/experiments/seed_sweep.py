@@ -10,7 +10,8 @@ are the same for every seed (``reid_utils.data.validation``, ``clip_banks.test_p
 the spread is that of training alone.
 
 Run it as a command (it writes ``seeds_*.csv`` where the profile's figures go,
-``figures/`` for ``default``; notebooks 01, 04 and 05 read them when present)::
+``figures/`` for ``default``; notebooks 01, 04 and 05 read them when present and summarise
+them with ``reid_utils.eval.bootstrap.seed_summary``)::
 
     python -m reid_utils.experiments.seed_sweep --profile default --seeds 0 1 2 --levels 0 4 7
 """
@@ -24,7 +25,7 @@ import os
 import pandas as pd
 from tqdm.auto import tqdm
 
-__all__ = ["run_seed", "seed_rows", "summarise", "main"]
+__all__ = ["run_seed", "seed_rows", "main"]
 
 TABLES = ("seeds_i3d", "seeds_table2", "seeds_table2_val", "seeds_controls")
 
@@ -63,26 +64,6 @@ def seed_rows(cfg, seeds, levels, progress: bool = True) -> dict[str, pd.DataFra
     """:func:`run_seed` for every seed, concatenated per table (cached pieces are reused)."""
     parts = [run_seed(cfg, s, levels, progress=False) for s in tqdm(seeds, desc="seeds", disable=not progress)]
     return {k: pd.concat([p[k] for p in parts], ignore_index=True) for k in TABLES}
-
-
-def summarise(rows: pd.DataFrame, by, metrics=("mAP", "rank1"), scale: float = 100.0) -> pd.DataFrame:
-    """Mean, sd (ddof 1), min and max over seeds of each metric, grouped by ``by``.
-
-    Args:
-        rows: long rows with a ``seed`` column. by: grouping columns (e.g. method, t, Mc_max).
-        metrics: metric columns. scale: multiply by this (100: fractions to percent).
-
-    Returns:
-        DataFrame indexed by ``by`` with ``n`` and ``<metric>_mean`` / ``_sd`` / ``_min`` / ``_max``.
-    """
-    by = list(by)
-    g = rows.assign(**{m: scale * rows[m] for m in metrics}).groupby(by, dropna=False)
-    out = pd.DataFrame({"n": g["seed"].nunique()})
-    for m in metrics:
-        agg = g[m].agg(["mean", "std", "min", "max"])
-        for stat, col in (("mean", "mean"), ("sd", "std"), ("min", "min"), ("max", "max")):
-            out[f"{m}_{stat}"] = agg[col]
-    return out
 
 
 def main(argv=None) -> int:

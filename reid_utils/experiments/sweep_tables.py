@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from reid_utils.eval.bootstrap import seed_summary
 from reid_utils.paper import paper_results, paper_table2
 
 __all__ = [
@@ -328,8 +329,8 @@ def table2_seeds(rows: pd.DataFrame, val_rows: pd.DataFrame | None = None, metri
         v = None if val_rows is None or not len(val_rows) else val_rows[val_rows["seed"] == seed]
         parts.append(_paper_rows(r, v, metric).assign(seed=seed))
     long = pd.concat(parts, ignore_index=True)
-    g = long.groupby(["row", "Mc_max"])[metric]
-    out = pd.concat({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.count()}, axis=1).unstack("Mc_max")
+    stats = seed_summary(long, ["row", "Mc_max"], value=metric).set_index(["row", "Mc_max"])
+    out = stats[["mean", "sd", "n"]].unstack("Mc_max")
     order = {"learned": 0, "mean": 1}
     return out.loc[sorted(out.index, key=lambda r: (order.get(r, 2), r))]
 
