@@ -200,3 +200,12 @@ def decode_green(path: str) -> int:
     """Frame number encoded by :func:`frame_colour` (mod 256)."""
     with Image.open(path) as im:
         return int(np.asarray(im.convert("RGB"))[..., 1].mean().round())
+
+
+def free_port() -> int:
+    """A free localhost TCP port (the rendezvous of the multi-process tests)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -20,12 +20,12 @@ identity); Adam is nearly invariant to a gradient scale, the one-step check catc
 
 import os
 import pickle
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from fixtures_builders import free_port
 from test_features import make_tiny_dataset
 
 from reid_utils.config import get_config
@@ -76,12 +76,6 @@ def _worker(rank: int, world: int, port: int, root: str, ds_blob: bytes) -> None
         distributed.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(one process, [rank 0, rank 1] of two gloo processes) on the same tiny data set."""
@@ -89,7 +83,7 @@ def runs(tmp_path_factory):
     torch.set_num_threads(1)  # as in the workers (this runs before the autouse one-thread fixture)
     root = tmp_path_factory.mktemp("ddp")
     ds = make_tiny_dataset(root / "data")
-    mp.spawn(_worker, args=(2, _free_port(), str(root), pickle.dumps(ds)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(root), pickle.dumps(ds)), nprocs=2, join=True)
     ranks = [torch.load(root / f"rank{r}.pt", weights_only=False) for r in range(2)]
     cfg = _cfg(root / "single")
     step = _one_step_grads(cfg, ds)

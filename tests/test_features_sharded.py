@@ -11,13 +11,13 @@ not split the work (each computing everything would give equal banks too).
 
 import os
 import pickle
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from fixtures_builders import free_port
 from test_features import make_tiny_dataset
 
 from reid_utils.config import get_config
@@ -75,12 +75,6 @@ def _worker(rank: int, world: int, port: int, root: str, blob: bytes) -> None:
             dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("sharded")
@@ -95,7 +89,7 @@ def runs(tmp_path_factory):
         net.train().extract_features(torch.rand(4, 3, 4, *SIZE) * 2 - 1)
     blob = pickle.dumps((tr, net.state_dict()))
     for world in (1, 2):
-        mp.spawn(_worker, args=(world, _free_port(), str(root), blob), nprocs=world, join=True)
+        mp.spawn(_worker, args=(world, free_port(), str(root), blob), nprocs=world, join=True)
     load = lambda w, r: torch.load(root / f"w{w}r{r}.pt", weights_only=False)  # noqa: E731
     return {"one": load(1, 0), "ranks": [load(2, 0), load(2, 1)], "n": len(tr)}
 
