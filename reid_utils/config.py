@@ -119,6 +119,12 @@ class AggConfig:
     # the cosine. Without it the projection learns to squeeze every cosine towards 1 under
     # heavy corruption (the batch-hard loss's trivial solution; models.baseline_aggregators).
     topt_neck: bool = True
+    # torch CPU threads of one aggregator training (0: torch's default). With 1 a trained model
+    # does not depend on the machine's core count (BLAS splits its sums differently with more
+    # threads) and trainings run side by side, one per core (experiments.aggregators.train_all):
+    # on 2 cores two 1-thread trainings of 200 iterations finish 1.4x sooner, process start-up
+    # included, than the same two one after the other on 2 threads (benchmarks/bench_agg_parallel.py).
+    train_threads: int = 1
     max_corrupted: tuple = tuple(range(8))  # M_c^max values of Table 2
     t_percents: tuple = tuple(range(10, 101, 10))
 
@@ -261,7 +267,7 @@ def _profile(name: str) -> Config:
             dataset="mars",
             model=ModelConfig(width_mult=1.0, input_height=256, input_width=128, feat_dim=1024, pretrained=True),
             train=TrainConfig(P=8, K=4, iterations=60000, eval_every=5000, lr=3e-4),
-            agg=AggConfig(num_clips=8, hidden=1024, P=16, K=4, iterations=20000, lr=1e-4),
+            agg=AggConfig(num_clips=8, hidden=1024, P=16, K=4, iterations=20000, lr=1e-4, train_threads=0),
         )
     raise ValueError(f"unknown profile {name!r}: expected one of {', '.join(PROFILES)}")
 

@@ -144,6 +144,8 @@ def test_bad_inputs():
         train_aggregator(build_aggregator("mean", D), feats, pids, 2, 3, 2, 1e-3, 0.3, 0, progress=False)
     with pytest.raises(ValueError, match="pids"):
         train_aggregator(build_aggregator("topt-eval", D), feats, pids[:-1], 2, 3, 2, 1e-3, 0.3, 0, progress=False)
+    with pytest.raises(ValueError, match="threads"):
+        train_aggregator(build_aggregator("topt-eval", D), feats, pids, 2, 3, 2, 1e-3, 0.3, 0, threads=-1)
 
 
 def _heldout_loss(model, feats, pids, margin=0.3):

@@ -347,3 +347,56 @@ def test_corruption_shift_rows():
     shift = CB.corruption_shift(clean["gallery"], bad["gallery"], seed=0, num_pairs=500)
     assert list(shift.columns) == ["mean cosine", "std"] and len(shift) == 4
     assert shift["mean cosine"].between(-1, 1).all()
+
+
+def test_train_all_side_by_side_gives_the_models_of_one_by_one(tmp_path):
+    """Processes with 1 torch thread each train the same models, bit for bit, as
+    get_aggregator does in this process; what is cached is not trained again."""
+    clean, bad = _banks()
+    jobs = [(m, lv) for lv in (0, 2) for m in A.methods_for(_cfg(tmp_path))]
+    par = ClipBanks(_cfg(tmp_path / "par"), clean, bad)
+    todo = A.train_all(par, jobs, workers=2, progress=False)
+    assert todo[0][0].kind == "learned" and len(todo) == 2 * (len(A.methods_for(par.cfg)) - 1)  # t=100 reused
+    assert all(m.kind != "topt-train-eval" or m.t < 100 for m, _ in todo)
+    assert A.train_all(par, jobs, workers=2, progress=False) == []  # all cached now
+    seq = ClipBanks(_cfg(tmp_path / "seq"), clean, bad)
+    before = torch.get_num_threads()
+    for m, lv in jobs:
+        a = A.get_aggregator(par, m, lv, progress=False)
+        b = A.get_aggregator(seq, m, lv, progress=False)
+        for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()):
+            assert torch.equal(x, y), (m, lv)
+    assert torch.get_num_threads() == before  # training's 1 thread is restored afterwards
+    with pytest.raises(ValueError, match="workers"):
+        A.train_all(ClipBanks(_cfg(tmp_path / "w"), clean, bad), jobs, workers=0, progress=False)
+
+
+def test_default_workers_reads_the_environment(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path)
+    monkeypatch.setenv("REID_WORKERS", "3")
+    assert A.default_workers(cfg) == 3
+    monkeypatch.setenv("REID_WORKERS", "two")
+    with pytest.raises(ValueError, match="REID_WORKERS"):
+        A.default_workers(cfg)
+    monkeypatch.delenv("REID_WORKERS")
+    assert A.default_workers(_cfg(tmp_path, train_threads=0)) == 1
+
+
+def test_a_larger_margin_is_the_same_run_when_every_hinge_is_active(tmp_path):
+    """The argument margin_comparison relies on, checked by training both margins."""
+    from reid_utils.experiments import aggregator_controls as ctl
+
+    clean, _ = _banks()
+    models = {}
+    for m in (0.5, 1.5):
+        banks = ClipBanks(_cfg(tmp_path / str(m), margin=m, iterations=6), clean)
+        models[m] = A.get_aggregator(banks, Method("learned"), 0, progress=False)
+    assert (models[0.5].history["active"] == 1.0).all()
+    for x, y in zip(models[0.5].model.state_dict().values(), models[1.5].model.state_dict().values()):
+        assert torch.equal(x, y)
+    tab = ctl.margin_comparison(ClipBanks(_cfg(tmp_path / "0.5", margin=0.5, iterations=6), clean), [1.5])
+    assert list(tab.index) == [0.5, 1.5] and tab["trained"].tolist() == [True, False]
+    assert tab["always_active"].all() and tab.loc[0.5, "test_mAP"] == tab.loc[1.5, "test_mAP"]
+    # with margin 0 some hinge is met, so a larger margin is trained, not assumed equal
+    tab0 = ctl.margin_comparison(ClipBanks(_cfg(tmp_path / "0", margin=0.0, iterations=6), clean), [0.5])
+    assert not tab0.loc[0.0, "always_active"] and tab0["trained"].tolist() == [True, True]

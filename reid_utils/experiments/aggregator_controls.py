@@ -130,38 +130,57 @@ def validation_curves(histories: dict) -> pd.DataFrame:
 
 
 def margin_comparison(banks: ClipBanks, margins, level: int = 0, last: float = 0.2) -> pd.DataFrame:
-    """The learned aggregator trained with each triplet margin: does the margin suit it?
+    """The learned aggregator under each triplet margin: does the margin suit it?
 
     A similarity that is a weighted mean of frozen cosines cannot open a gap wider than
     the cosines' spread; a margin above it keeps every anchor's hinge active, so the loss
-    becomes a plain mean of s_neg - s_pos over the mined pairs.
+    becomes a plain mean of s_neg - s_pos over the mined pairs plus the margin.
+
+    The profile's margin m is trained (``get_aggregator``, cached). Another margin m' > m
+    is not trained when every hinge of the m run was active at every step: then the m'
+    run is the same run, step for step (by induction: equal weights give equal mined
+    pairs and similarities; m' - s_pos + s_neg >= m - s_pos + s_neg > 0, also in floating
+    point, so every hinge is active again and the gradient of the mean hinge, which does
+    not contain the margin, is the same). Any other margin is trained.
 
     Returns:
         DataFrame indexed by margin: ``active`` (fraction of anchors with an active hinge),
         ``gap`` (mean mined s_pos - s_neg), both over the last ``last`` of the run,
-        ``val_mAP_end`` (percent, mean of the validation evaluations in the last two fifths)
-        and ``test_mAP`` (percent, M_c^max = ``level``).
+        ``val_mAP_end`` (percent, mean of the validation evaluations in the last two fifths),
+        ``test_mAP`` (percent, M_c^max = ``level``), ``always_active`` (every hinge active at
+        every step) and ``trained`` (False where the row is the profile margin's run by the
+        argument above).
     """
     import dataclasses
 
     from reid_utils.experiments.aggregators import Method, get_aggregator
 
-    rows = {}
-    for m in margins:
+    base_margin = float(banks.cfg.agg.margin)
+
+    def trained_with(m: float) -> TrainedModel:
         cfg = dataclasses.replace(banks.cfg, agg=dataclasses.replace(banks.cfg.agg, margin=float(m)))
-        tm = get_aggregator(ClipBanks(cfg, banks.clean, banks.corrupted), Method("learned"), level, progress=False)
+        return get_aggregator(ClipBanks(cfg, banks.clean, banks.corrupted), Method("learned"), level, progress=False)
+
+    base = trained_with(base_margin)
+    implied = bool(len(base.history)) and bool((base.history["active"] == 1.0).all())
+    rows = {}
+    for m in sorted({float(x) for x in margins} | {base_margin}):
+        same = m == base_margin or (m > base_margin and implied)
+        tm = base if same else trained_with(m)
         h = tm.history
         end = h.iloc[-max(1, int(round(last * len(h)))) :]
         val = h.dropna(subset=["val_mAP"])["val_mAP"] if "val_mAP" in h else pd.Series(dtype=float)
         S = tm.model.similarity_matrix(banks.features("query", level), banks.features("gallery", level), progress=False)
         qb, gb = banks.clean["query"], banks.clean["gallery"]
         sc = per_query_scores(similarity_to_distance(S), qb.pids, gb.pids, qb.camids, gb.camids)
-        rows[float(m)] = {
+        rows[m] = {
             "active": float(end["active"].mean()),
             "gap": float((end["hard_pos_sim"] - end["hard_neg_sim"]).mean()),
             "val_mAP_end": 100 * float(val.iloc[-2:].mean()) if len(val) else np.nan,
             "test_mAP": 100 * float(sc.values["mAP"].mean()),
+            "always_active": bool((h["active"] == 1.0).all()) if len(h) else False,
+            "trained": m == base_margin or not same,
         }
-    out = pd.DataFrame(rows).T
+    out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "margin"
     return out

@@ -13,6 +13,7 @@ run resume.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ __all__ = [
     "train_eval_percents",
     "methods_for",
     "get_aggregator",
+    "train_all",
     "scoring_model",
 ]
 
@@ -148,6 +150,7 @@ def _train(banks: ClipBanks, model, method: Method, level: int, mining: str, key
         progress=progress,
         eval_fn=_val_eval(banks, level),
         eval_every=max(1, a.iterations // 5),
+        threads=a.train_threads,
     )
     return {
         "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -217,6 +220,100 @@ def get_aggregator(
     model.load_state_dict(entry["state"])
     info["steps_seconds"] = entry["steps_seconds"]
     return TrainedModel(model.eval(), key, pd.DataFrame(entry["history"]), entry["seconds"], info)
+
+
+def _pending(banks: ClipBanks, jobs, mining: str) -> list[tuple[Method, int]]:
+    """The (method, level) jobs whose model is not in the cache yet, learned ones first
+    (the longest trainings start first), without repeats, the mean feature and the reused
+    top-t%-train-eval at t = 100 % (:func:`get_aggregator`)."""
+    cache, dim, out = ArtifactCache(banks.cfg.cache_root), int(banks.clean["train"].feats.shape[-1]), []
+    for method, level in jobs:
+        if method.kind == "mean":
+            continue
+        if method.kind == "topt-train-eval" and float(method.t) >= 100.0:
+            method = Method("topt-eval")
+        mode = resolve_mining(_build(banks.cfg, method, dim), mining)
+        key = artifact_key("agg-model", _model_spec(banks, method, int(level), mode))
+        if (method, int(level)) not in out and not cache.has("agg-model", key):
+            out.append((method, int(level)))
+    return sorted(out, key=lambda j: j[0].kind != "learned")
+
+
+def _train_job(banks: ClipBanks, method: Method, level: int, mining: str) -> float:
+    """Worker of :func:`train_all`: train one model into the cache; its wall time (s)."""
+    return get_aggregator(banks, method, level, mining=mining, progress=False).seconds
+
+
+def default_workers(cfg) -> int:
+    """Processes of :func:`train_all`: ``$REID_WORKERS`` if set, else one per CPU core when
+    ``cfg.agg.train_threads`` is 1 (cores / threads when larger); 1 when it is 0 (a training
+    then takes every core)."""
+    env = os.environ.get("REID_WORKERS")
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"$REID_WORKERS: expected a positive integer, got {env!r}")
+        return int(env)
+    threads = int(cfg.agg.train_threads)
+    return 1 if threads == 0 else max(1, (os.cpu_count() or 1) // threads)
+
+
+def train_all(
+    banks: ClipBanks, jobs, mining: str = "auto", workers: int | None = None, progress: bool = True
+) -> list[tuple[Method, int]]:
+    """Train every (method, level) of ``jobs`` not yet cached, side by side in processes.
+
+    Each training runs :func:`get_aggregator` in its own process with
+    ``cfg.agg.train_threads`` torch threads, so the cached models are the same whether
+    they were trained here, one after the other, or by :func:`get_aggregator` alone (with
+    1 thread: bit for bit, on a given CPU). Afterwards :func:`get_aggregator` loads them.
+    An interrupted run keeps the finished models and the checkpoints of the others.
+
+    Args:
+        banks: the experiment's :class:`ClipBanks`.
+        jobs: iterable of ``(Method, M_c^max)``.
+        mining: as in :func:`get_aggregator`.
+        workers: processes (default :func:`default_workers`); 1 trains in this process.
+        progress: one tqdm bar over the trainings.
+
+    Returns:
+        The jobs that were trained now (learned ones first).
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from tqdm.auto import tqdm
+
+    todo = _pending(banks, list(jobs), mining)
+    workers = default_workers(banks.cfg) if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers: expected >= 1, got {workers}")
+    workers = min(workers, len(todo))
+    if not todo:
+        return todo
+    bar = tqdm(
+        total=len(todo),
+        desc=f"aggregator trainings ({workers} process{'es' if workers > 1 else ''})",
+        disable=not progress,
+    )
+    try:
+        if workers == 1:
+            for method, level in todo:
+                _train_job(banks, method, level, mining)
+                bar.update()
+            return todo
+        # spawn: a fresh interpreter per worker (forking a process that holds torch's thread
+        # pools can deadlock); each loads only what _train_job imports.
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        try:
+            futures = [pool.submit(_train_job, banks, m, lv, mining) for m, lv in todo]
+            for f in as_completed(futures):
+                f.result()  # a failed training raises here, with its worker's exception
+                bar.update()
+        finally:  # on an error or an interrupt: drop the trainings not started yet
+            pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        bar.close()
+    return todo
 
 
 def scoring_model(cfg, model: torch.nn.Module) -> torch.nn.Module:

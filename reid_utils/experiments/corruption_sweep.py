@@ -27,7 +27,7 @@ from reid_utils.cache import cached
 from reid_utils.eval.bootstrap import bootstrap_methods, per_query_scores
 from reid_utils.eval.distances import similarity_to_distance
 from reid_utils.eval.ranking import evaluate_rank
-from reid_utils.experiments.aggregators import PAPER_METHODS, Method, get_aggregator, methods_for
+from reid_utils.experiments.aggregators import PAPER_METHODS, Method, get_aggregator, methods_for, train_all
 from reid_utils.experiments.clip_banks import VAL_SPLITS, ClipBanks
 from reid_utils.training.aggregator import build_aggregator
 from reid_utils.training.features import FeatureBank
@@ -233,6 +233,7 @@ def run_level(
         ranking; for top-t%-eval counted from the start of its shared scoring).
     """
     cfg, mc = banks.cfg, int(level)
+    train_all(banks, [(m, mc) for m in methods_for(cfg)], mining=mining, progress=progress)  # side by side
     models = {m: get_aggregator(banks, m, mc, mining=mining, progress=progress) for m in methods_for(cfg)}
     spec = {
         "models": sorted(tm.key for tm in models.values()),
@@ -268,10 +269,16 @@ def run_sweep(
     mining: str = "auto",
     progress: bool = True,
 ) -> SweepResult:
-    """:func:`run_level` for every M_c^max (default ``cfg.agg.max_corrupted``), in order."""
+    """:func:`run_level` for every M_c^max (default ``cfg.agg.max_corrupted``), in order.
+
+    The models of all levels are trained first, side by side
+    (``reid_utils.experiments.aggregators.train_all``), then each level is scored.
+    """
     from tqdm.auto import tqdm
 
     levels = list(banks.cfg.agg.max_corrupted if levels is None else levels)
+    jobs = [(m, int(mc)) for mc in levels for m in methods_for(banks.cfg)]
+    train_all(banks, jobs, mining=mining, progress=progress)  # every level's models, side by side
     out = [
         run_level(banks, mc, protocol=protocol, mining=mining, progress=progress)
         for mc in tqdm(levels, desc="corruption levels", disable=not progress)

@@ -307,6 +307,7 @@ def train_aggregator(
     weight_decay: float = 0.0,
     mining: str = "auto",
     progress: bool = True,
+    threads: int = 0,
 ) -> pd.DataFrame:
     """Train an aggregator with batch-hard triplet loss on negative similarities (Sec. 3.2).
 
@@ -336,6 +337,9 @@ def train_aggregator(
         weight_decay: Adam weight decay.
         mining: ``"auto"``, ``"hard"`` or ``"full"`` (:func:`resolve_mining`).
         progress: tqdm bar.
+        threads: torch CPU threads while training (restored afterwards); 0 leaves torch's
+            setting. The trained model depends on it on the CPU (BLAS splits its sums by
+            thread), so it belongs in the cache key of whoever caches the model.
 
     Returns:
         History, one row per iteration: ``iteration``, ``loss``, ``active`` (fraction of
@@ -343,6 +347,8 @@ def train_aggregator(
         the mined similarities, as seen by the training forward), ``seconds`` (wall time
         of the step), and one column per ``eval_fn`` metric (NaN where not evaluated).
     """
+    if int(threads) < 0:
+        raise ValueError(f"threads: expected >= 0 (0: torch's setting), got {threads}")
     feats, pids, params = _checked_inputs(model, feats, pids, iterations, ckpt_every)
     mining = resolve_mining(model, mining)
     device, dtype = params[0].device, params[0].dtype
@@ -351,19 +357,25 @@ def train_aggregator(
     if ckpt_path is not None:
         fp = _fingerprint(model, feats, P, K, lr, margin, seed, weight_decay, mining)
         checkpoint = Checkpoint(Path(ckpt_path), int(ckpt_every), at_end=True, extra=fp)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        rows = run_loop(
-            "train_aggregator",
-            model,
-            opt,
-            _pk_batches(feats, pids, P, K, seed, batch_transform, device, dtype),
-            _triplet_step(model, margin, mining),
-            int(iterations),
-            checkpoint=checkpoint,
-            evaluate=(lambda: eval_fn(model)) if eval_fn is not None else None,
-            eval_every=int(eval_every or 0),
-            progress=progress,
-            desc=f"train {type(model).__name__}",
-        )
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            rows = run_loop(
+                "train_aggregator",
+                model,
+                opt,
+                _pk_batches(feats, pids, P, K, seed, batch_transform, device, dtype),
+                _triplet_step(model, margin, mining),
+                int(iterations),
+                checkpoint=checkpoint,
+                evaluate=(lambda: eval_fn(model)) if eval_fn is not None else None,
+                eval_every=int(eval_every or 0),
+                progress=progress,
+                desc=f"train {type(model).__name__}",
+            )
+    finally:
+        torch.set_num_threads(before)
     model.eval()
     return pd.DataFrame(rows)
