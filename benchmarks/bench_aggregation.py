@@ -1,7 +1,7 @@
 """Throughput of ``LearnedClipAggregator.similarity_matrix`` in eval mode (CPU).
 
 Prints pairs/s and the achieved FLOP rate as a fraction of a plain GEMM's FLOP
-rate measured in the same process, same thread count (issue 5 target: >= 0.5
+rate measured in the same process, same thread count (target: >= 0.5
 with D = hidden = 256, M = 8).
 
 FLOP count (the useful work of the *reference* recurrence, per sequence pair):

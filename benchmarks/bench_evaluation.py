@@ -11,7 +11,7 @@ straightforward per-query loops implementing the same protocol:
   with a stable full sort, written from the two protocols' definitions (numpy
   per query); also the reference the fast results are checked against.
 
-Targets (issue 3): <= 1.5 s on 2 CPU cores and >= 20x faster than the loop.
+Targets: <= 1.5 s on 2 CPU cores and >= 20x faster than the loop.
 The machine may be shared: the load average is printed with the figures.
 
 Usage: ``python benchmarks/bench_evaluation.py [--repeats 3] [--seed 0]``

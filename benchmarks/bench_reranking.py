@@ -16,7 +16,7 @@ float32 result included. If clear_refs is not permitted, the child falls back
 to ``ru_maxrss`` (its peak since start, which after loading equals the inputs
 plus the interpreter) and says so.
 
-Targets (issue 3): <= 1.5 GB above the inputs and <= 30 s on 2 cores.
+Targets: <= 1.5 GB above the inputs and <= 30 s on 2 cores.
 
 Usage: ``python benchmarks/bench_reranking.py [--num-query 1980] [--num-gallery 9330]``
 """

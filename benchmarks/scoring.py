@@ -1,4 +1,4 @@
-"""Learned-aggregation scoring at scale: reference path vs fused kernel (issue 7).
+"""Learned-aggregation scoring at scale: reference path vs fused kernel.
 
 Times ``LearnedClipAggregator.similarity_matrix`` in eval mode on the current
 device, for

@@ -3,7 +3,8 @@
 Used by ``tests/test_browser.py`` to check the interactive explorer of notebook
 06 (issue 6, item 4) the way a reader meets it: JupyterLab served on loopback,
 the notebook opened in chromium, "Run All Cells" from the menu, the query
-changed in the explorer, the page checked for errors.
+changed in the explorer, the page checked for errors; and that a committed, executed
+notebook shows its stored figures when opened (:func:`wait_for_output_images`).
 
 Everything started here is stopped here: :class:`LabServer` owns the server's
 process group and every kernel the server spawned (kernels run in sessions of
@@ -395,6 +396,41 @@ def page_error_texts(page) -> list[str]:
     """Text of rendered stderr/error outputs that mention an error or traceback,
     and of widget rendering failures."""
     return page.evaluate(_PAGE_ERRORS_JS)
+
+
+_OUTPUT_IMAGES_JS = """(panel) => Array.from(
+  document.querySelectorAll(panel + ' .jp-OutputArea-output img')
+).map(img => {
+  const holder = img.closest('[data-mime-type]');
+  return {complete: img.complete, naturalWidth: img.naturalWidth, naturalHeight: img.naturalHeight,
+          mime: holder ? holder.getAttribute('data-mime-type') : null};
+})"""
+
+
+def output_images(page) -> list[dict]:
+    """``{complete, naturalWidth, naturalHeight, mime}`` of every ``<img>`` in the outputs of the
+    notebook on show (stored figures render as ``<img>`` in ``.jp-OutputArea-output``)."""
+    return page.evaluate(_OUTPUT_IMAGES_JS, PANEL)
+
+
+def wait_for_output_images(page, n_expected: int, timeout: float) -> list[dict]:
+    """Wait until at least ``n_expected`` output images are in the DOM and every one of them has
+    finished loading (decoded, or broken); returns :func:`output_images`.
+
+    Raises:
+        TimeoutError: with the images seen so far.
+    """
+    t_end = time.monotonic() + timeout
+    imgs: list[dict] = []
+    while time.monotonic() < t_end:
+        imgs = output_images(page)
+        if len(imgs) >= max(n_expected, 1) and all(i["complete"] for i in imgs):
+            return imgs
+        time.sleep(0.25)
+    raise TimeoutError(
+        f"expected {n_expected} loaded output images within {timeout:.0f} s, have {imgs}; "
+        f"error outputs {page_error_texts(page)}"
+    )
 
 
 def wait_for_run_all(page, server: LabServer, n_code_cells: int, timeout: float) -> float:

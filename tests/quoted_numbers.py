@@ -342,7 +342,8 @@ def _result_like(token: str) -> bool:
 
 
 def readme_sources(root: Path = ROOT) -> list[Source]:
-    return [Source("README.md", (root / "README.md").read_text())]
+    """The project's README and the notebooks' reading guide."""
+    return [Source(name, (root / name).read_text()) for name in ("README.md", "notebooks/README.md")]
 
 
 def notebook_sources(path: Path) -> list[Source]:

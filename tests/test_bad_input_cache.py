@@ -1,6 +1,6 @@
-"""Bad input for the artifact cache (``reid_utils.cache``): damaged directory entries
-(item 5), interrupted and concurrent builders (item 13), a file where a folder is
-expected and the reverse (item 12)."""
+"""Bad input for the artifact cache (``reid_utils.cache``): damaged directory entries,
+interrupted and concurrent builders, a file where a folder is
+expected and the reverse."""
 
 import os
 import signal

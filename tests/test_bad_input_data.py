@@ -1,4 +1,4 @@
-"""Bad data inputs (hardening issue items 3, 7, 8, 10, 12): each case must end in one clear
+"""Bad data inputs (the hardening targets): each case must end in one clear
 error naming the file (or ``$REID_DATASET``) and what was expected, never load silently.
 
 The cases are parametrised; their ids name them. Valid inputs are covered by
@@ -27,7 +27,7 @@ def _savemat(path, var, value):
 
 
 # ---------------------------------------------------------------------------
-# item 3: every name of the MARS name lists matches the naming pattern
+# every name of the MARS name lists matches the naming pattern
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "bad",
@@ -49,7 +49,7 @@ def test_mars_every_name_matches_the_pattern(mars, bad):
 
 
 # ---------------------------------------------------------------------------
-# item 7: PRID splits files
+# PRID splits files
 # ---------------------------------------------------------------------------
 GOOD_SPLIT = {"train": [1, 2, 3], "test": [4, 5, 6]}
 
@@ -147,7 +147,7 @@ def test_mars_bad_mat_tables(mars, make, file, expect):
 
 
 # ---------------------------------------------------------------------------
-# item 10: binary text files, bad annotation tables
+# binary text files, bad annotation tables
 # ---------------------------------------------------------------------------
 BINARY = b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x81\x9c binary"
 
@@ -192,7 +192,7 @@ def test_bad_annotations_csv(tmp_path, edit, expect):
 
 
 # ---------------------------------------------------------------------------
-# item 12: an unknown $REID_DATASET is named before anything about the data root
+# an unknown $REID_DATASET is named before anything about the data root
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("with_root", [False, True], ids=["env_bogus_no_root", "env_bogus_with_root"])
 def test_unknown_dataset_in_config(tmp_path, monkeypatch, with_root):

@@ -1,5 +1,5 @@
-"""Bad and extreme inputs at the evaluation and re-ranking boundaries (hardening issue
-items 9 and 12): integer distances ranked exactly, re-ranking of very large / very small
+"""Bad and extreme inputs at the evaluation and re-ranking boundaries: integer distances
+ranked exactly, re-ranking of very large / very small
 distances, and the integer knobs (``chunk_size``, ``max_triples``) validated."""
 
 import numpy as np
@@ -23,7 +23,7 @@ BIG = 2**60
 # evaluate_rank / mars_official_gallery: integer distances ranked exactly
 # ----------------------------------------------------------------------------
 def _three_item_case(dtype):
-    """One query; its only true match (item 0) is the farthest of 3: AP = 1/3."""
+    """One query; its only true match is the farthest of 3: AP = 1/3."""
     d = np.array([[BIG + 2, BIG, BIG + 1]], dtype=dtype)
     return d, np.array([1]), np.array([1, 2, 3]), np.array([0]), np.array([1, 1, 1])
 

@@ -46,7 +46,7 @@ def test_missing_frame_is_named(tiny):
 
 
 def test_cached_features_are_not_served_for_replaced_frames(tiny, tmp_path):
-    """The probe of the issue: replace a dataset's frames in place; features must be recomputed."""
+    """The probe: replace a dataset's frames in place; features must be recomputed."""
     from reid_utils.models.i3d import InceptionI3d
 
     torch.manual_seed(0)

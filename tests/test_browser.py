@@ -7,6 +7,10 @@ profile, the query is changed in the explorer, and the test checks that the
 ranking and heatmap follow, that the page shows no error, and saves a screenshot
 (``tests/_artifacts/browser_explorer.png``, or ``$REID_BROWSER_ARTIFACTS``).
 
+A committed, executed notebook (:data:`STORED_NB`) is also opened, without running it, to
+check that its stored figures render (every output ``<img>`` decodes) and that it shows no
+error output.
+
 Two fast self-tests prove the harness on its own, independent of notebook 06: a
 tiny notebook with a stand-in explorer that follows the same DOM contract, and
 a notebook that fails on purpose (the error checks must see it).
@@ -33,6 +37,8 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 NB06 = ROOT / "notebooks" / "06_qualitative_importance.ipynb"
+# A committed notebook executed by the default profile (python -m reid_utils.reproduce), with figures.
+STORED_NB = ROOT / "notebooks" / "04_learned_aggregation.ipynb"
 
 STANDIN_EXPLORER = r"""
 import io, zlib
@@ -307,3 +313,45 @@ def test_notebook06_explorer_in_jupyterlab(page, lab):
         print("\n".join(done))
         print("screenshot:", bh.screenshot(page, "browser_explorer.png", ".reid-explorer"))
     assert NB06.read_bytes() == original, f"{NB06.name} in the repo was modified"
+
+
+def stored_images(path: Path) -> int:
+    """How many outputs of ``path`` carry an image (``image/png``, ``image/jpeg``, ...)."""
+    nb = nbformat.read(path, as_version=4)
+    return sum(
+        any(k.startswith("image/") for k in o.get("data", {}))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
+
+
+@pytest.mark.timeout(180)
+def test_stored_figures_render_in_jupyterlab(page, lab):
+    """A committed executed notebook, opened (not run) in JupyterLab: its stored figures render
+    (every output <img> decodes to a non-empty image) and no output is an error."""
+    assert STORED_NB.exists(), f"{STORED_NB} is missing"
+    n_images = stored_images(STORED_NB)
+    assert n_images, (
+        f"{STORED_NB.name} holds no stored figure: it must be committed executed "
+        f"(python -m reid_utils.reproduce --profile default --only {STORED_NB.name[:2]})"
+    )
+    original = STORED_NB.read_bytes()
+    copy = lab.root_dir / "notebooks" / STORED_NB.name
+    copy.parent.mkdir(exist_ok=True)
+    shutil.copy2(STORED_NB, copy)
+    rel = f"notebooks/{STORED_NB.name}"
+    with failure_screenshot(page, "stored_figures"):
+        t0 = time.monotonic()
+        bh.open_notebook(page, lab, rel)
+        imgs = bh.wait_for_output_images(page, n_images, timeout=60)
+        print(f"{STORED_NB.name}: {len(imgs)} output images rendered in {time.monotonic() - t0:.1f} s")
+        decoded = [i for i in imgs if i["naturalWidth"] > 0 and i["naturalHeight"] > 0]
+        broken = [i for i in imgs if not (i["naturalWidth"] > 0 and i["naturalHeight"] > 0)]
+        assert not broken, f"{STORED_NB.name}: {len(broken)} of {len(imgs)} output images did not decode: {broken}"
+        assert len(decoded) >= n_images, (
+            f"{STORED_NB.name}: {n_images} stored image outputs, {len(decoded)} rendered: {imgs}"
+        )
+        assert_no_errors(page, f"{STORED_NB.name} (stored outputs)")
+        print("screenshot:", bh.screenshot(page, "browser_stored_figures.png", f"{bh.PANEL} .jp-OutputArea-output img"))
+    assert STORED_NB.read_bytes() == original, f"{STORED_NB.name} in the repo was modified"

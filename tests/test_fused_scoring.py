@@ -161,7 +161,7 @@ def test_bad_arguments_raise():
 
 
 def test_flop_count_formula():
-    # 64 steps x (2*D*H + 2*H*H + 2*H) at D = H = 1024: the ~0.27 GFLOP per pair of issue 7
+    # 64 steps x (2*D*H + 2*H*H + 2*H) at D = H = 1024: the ~0.27 GFLOP per pair of the scoring-at-scale target
     f = kernel_flops_per_pair(8, 8, 1024, 1024)
     assert f == 64 * (4 * 1024 * 1024 + 2 * 1024)
     assert 0.26e9 < f < 0.28e9

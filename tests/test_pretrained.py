@@ -27,7 +27,7 @@ from reid_utils.models import pretrained as P
 from reid_utils.models.i3d import INCEPTION_SPECS, InceptionI3d
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kinetics_check.npz"
-REL_L2_TOL = 1e-5  # issue 4: relative L2 error of Mixed_5c <= 1e-5 (float32, CPU)
+REL_L2_TOL = 1e-5  # target: relative L2 error of Mixed_5c <= 1e-5 (float32, CPU)
 
 
 def rel_l2(a, b) -> float:

@@ -162,7 +162,7 @@ def test_notebook_markdown_cells_are_named_by_cell(tmp_path):
 # --- the repository -------------------------------------------------------------------------------------
 
 
-def test_every_number_in_the_readme_agrees_with_the_committed_tables():
+def test_every_number_in_the_readmes_agrees_with_the_committed_tables():
     problems = qn.check(qn.readme_sources())
     assert not problems, "\n".join(map(str, problems))
 
@@ -175,7 +175,12 @@ def _notebook_param(nb):
     return pytest.param(nb, id=nb.name, marks=marks)
 
 
-@pytest.mark.parametrize("nb", [_notebook_param(nb) for nb in reproduce.list_notebooks()])
+SOLUTIONS = [
+    pytest.param(nb, id=f"solutions/{nb.name}") for nb in sorted((reproduce.NOTEBOOK_DIR / "solutions").glob("*.ipynb"))
+]
+
+
+@pytest.mark.parametrize("nb", [_notebook_param(nb) for nb in reproduce.list_notebooks()] + SOLUTIONS)
 def test_every_number_in_a_notebooks_markdown_agrees_with_the_committed_tables(nb):
     problems = qn.check(qn.notebook_sources(nb))
     assert not problems, "\n".join(map(str, problems))

@@ -19,6 +19,7 @@ have).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +225,20 @@ def _pair_stats(sp: torch.Tensor, sn: torch.Tensor, margin: float) -> dict:
     }
 
 
+@contextmanager
+def _torch_threads(threads: int):
+    """torch's CPU thread count set to ``threads`` (0: left alone) inside, restored after."""
+    if int(threads) < 0:
+        raise ValueError(f"threads: expected >= 0 (0: torch's setting), got {threads}")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _fingerprint(model, feats, P, K, lr, margin, seed, weight_decay, mining) -> dict:
     """What a checkpoint must match to be resumed by this run."""
     return {
@@ -335,11 +350,9 @@ def train_aggregator(
         batch_transform: ``f(idx (B,), feats_batch (B, M, D), rng) -> feats_batch``
             applied to each batch (e.g. :func:`corrupting_transform`).
         weight_decay: Adam weight decay.
-        mining: ``"auto"``, ``"hard"`` or ``"full"`` (:func:`resolve_mining`).
-        progress: tqdm bar.
-        threads: torch CPU threads while training (restored afterwards); 0 leaves torch's
-            setting. The trained model depends on it on the CPU (BLAS splits its sums by
-            thread), so it belongs in the cache key of whoever caches the model.
+        mining: ``"auto"``, ``"hard"`` or ``"full"`` (:func:`resolve_mining`). progress: tqdm bar.
+        threads: torch CPU threads while training (0: torch's setting); the model depends on
+            it on the CPU (BLAS splits sums by thread): put it in the cache key.
 
     Returns:
         History, one row per iteration: ``iteration``, ``loss``, ``active`` (fraction of
@@ -347,8 +360,6 @@ def train_aggregator(
         the mined similarities, as seen by the training forward), ``seconds`` (wall time
         of the step), and one column per ``eval_fn`` metric (NaN where not evaluated).
     """
-    if int(threads) < 0:
-        raise ValueError(f"threads: expected >= 0 (0: torch's setting), got {threads}")
     feats, pids, params = _checked_inputs(model, feats, pids, iterations, ckpt_every)
     mining = resolve_mining(model, mining)
     device, dtype = params[0].device, params[0].dtype
@@ -357,25 +368,19 @@ def train_aggregator(
     if ckpt_path is not None:
         fp = _fingerprint(model, feats, P, K, lr, margin, seed, weight_decay, mining)
         checkpoint = Checkpoint(Path(ckpt_path), int(ckpt_every), at_end=True, extra=fp)
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            rows = run_loop(
-                "train_aggregator",
-                model,
-                opt,
-                _pk_batches(feats, pids, P, K, seed, batch_transform, device, dtype),
-                _triplet_step(model, margin, mining),
-                int(iterations),
-                checkpoint=checkpoint,
-                evaluate=(lambda: eval_fn(model)) if eval_fn is not None else None,
-                eval_every=int(eval_every or 0),
-                progress=progress,
-                desc=f"train {type(model).__name__}",
-            )
-    finally:
-        torch.set_num_threads(before)
+    with _torch_threads(threads), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        rows = run_loop(
+            "train_aggregator",
+            model,
+            opt,
+            _pk_batches(feats, pids, P, K, seed, batch_transform, device, dtype),
+            _triplet_step(model, margin, mining),
+            int(iterations),
+            checkpoint=checkpoint,
+            evaluate=(lambda: eval_fn(model)) if eval_fn is not None else None,
+            eval_every=int(eval_every or 0),
+            progress=progress,
+            desc=f"train {type(model).__name__}",
+        )
     model.eval()
     return pd.DataFrame(rows)

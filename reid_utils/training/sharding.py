@@ -1,4 +1,4 @@
-"""Feature extraction across ``torch.distributed`` ranks (``torchrun``; issue "multi-GPU").
+"""Feature extraction across ``torch.distributed`` ranks (``torchrun``, multi-GPU).
 
 When a process group is initialised with more than one rank, ``features.extract_clip_features``
 gives each rank a contiguous shard of the tracklets (:func:`shard_bounds`), gathers the

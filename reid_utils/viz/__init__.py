@@ -3,8 +3,8 @@
 ``from reid_utils import viz`` gives every plotting function (``viz.save_fig``,
 ``viz.plot_fig6``, ...); the modules below hold them by topic: ``style`` (saving,
 house style), ``data`` (notebook 00), ``training`` (01, 04), ``ablations`` (02-03),
-``aggregation`` (04-05), ``importance`` and ``widgets`` (06), ``comparison`` (07),
-``scoring`` (08).
+``aggregation`` (04-05), ``diagram`` (the method's block diagram, 04-05), ``importance``
+and ``widgets`` (06), ``comparison`` (07), ``scoring`` (08).
 """
 
 from reid_utils.viz.ablations import plot_clip_averaging, plot_sampling_ablation
@@ -30,6 +30,7 @@ from reid_utils.viz.data import (
     plot_sampling_methods,
     ranked_results_figure,
 )
+from reid_utils.viz.diagram import plot_method_diagram
 from reid_utils.viz.importance import (
     CORRUPTED_COLOR,
     GALLERY_COLOR,
@@ -75,6 +76,7 @@ __all__ = [
     "plot_importance_auc",
     "plot_importance_heatmaps",
     "plot_method_bars",
+    "plot_method_diagram",
     "plot_pair_importance",
     "plot_ranked_results",
     "plot_sampling_ablation",
