@@ -295,15 +295,20 @@ def test_harness_sees_a_failing_cell(page, lab):
             assert_no_errors(page, "fails.ipynb")
 
 
+def copy_into_lab(lab, path: Path) -> str:
+    """Copy a repository notebook into the JupyterLab folder's ``notebooks/``; its path there."""
+    copy = lab.root_dir / "notebooks" / path.name
+    copy.parent.mkdir(exist_ok=True)
+    shutil.copy2(path, copy)
+    return f"notebooks/{path.name}"
+
+
 @pytest.mark.timeout(180)
 def test_notebook06_explorer_in_jupyterlab(page, lab):
     """Notebook 06 under smoke in JupyterLab: run all, switch query, no errors, screenshot."""
     assert NB06.exists(), f"{NB06.relative_to(ROOT)} is missing"
     original = NB06.read_bytes()
-    copy = lab.root_dir / "notebooks" / NB06.name
-    copy.parent.mkdir(exist_ok=True)
-    shutil.copy2(NB06, copy)
-    rel = f"notebooks/{NB06.name}"
+    rel = copy_into_lab(lab, NB06)
     with failure_screenshot(page, "notebook06"):
         secs = run_in_lab(page, lab, rel, timeout=150)
         print(f"{NB06.name}: Run All Cells finished in {secs:.1f} s (smoke)")
@@ -337,10 +342,7 @@ def test_stored_figures_render_in_jupyterlab(page, lab):
         f"(python -m reid_utils.reproduce --profile default --only {STORED_NB.name[:2]})"
     )
     original = STORED_NB.read_bytes()
-    copy = lab.root_dir / "notebooks" / STORED_NB.name
-    copy.parent.mkdir(exist_ok=True)
-    shutil.copy2(STORED_NB, copy)
-    rel = f"notebooks/{STORED_NB.name}"
+    rel = copy_into_lab(lab, STORED_NB)
     with failure_screenshot(page, "stored_figures"):
         t0 = time.monotonic()
         bh.open_notebook(page, lab, rel)
