@@ -107,6 +107,24 @@ def _model_spec(banks: ClipBanks, method: Method, level: int, mining: str) -> di
     }
 
 
+def _trained_as(method: Method) -> Method | None:
+    """The model :func:`get_aggregator` trains for ``method``: None for the mean feature (nothing
+    to train), top-t%-eval's for top-t%-train-eval at t = 100 % (the same training), else itself."""
+    if method.kind == "mean":
+        return None
+    if method.kind == "topt-train-eval" and float(method.t) >= 100.0:
+        return Method("topt-eval")
+    return method
+
+
+def _model_key(banks: ClipBanks, method: Method, level: int, mining: str) -> tuple[str, dict, str]:
+    """``(mining mode, cache spec, cache key)`` of a trained ``method`` at M_c^max = ``level``."""
+    dim = int(banks.clean["train"].feats.shape[-1])
+    mode = resolve_mining(_build(banks.cfg, method, dim), mining)
+    spec = _model_spec(banks, method, level, mode)
+    return mode, spec, artifact_key("agg-model", spec)
+
+
 def _val_eval(banks: ClipBanks, level: int):
     """``eval_fn`` of the training: mAP on the validation identities at M_c^max = ``level``
     (the plateau check of notebook 04), or None without a validation set."""
@@ -197,15 +215,13 @@ def get_aggregator(
             "get_aggregator: the training clip bank is empty (a query/gallery-only dataset "
             "loads for evaluation only); expected training tracklets"
         )
-    if method.kind == "topt-train-eval" and float(method.t) >= 100.0:
+    if _trained_as(method) != method:
         # t = 100 %: the top-t selection keeps every pair, so training is that of top-t%-eval
         # (the mean of all pairs, the same batches and seed): reuse that model, do not train twice.
-        base = get_aggregator(banks, Method("topt-eval"), level, mining, progress)
+        base = get_aggregator(banks, _trained_as(method), level, mining, progress)
         model.load_state_dict(base.model.state_dict())
         return TrainedModel(model.eval(), base.key, base.history, 0.0, dict(info, reused_from="topt-eval"))
-    mining = resolve_mining(model, mining)
-    spec = _model_spec(banks, method, level, mining)
-    key = artifact_key("agg-model", spec)
+    mining, spec, key = _model_key(banks, method, level, mining)
     entry = cached(
         cfg.cache_root,
         "agg-model",
@@ -226,15 +242,12 @@ def _pending(banks: ClipBanks, jobs, mining: str) -> list[tuple[Method, int]]:
     """The (method, level) jobs whose model is not in the cache yet, learned ones first
     (the longest trainings start first), without repeats, the mean feature and the reused
     top-t%-train-eval at t = 100 % (:func:`get_aggregator`)."""
-    cache, dim, out = ArtifactCache(banks.cfg.cache_root), int(banks.clean["train"].feats.shape[-1]), []
+    cache, out = ArtifactCache(banks.cfg.cache_root), []
     for method, level in jobs:
-        if method.kind == "mean":
+        method = _trained_as(method)
+        if method is None or (method, int(level)) in out:
             continue
-        if method.kind == "topt-train-eval" and float(method.t) >= 100.0:
-            method = Method("topt-eval")
-        mode = resolve_mining(_build(banks.cfg, method, dim), mining)
-        key = artifact_key("agg-model", _model_spec(banks, method, int(level), mode))
-        if (method, int(level)) not in out and not cache.has("agg-model", key):
+        if not cache.has("agg-model", _model_key(banks, method, int(level), mining)[2]):
             out.append((method, int(level)))
     return sorted(out, key=lambda j: j[0].kind != "learned")
 
